@@ -1,0 +1,43 @@
+"""Developer sessions: `nox -s tests lint typecheck docs`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The README's test command (needs Redis and PostgreSQL on 127.0.0.1)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff>=0.6,<1")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy, strict on src/."""
+    session.install("-e", ".[test]", "mypy>=1.10,<3")
+    session.run("mypy")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the mkdocs site strictly."""
+    session.install("-e", ".[dev]")
+    session.run("mkdocs", "build", "--strict")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks: ratios against the raw SDK measured in the same run."""
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/client_overhead.py")

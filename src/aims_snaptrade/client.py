@@ -1,0 +1,460 @@
+"""``SafeSnapTradeClient`` and ``AsyncSafeSnapTradeClient``: two thin shells over one core.
+
+Both run the same flows from :mod:`aims_snaptrade.pipeline`; they differ only in how an effect
+is performed: blocking calls here, awaited calls (and ``asyncio.to_thread`` for the secret
+store) in the async client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Literal, Self, TypeVar
+
+from aims_snaptrade import errors as e
+from aims_snaptrade._transport import AsyncTransport, Response, SyncTransport
+from aims_snaptrade.error_mapping import map_exception, with_upstream_cause
+from aims_snaptrade.guardrails import ConsentChecker, check_startup
+from aims_snaptrade.models import (
+    Account,
+    Activity,
+    ApiStatus,
+    Balance,
+    ConnectionPortalLink,
+    DeletedUser,
+    Position,
+    RegisteredUser,
+)
+from aims_snaptrade.pipeline import Acquire, CallOptions, Core, Flow, Observe, Send, Sleep, StoreCall
+from aims_snaptrade.ratelimit import AsyncRateLimiter, RateLimiter, RateLimitPolicy
+from aims_snaptrade.redaction import install_log_redaction
+from aims_snaptrade.retry import RetryPolicy
+from aims_snaptrade.secrets import Keyring, SecretStore, open_secret_store
+from aims_snaptrade.settings import Settings
+
+__all__ = ["AsyncSafeSnapTradeClient", "SafeSnapTradeClient"]
+
+log = logging.getLogger("aims_snaptrade.client")
+
+T = TypeVar("T")
+ConnectionType = Literal["read", "trade", "trade-if-available"]
+
+
+def _store_failure(method: str, exc: BaseException) -> e.SnapTradeError:
+    if isinstance(exc, e.SnapTradeError):
+        return exc
+    return with_upstream_cause(
+        e.SnapTradeSecretStoreError(f"The secret store failed during {method} ({type(exc).__name__})."), exc
+    )
+
+
+class _Base:
+    """Construction shared by both clients: settings, guardrails, store, policies. No network IO."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        secret_store: SecretStore | None = None,
+        consent: ConsentChecker | None = None,
+        retry: RetryPolicy | str | None = None,
+        **overrides: Any,
+    ) -> None:
+        install_log_redaction()
+        if settings is None:
+            settings = Settings.build(overrides)
+        elif overrides:
+            settings = Settings.build({**settings.model_dump(), **overrides})
+        self.settings = settings
+        self._owns_store = secret_store is None
+        if secret_store is None:
+            keys = settings.encryption_keys
+            keyring = Keyring.parse(keys.get_secret_value()) if keys is not None else None
+            secret_store = open_secret_store(settings.secret_store_url, keyring)
+        self.secret_store: SecretStore = secret_store
+        try:
+            check_startup(settings, store=secret_store, consent=consent)
+        except e.SnapTradeError:
+            self._close_store()
+            raise
+        policy = (
+            retry if isinstance(retry, RetryPolicy) else RetryPolicy.preset(retry or settings.retry_policy)
+        )
+        self._core = Core(settings, retry=policy, consent=consent)
+        self._limit_policy = RateLimitPolicy.from_settings(settings)
+        pending = secret_store.pending_rotations()
+        if pending:
+            log.error(
+                "%d user-secret rotation(s) were interrupted (users: %s): the new secrets may be lost. "
+                "For each: call resolve_secret_rotation(user_id); if SnapTrade rejects the stored secret, "
+                "delete the user, register it again and have the person reconnect their brokerage.",
+                len(pending),
+                ", ".join(sorted(pending)),
+            )
+
+    @property
+    def pending_secret_rotations(self) -> list[str]:
+        """Users whose secret rotation was interrupted (see :meth:`rotate_user_secret`)."""
+        return list(self.secret_store.pending_rotations())
+
+    def _close_store(self) -> None:
+        if self._owns_store:
+            self.secret_store.close()
+
+    def __repr__(self) -> str:
+        s = self.settings
+        name = type(self).__name__
+        return f"{name}(client_id={s.client_id!r}, environment={s.environment!r}, base_url={s.base_url!r})"
+
+
+class SafeSnapTradeClient(_Base):
+    """The blocking client. Use as a context manager, or call :meth:`close`.
+
+    Example::
+
+        with SafeSnapTradeClient.from_env() as client:
+            client.register_user("user-42")
+            link = client.connection_portal_url("user-42")
+            accounts = client.list_accounts("user-42")
+
+    Args:
+        settings: Validated settings; when omitted, built from the keyword ``overrides``
+            (``client_id=``, ``consumer_key=``, ``environment=``, ``base_url=``, ...).
+        secret_store: Where user secrets live; default: opened from ``settings.secret_store_url``.
+        consent: A :class:`~aims_snaptrade.guardrails.ConsentChecker` (required in production).
+        retry: A :class:`~aims_snaptrade.retry.RetryPolicy` or preset name.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        secret_store: SecretStore | None = None,
+        consent: ConsentChecker | None = None,
+        retry: RetryPolicy | str | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(settings, secret_store=secret_store, consent=consent, retry=retry, **overrides)
+        self._transport = SyncTransport(self.settings)
+        self._limiter = RateLimiter(self._limit_policy, self.settings.rate_limit_storage_url)
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Self:
+        """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor."""
+        passthrough = {k: kwargs.pop(k) for k in ("secret_store", "consent", "retry") if k in kwargs}
+        return cls(Settings.from_env(**kwargs), **passthrough)
+
+    # --- IO: performing effects --------------------------------------------------------------------
+
+    def _perform(self, effect: object) -> Any:
+        if isinstance(effect, Send):
+            try:
+                return self._transport.send(effect.operation, effect.arguments, effect.timeouts)
+            except Exception as exc:
+                failure = with_upstream_cause(map_exception(effect.operation, exc, effect.arguments), exc)
+            raise failure
+        if isinstance(effect, Acquire):
+            return self._limiter.acquire(
+                effect.operation,
+                user_id=effect.user_id,
+                account_id=effect.account_id,
+                mode=effect.mode,
+                max_wait=effect.max_wait,
+            )
+        if isinstance(effect, Observe):
+            return self._limiter.observe(
+                effect.operation, account_id=effect.account_id, status=effect.status, headers=effect.headers
+            )
+        if isinstance(effect, Sleep):
+            return time.sleep(effect.seconds)
+        if isinstance(effect, StoreCall):
+            try:
+                return getattr(self.secret_store, effect.method)(*effect.args)
+            except Exception as exc:
+                failure = _store_failure(effect.method, exc)
+            raise failure
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def _run(self, flow: Flow[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = flow.send(value) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = self._perform(effect)
+            except e.SnapTradeError as exc:
+                error = exc
+
+    # --- public API ------------------------------------------------------------------------------
+
+    def call(
+        self,
+        operation: str,
+        /,
+        *,
+        confirm: bool = False,
+        options: CallOptions | None = None,
+        **arguments: Any,
+    ) -> Response:
+        """Call any SDK operation by its SDK name, on the safe road (user secret filled in).
+
+        ``client.call("get_user_account_orders", user_id="u1", account_id=acc, state="open")``
+        """
+        return self._run(self._core.call(operation, arguments, confirm=confirm, options=options))
+
+    def api_status(self, *, options: CallOptions | None = None) -> ApiStatus:
+        """SnapTrade's status and this machine's clock skew against it."""
+        return self._run(self._core.api_status(options))
+
+    def register_user(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
+        """Register a user and store its secret; never resent after an unknown outcome."""
+        return self._run(self._core.register_user(user_id, options))
+
+    def rotate_user_secret(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
+        """Rotate the user's secret with SnapTrade, storing the new one before dropping the old."""
+        return self._run(self._core.rotate_user_secret(user_id, options))
+
+    def delete_user(
+        self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None
+    ) -> DeletedUser:
+        """Delete the user at SnapTrade (needs ``confirm=True``) and purge its local secret."""
+        return self._run(self._core.delete_user(user_id, confirm=confirm, options=options))
+
+    def connection_portal_url(
+        self,
+        user_id: str,
+        *,
+        broker: str | None = None,
+        connection_type: ConnectionType = "read",
+        custom_redirect: str | None = None,
+        reconnect: str | None = None,
+        options: CallOptions | None = None,
+    ) -> ConnectionPortalLink:
+        """A Connection Portal link (valid 5 minutes); ``reconnect=<authorization id>`` repairs a connection."""
+        return self._run(
+            self._core.connection_portal_url(
+                user_id,
+                broker=broker,
+                connection_type=connection_type,
+                custom_redirect=custom_redirect,
+                reconnect=reconnect,
+                options=options,
+            )
+        )
+
+    def list_accounts(self, user_id: str, *, options: CallOptions | None = None) -> list[Account]:
+        """Every account of the user."""
+        return self._run(self._core.list_accounts(user_id, options))
+
+    def get_balances(
+        self, user_id: str, account_id: str, *, options: CallOptions | None = None
+    ) -> list[Balance]:
+        """Balances of one account, per currency."""
+        return self._run(self._core.get_balances(user_id, account_id, options))
+
+    def get_positions(
+        self, user_id: str, account_id: str, *, options: CallOptions | None = None
+    ) -> list[Position]:
+        """Positions of one account."""
+        return self._run(self._core.get_positions(user_id, account_id, options))
+
+    def get_activities(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        start_date: Any = None,
+        end_date: Any = None,
+        type: str | None = None,
+        options: CallOptions | None = None,
+    ) -> list[Activity]:
+        """All activities of one account (every page)."""
+        return self._run(
+            self._core.get_activities(
+                user_id, account_id, start_date=start_date, end_date=end_date, type=type, options=options
+            )
+        )
+
+    def close(self) -> None:
+        """Release connections, the rate limiter and (if the client opened it) the secret store."""
+        self._transport.close()
+        self._limiter.close()
+        self._close_store()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncSafeSnapTradeClient(_Base):
+    """The asyncio client: same constructor and methods as :class:`SafeSnapTradeClient`, awaited.
+
+    One pooled aiohttp session serves every call (the SDK alone opens one per call). Use
+    ``async with``, or ``await client.aclose()``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        secret_store: SecretStore | None = None,
+        consent: ConsentChecker | None = None,
+        retry: RetryPolicy | str | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(settings, secret_store=secret_store, consent=consent, retry=retry, **overrides)
+        self._transport = AsyncTransport(self.settings)
+        self._limiter = AsyncRateLimiter(self._limit_policy, self.settings.rate_limit_storage_url)
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Self:
+        """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor."""
+        passthrough = {k: kwargs.pop(k) for k in ("secret_store", "consent", "retry") if k in kwargs}
+        return cls(Settings.from_env(**kwargs), **passthrough)
+
+    async def _perform(self, effect: object) -> Any:
+        if isinstance(effect, Send):
+            try:
+                return await self._transport.send(effect.operation, effect.arguments, effect.timeouts)
+            except Exception as exc:
+                failure = with_upstream_cause(map_exception(effect.operation, exc, effect.arguments), exc)
+            raise failure
+        if isinstance(effect, Acquire):
+            return await self._limiter.acquire(
+                effect.operation,
+                user_id=effect.user_id,
+                account_id=effect.account_id,
+                mode=effect.mode,
+                max_wait=effect.max_wait,
+            )
+        if isinstance(effect, Observe):
+            return await self._limiter.observe(
+                effect.operation, account_id=effect.account_id, status=effect.status, headers=effect.headers
+            )
+        if isinstance(effect, Sleep):
+            return await asyncio.sleep(effect.seconds)
+        if isinstance(effect, StoreCall):
+            try:
+                return await asyncio.to_thread(getattr(self.secret_store, effect.method), *effect.args)
+            except Exception as exc:
+                failure = _store_failure(effect.method, exc)
+            raise failure
+        raise TypeError(f"unknown effect {effect!r}")
+
+    async def _run(self, flow: Flow[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = flow.send(value) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = await self._perform(effect)
+            except e.SnapTradeError as exc:
+                error = exc
+
+    async def call(
+        self,
+        operation: str,
+        /,
+        *,
+        confirm: bool = False,
+        options: CallOptions | None = None,
+        **arguments: Any,
+    ) -> Response:
+        """Call any SDK operation by its SDK name, on the safe road (see :meth:`SafeSnapTradeClient.call`)."""
+        return await self._run(self._core.call(operation, arguments, confirm=confirm, options=options))
+
+    async def api_status(self, *, options: CallOptions | None = None) -> ApiStatus:
+        """SnapTrade's status and this machine's clock skew against it."""
+        return await self._run(self._core.api_status(options))
+
+    async def register_user(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
+        """Register a user and store its secret; never resent after an unknown outcome."""
+        return await self._run(self._core.register_user(user_id, options))
+
+    async def rotate_user_secret(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
+        """Rotate the user's secret with SnapTrade, storing the new one before dropping the old."""
+        return await self._run(self._core.rotate_user_secret(user_id, options))
+
+    async def delete_user(
+        self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None
+    ) -> DeletedUser:
+        """Delete the user at SnapTrade (needs ``confirm=True``) and purge its local secret."""
+        return await self._run(self._core.delete_user(user_id, confirm=confirm, options=options))
+
+    async def connection_portal_url(
+        self,
+        user_id: str,
+        *,
+        broker: str | None = None,
+        connection_type: ConnectionType = "read",
+        custom_redirect: str | None = None,
+        reconnect: str | None = None,
+        options: CallOptions | None = None,
+    ) -> ConnectionPortalLink:
+        """A Connection Portal link (valid 5 minutes); ``reconnect=<authorization id>`` repairs a connection."""
+        return await self._run(
+            self._core.connection_portal_url(
+                user_id,
+                broker=broker,
+                connection_type=connection_type,
+                custom_redirect=custom_redirect,
+                reconnect=reconnect,
+                options=options,
+            )
+        )
+
+    async def list_accounts(self, user_id: str, *, options: CallOptions | None = None) -> list[Account]:
+        """Every account of the user."""
+        return await self._run(self._core.list_accounts(user_id, options))
+
+    async def get_balances(
+        self, user_id: str, account_id: str, *, options: CallOptions | None = None
+    ) -> list[Balance]:
+        """Balances of one account, per currency."""
+        return await self._run(self._core.get_balances(user_id, account_id, options))
+
+    async def get_positions(
+        self, user_id: str, account_id: str, *, options: CallOptions | None = None
+    ) -> list[Position]:
+        """Positions of one account."""
+        return await self._run(self._core.get_positions(user_id, account_id, options))
+
+    async def get_activities(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        start_date: Any = None,
+        end_date: Any = None,
+        type: str | None = None,
+        options: CallOptions | None = None,
+    ) -> list[Activity]:
+        """All activities of one account (every page)."""
+        return await self._run(
+            self._core.get_activities(
+                user_id, account_id, start_date=start_date, end_date=end_date, type=type, options=options
+            )
+        )
+
+    async def aclose(self) -> None:
+        """Release the pooled session, the rate limiter and (if the client opened it) the secret store."""
+        await self._transport.aclose()
+        await self._limiter.close()
+        self._close_store()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

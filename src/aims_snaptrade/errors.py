@@ -1,0 +1,345 @@
+"""The error taxonomy: every failure the library reports is one of these.
+
+Each error carries the HTTP ``status`` (``None`` when no response arrived), SnapTrade's body
+``code``, the ``request_id`` from ``X-Request-ID``, the ``operation`` name, whether it is
+``retryable`` and a ``hint`` saying what the caller should do. ``str()`` reads as one log line;
+``repr()`` is safe to log. Messages are passed through :mod:`aims_snaptrade.redaction` when the
+error is built, so no credential can ride along in them.
+
+Branch on the class, not on the text::
+
+    try:
+        client.get_positions(user_id, account_id)
+    except SnapTradeConnectionDisabledError as exc:
+        send_user_to(client.connection_portal_url(user_id, reconnect=exc.authorization_id))
+    except SnapTradeRateLimitError as exc:
+        schedule_retry(after=exc.retry_after)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aims_snaptrade.redaction import redact
+
+__all__ = [
+    "SnapTradeAuthError",
+    "SnapTradeBrokerageAuthError",
+    "SnapTradeBrokerageError",
+    "SnapTradeBrokerageUnavailableError",
+    "SnapTradeConfigurationError",
+    "SnapTradeConflictError",
+    "SnapTradeConnectionDisabledError",
+    "SnapTradeConnectionError",
+    "SnapTradeConsentRequiredError",
+    "SnapTradeDataNotReadyError",
+    "SnapTradeEndpointRetiredError",
+    "SnapTradeError",
+    "SnapTradeGuardrailError",
+    "SnapTradeNotFoundError",
+    "SnapTradePermissionError",
+    "SnapTradeRateLimitError",
+    "SnapTradeSecretDecryptionError",
+    "SnapTradeSecretRotationError",
+    "SnapTradeSecretStoreError",
+    "SnapTradeServerError",
+    "SnapTradeTimeoutError",
+    "SnapTradeUnknownOutcomeError",
+    "SnapTradeValidationError",
+    "UpstreamCause",
+]
+
+
+class SnapTradeError(Exception):
+    """Base of every error raised by aims-snaptrade.
+
+    Attributes:
+        message: What went wrong, redacted.
+        status: HTTP status of the response, ``None`` if no response was received.
+        code: SnapTrade's error code from the response body (``"1076"``), if any.
+        request_id: The ``X-Request-ID`` of the response: quote it to SnapTrade support.
+        operation: The SDK operation name (``list_all_user_accounts``), if known.
+        retryable: ``True`` when sending the same request again later may succeed.
+        hint: What the caller should do about it.
+        headers: The response headers, when a response arrived (rate-limit feedback).
+    """
+
+    default_hint: str = ""
+    default_retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        operation: str | None = None,
+        retryable: bool | None = None,
+        hint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = redact(message)
+        self.headers = dict(headers) if headers else None
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.operation = operation
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.hint = redact(hint) if hint is not None else self.default_hint
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        details = [
+            f"{label}={value}"
+            for label, value in (
+                ("operation", self.operation),
+                ("status", self.status),
+                ("code", self.code),
+                ("request_id", self.request_id),
+            )
+            if value is not None
+        ]
+        if details:
+            parts.append(f"[{', '.join(details)}]")
+        if self.hint:
+            parts.append(f"Hint: {self.hint}")
+        return " ".join(parts)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in ("message", "status", "code", "request_id", "operation", "retryable")
+        )
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep errors picklable (multiprocessing, job queues) with their attributes.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[SnapTradeError], message: str, state: dict[str, Any]) -> SnapTradeError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class UpstreamCause(Exception):
+    """A redacted stand-in for a third-party exception (SDK, urllib3, aiohttp).
+
+    Chained as ``__cause__`` of our errors instead of the original, whose text and attributes
+    can hold the request URL with ``userSecret`` in it. It keeps the original's type name,
+    redacted text and traceback frames.
+    """
+
+
+class SnapTradeConfigurationError(SnapTradeError):
+    """The library is configured wrongly (settings, keys, stores); fix the configuration."""
+
+    default_hint = "Fix the configuration named in the message; nothing was sent."
+
+
+class SnapTradeGuardrailError(SnapTradeError):
+    """A guardrail refused the call before any request was sent."""
+
+    default_hint = "The call was refused locally and nothing was sent; see the message for the fix."
+
+
+class SnapTradeConsentRequiredError(SnapTradeGuardrailError):
+    """The end user has not given (or has withdrawn, or let expire) consent for this use."""
+
+    default_hint = "Record the user's consent before connecting or reading their brokerage data."
+
+
+class SnapTradeValidationError(SnapTradeError):
+    """The request is malformed: caught locally before sending, or answered 400/422 by SnapTrade."""
+
+    default_hint = "Correct the arguments named in the message; resending the same request will fail again."
+
+
+class SnapTradeAuthError(SnapTradeError):
+    """SnapTrade rejected the credentials (401).
+
+    Code 1076 means the signature or consumer key is wrong (check ``SNAPTRADE_CONSUMER_KEY`` for
+    stray whitespace and the machine clock); 1083 means the ``userId``/``userSecret`` pair is wrong.
+    """
+
+    default_hint = (
+        "Check SNAPTRADE_CLIENT_ID / SNAPTRADE_CONSUMER_KEY (no stray whitespace) and the system clock; "
+        "for code 1083 the stored user secret does not match the user."
+    )
+
+
+class SnapTradePermissionError(SnapTradeError):
+    """The key is valid but lacks permission for this feature (403, e.g. code 1141)."""
+
+    default_hint = "Ask SnapTrade to enable this feature for your client id; retrying will not help."
+
+
+class SnapTradeNotFoundError(SnapTradeError):
+    """The user, account, connection or order does not exist (404, code 1011)."""
+
+    default_hint = "Check the identifier; the resource may have been deleted."
+
+
+class SnapTradeConflictError(SnapTradeError):
+    """The resource already exists (409, or code 1010 on a second ``registerUser``)."""
+
+    default_hint = (
+        "The user already exists. If its secret is lost, delete the user and register it again "
+        "(its brokerage connections are lost and must be reconnected)."
+    )
+
+
+class SnapTradeRateLimitError(SnapTradeError):
+    """A rate limit was hit: SnapTrade's (429) or the local budget.
+
+    Attributes:
+        retry_after: Seconds to wait before trying again, if known.
+        limit_scope: Which limit: ``"customer"``, ``"account"``, ``"user"``, ``"refresh"``,
+            ``"plan"`` (the local budget) or ``"unknown"``.
+    """
+
+    default_retryable = True
+    default_hint = "Wait retry_after seconds before sending again."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        limit_scope: str = "unknown",
+        **kwargs: Any,
+    ) -> None:
+        self.retry_after = retry_after
+        self.limit_scope = limit_scope
+        super().__init__(message, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"{super().__repr__()[:-1]}, retry_after={self.retry_after!r}, limit_scope={self.limit_scope!r})"
+        )
+
+
+class SnapTradeServerError(SnapTradeError):
+    """SnapTrade failed (5xx, code 1000); usually transient."""
+
+    default_retryable = True
+    default_hint = "A transient SnapTrade failure; retry later with backoff."
+
+
+class SnapTradeConnectionError(SnapTradeError):
+    """No usable response arrived: connection refused, reset, DNS or TLS failure, malformed response.
+
+    Attributes:
+        request_sent: ``False`` only when the request provably never left (connection refused,
+            DNS failure): then even a write is safe to send again.
+    """
+
+    default_retryable = True
+    default_hint = "Check network access to SNAPTRADE_BASE_URL; retry later."
+
+    def __init__(self, message: str, *, request_sent: bool = True, **kwargs: Any) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, **kwargs)
+
+
+class SnapTradeTimeoutError(SnapTradeConnectionError):
+    """The connect or read timeout expired."""
+
+    default_hint = (
+        "SnapTrade did not answer in time; retry later or raise SNAPTRADE_READ_TIMEOUT / SNAPTRADE_CONNECT_TIMEOUT."
+    )
+
+
+class SnapTradeUnknownOutcomeError(SnapTradeError):
+    """A write may or may not have taken effect: the request left but no answer came back.
+
+    It is never resent automatically. Reconcile first: for orders, look the order up by its
+    ``client_order_id`` in recent orders; for ``register_user``, the user may exist with a
+    secret nobody holds: delete it and register again.
+    """
+
+    default_retryable = False
+    default_hint = "Do not resend blindly: check whether the write took effect first."
+
+
+class SnapTradeEndpointRetiredError(SnapTradeError):
+    """SnapTrade retired this endpoint for your client id (410)."""
+
+    default_hint = (
+        "Use the replacement operation (e.g. get_all_account_positions instead of get_user_holdings); "
+        "an empty result here would have been wrong, not empty."
+    )
+
+
+class SnapTradeBrokerageError(SnapTradeError):
+    """The brokerage side failed (the connection, the institution or its credentials)."""
+
+
+class SnapTradeBrokerageAuthError(SnapTradeBrokerageError):
+    """The brokerage rejected the user's credentials (403, code 1066)."""
+
+    default_hint = "Ask the user to re-enter their brokerage credentials through a reconnect portal link."
+
+
+class SnapTradeConnectionDisabledError(SnapTradeBrokerageError):
+    """The brokerage connection is disabled or broken (402, codes 3003/3011).
+
+    Reads may keep serving stale cached data. Send the user through a portal link with
+    ``reconnect=authorization_id`` to repair it.
+
+    Attributes:
+        authorization_id: The connection (brokerage authorization) to reconnect, if known.
+    """
+
+    default_hint = "Send the user to connection_portal_url(user_id, reconnect=<authorization id>)."
+
+    def __init__(self, message: str, *, authorization_id: str | None = None, **kwargs: Any) -> None:
+        self.authorization_id = authorization_id
+        super().__init__(message, **kwargs)
+
+
+class SnapTradeBrokerageUnavailableError(SnapTradeBrokerageError):
+    """The brokerage's API failed or is unreachable (503, code 3002)."""
+
+    default_retryable = True
+    default_hint = "The brokerage is failing; back off and retry later."
+
+
+class SnapTradeDataNotReadyError(SnapTradeBrokerageError):
+    """Data for a new connection is still being populated (425, code 3012)."""
+
+    default_retryable = True
+    default_hint = "The connection is still syncing; retry in a few seconds or wait for the webhook."
+
+
+class SnapTradeSecretStoreError(SnapTradeError):
+    """The secret store failed (unreachable, corrupt, or the secret is missing)."""
+
+    default_hint = "Check the secret store's configuration and health."
+
+
+class SnapTradeSecretDecryptionError(SnapTradeSecretStoreError):
+    """A stored secret could not be decrypted: wrong or missing key, or a tampered/moved ciphertext."""
+
+    default_hint = (
+        "Check SNAPTRADE_ENCRYPTION_KEYS holds the key version the secret was written with; "
+        "a ciphertext copied from another user's row never decrypts."
+    )
+
+
+class SnapTradeSecretRotationError(SnapTradeSecretStoreError):
+    """A user-secret rotation was interrupted and the new secret may be lost.
+
+    Recovery: delete the SnapTrade user, register it again, and ask the person to reconnect
+    their brokerage.
+    """
+
+    default_hint = (
+        "The rotation's outcome is unknown: try the stored secret; if SnapTrade answers 1083, delete the user, "
+        "register it again and have the person reconnect their brokerage."
+    )

@@ -1,0 +1,131 @@
+"""Environment guardrails: start-up and per-call policy, decided before any request is sent.
+
+Pure functions over settings, the operation table and the call's arguments, shared by the sync
+and async clients. A refused call raises :class:`~aims_snaptrade.errors.SnapTradeGuardrailError`
+(or :class:`~aims_snaptrade.errors.SnapTradeConsentRequiredError`) and sends nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from aims_snaptrade.errors import SnapTradeConsentRequiredError, SnapTradeGuardrailError
+from aims_snaptrade.operations import Operation
+from aims_snaptrade.settings import Settings
+
+__all__ = ["COMMERCIAL_ONLY", "ConsentChecker", "check_call", "check_startup", "consent_scope"]
+
+COMMERCIAL_ONLY = frozenset(
+    {
+        "register_snap_trade_user",
+        "reset_snap_trade_user_secret",
+        "delete_snap_trade_user",
+        "list_snap_trade_users",
+    }
+)
+"""User-management operations that only exist for Commercial keys (Personal keys have no users)."""
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@runtime_checkable
+class ConsentChecker(Protocol):
+    """Answers whether a user's consent for a scope is on record and unexpired.
+
+    The compliance package provides a store-backed implementation; any object with this method
+    can be passed to a client as ``consent=``.
+    """
+
+    def has_consent(self, user_id: str, scope: str) -> bool:
+        """Return ``True`` if ``user_id`` has current consent for ``scope`` (``"read"`` or ``"trade"``)."""
+        ...
+
+
+def consent_scope(operation: Operation) -> str | None:
+    """The consent scope an operation needs: ``"trade"``, ``"read"``, or ``None`` (no user data)."""
+    if not operation.user_scoped or operation.name in COMMERCIAL_ONLY:
+        return None
+    return "trade" if operation.trading else "read"
+
+
+def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | None) -> None:
+    """Refuse unsafe set-ups, listing every violation at once with its fix.
+
+    In production: the base URL must be HTTPS, the secret store persistent and encrypted, and
+    consent checks on (with a consent checker given). A secret store object may declare
+    ``persistent`` and ``encrypted`` attributes; stores that do not are trusted to be both.
+    """
+    if not settings.is_production:
+        return
+    violations: list[str] = []
+    url = urlsplit(settings.base_url)
+    if url.scheme != "https":
+        violations.append(
+            f"SNAPTRADE_BASE_URL uses {url.scheme}:// in production; use https://api.snaptrade.com/api/v1"
+        )
+    elif url.hostname in _LOOPBACK:
+        violations.append(
+            "SNAPTRADE_BASE_URL points at this machine in production; remove it to use SnapTrade"
+        )
+    if store is not None and not getattr(store, "persistent", True):
+        violations.append(
+            "the secret store is in memory (user secrets would be lost on restart); "
+            "set SNAPTRADE_SECRET_STORE_URL to sqlite:///path or postgresql://..."
+        )
+    if store is not None and not getattr(store, "encrypted", True):
+        violations.append(
+            "the secret store is not encrypted; set SNAPTRADE_ENCRYPTION_KEYS "
+            "(generate one with `aims-snaptrade generate-key`)"
+        )
+    if not settings.consent_required:
+        violations.append(
+            "consent checks are disabled; unset SNAPTRADE_CONSENT_REQUIRED (production needs them)"
+        )
+    elif consent is None:
+        violations.append("no consent checker was given; pass consent=<ConsentChecker> to the client")
+    if violations:
+        numbered = "; ".join(f"({i}) {v}" for i, v in enumerate(violations, 1))
+        raise SnapTradeGuardrailError(
+            f"Refusing an unsafe production set-up: {numbered}.",
+            hint="Fix every item listed; the client was not created.",
+        )
+
+
+def check_call(
+    settings: Settings,
+    operation: Operation,
+    arguments: Mapping[str, Any],
+    *,
+    confirm: bool,
+    consent: ConsentChecker | None,
+) -> None:
+    """Refuse a call the configuration does not allow. Raises before anything is sent."""
+    name = operation.name
+    if settings.key_type == "personal" and name in COMMERCIAL_ONLY:
+        raise SnapTradeGuardrailError(
+            f"{name} is refused: Personal API keys have no SnapTrade users to manage.",
+            operation=name,
+            hint="Use a Commercial key, or call the data operations without user management.",
+        )
+    if operation.trading and not settings.trading_enabled:
+        raise SnapTradeGuardrailError(
+            f"{name} is a trading operation and trading is disabled.",
+            operation=name,
+            hint="Set SNAPTRADE_TRADING_ENABLED=true (or trading_enabled=True) only in services meant to trade.",
+        )
+    if operation.destructive and not confirm:
+        raise SnapTradeGuardrailError(
+            f"{name} deletes or disables data and needs explicit confirmation.",
+            operation=name,
+            hint="Pass confirm=True once you are sure.",
+        )
+    scope = consent_scope(operation)
+    if scope and consent is not None and settings.consent_required:
+        user_id = arguments.get("user_id")
+        if isinstance(user_id, str) and not consent.has_consent(user_id, scope):
+            raise SnapTradeConsentRequiredError(
+                f"User {user_id!r} has no current {scope!r} consent on record for {name}.",
+                operation=name,
+            )

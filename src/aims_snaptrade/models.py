@@ -1,0 +1,177 @@
+"""Typed results: lenient where SnapTrade is, exact where money is.
+
+SnapTrade's enums are "best effort" (brokers' raw values pass through) and many fields are
+nullable, so models keep unknown values as plain strings, accept missing fields as ``None`` and
+keep every field they do not name (``model_extra``). Money and quantities are :class:`Decimal`,
+parsed from the JSON text representation, never through binary float arithmetic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = [
+    "Account",
+    "Activity",
+    "ApiStatus",
+    "Balance",
+    "ConnectionPortalLink",
+    "DeletedUser",
+    "Position",
+    "RegisteredUser",
+    "SnapTradeModel",
+]
+
+
+def _to_decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        # repr() of a float is the shortest text that round-trips: 0.1 -> "0.1", not 0.1000000000000000055.
+        return Decimal(repr(value))
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+
+
+Money = Annotated[Decimal | None, BeforeValidator(_to_decimal)]
+"""An exact amount: ``Decimal`` or ``None``."""
+
+
+def _code(value: Any) -> Any:
+    # SnapTrade sends currencies either as "USD" or as {"id": ..., "code": "USD", "name": ...}.
+    if isinstance(value, dict):
+        return value.get("code")
+    return value
+
+
+CurrencyCode = Annotated[str | None, BeforeValidator(_code)]
+
+
+class SnapTradeModel(BaseModel):
+    """Base of all result models: immutable, keeps unknown fields, accepts API or Python names."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+
+class ApiStatus(SnapTradeModel):
+    """``GET /`` answer, plus the measured clock skew."""
+
+    version: int | None = None
+    timestamp: datetime | None = None
+    online: bool = False
+    clock_skew_seconds: float | None = Field(
+        default=None, description="Local clock minus SnapTrade's (positive: local clock ahead)."
+    )
+
+
+class RegisteredUser(SnapTradeModel):
+    """A SnapTrade user created by ``register_user``; its secret is in the secret store, not here."""
+
+    user_id: str
+
+
+class DeletedUser(SnapTradeModel):
+    """Acknowledgement of ``delete_user``; SnapTrade deletes asynchronously (``USER_DELETED`` webhook)."""
+
+    user_id: str
+    status: str | None = None
+    detail: str | None = None
+    local_secret_removed: bool = False
+
+
+class ConnectionPortalLink(SnapTradeModel):
+    """A Connection Portal link; it expires 5 minutes after it was issued."""
+
+    redirect_uri: str = Field(alias="redirectURI")
+    session_id: str | None = Field(default=None, alias="sessionId")
+    expires_at: datetime
+
+
+class Account(SnapTradeModel):
+    """An account from ``list_all_user_accounts`` (kinds: investment, deposit, line_of_credit, annuity, ...)."""
+
+    id: str
+    kind: str | None = None
+    connection_id: str | None = None
+    display_name: str | None = None
+    masked_account_number: str | None = None
+    institution_id: str | None = None
+    is_paper: bool | None = None
+    cash_or_margin: str | None = None
+    raw_type: str | None = None
+    net_value_amount: Money = None
+    net_value_currency: str | None = None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Account:
+        """Build from one element of the API's ``results`` list."""
+        net = data.get("net_value") or {}
+        return cls.model_validate(
+            {**data, "net_value_amount": net.get("amount"), "net_value_currency": net.get("currency")}
+        )
+
+
+class Balance(SnapTradeModel):
+    """Cash and buying power in one currency."""
+
+    currency: CurrencyCode = None
+    cash: Money = None
+    buying_power: Money = None
+
+
+class Position(SnapTradeModel):
+    """A holding from ``get_all_account_positions``."""
+
+    symbol: str | None = None
+    instrument_kind: str | None = None
+    description: str | None = None
+    units: Money = None
+    price: Money = None
+    cost_basis: Money = None
+    currency: CurrencyCode = None
+    cash_equivalent: bool | None = None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Position:
+        """Build from one element of the API's ``results`` list."""
+        instrument = data.get("instrument") or {}
+        return cls.model_validate(
+            {
+                **data,
+                "symbol": instrument.get("symbol") or instrument.get("raw_symbol"),
+                "instrument_kind": instrument.get("kind"),
+                "description": instrument.get("description"),
+            }
+        )
+
+
+class Activity(SnapTradeModel):
+    """A transaction (trade, dividend, contribution, fee, ...). ``type`` is open-ended."""
+
+    id: str | None = None
+    type: str | None = None
+    description: str | None = None
+    symbol: str | None = None
+    units: Money = None
+    price: Money = None
+    amount: Money = None
+    fee: Money = None
+    currency: CurrencyCode = None
+    trade_date: datetime | None = None
+    settlement_date: datetime | None = None
+    institution: str | None = None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Activity:
+        """Build from one element of the API's ``data`` list."""
+        symbol = data.get("symbol")
+        ticker = symbol.get("symbol") if isinstance(symbol, dict) else symbol
+        return cls.model_validate({**data, "symbol": ticker})

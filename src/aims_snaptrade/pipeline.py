@@ -1,0 +1,443 @@
+"""The one road every call takes, written once for the sync and the async client.
+
+``guardrails -> secret lookup -> [rate limiter -> signed SDK call -> error mapping -> limiter
+feedback] under the retry policy``.
+
+The road and the typed helpers are *flows*: generators that never do IO themselves. They yield
+effects (:class:`Send`, :class:`Acquire`, :class:`Sleep`, :class:`StoreCall`, ...) and receive
+their results; :class:`~aims_snaptrade.client.SafeSnapTradeClient` performs effects with blocking
+IO and :class:`~aims_snaptrade.client.AsyncSafeSnapTradeClient` awaits them. Retry decisions are
+tenacity's (``Retrying.iter``) over our errors; only who sleeps differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+import tenacity
+
+from aims_snaptrade import errors as e
+from aims_snaptrade._transport import Response, Timeouts
+from aims_snaptrade.guardrails import ConsentChecker, check_call
+from aims_snaptrade.models import (
+    Account,
+    Activity,
+    ApiStatus,
+    Balance,
+    ConnectionPortalLink,
+    DeletedUser,
+    Position,
+    RegisteredUser,
+)
+from aims_snaptrade.operations import Operation, get_operation
+from aims_snaptrade.redaction import register_secret
+from aims_snaptrade.retry import RetryPolicy
+from aims_snaptrade.settings import Settings
+
+__all__ = ["CallOptions", "Core", "Flow"]
+
+log = logging.getLogger("aims_snaptrade.calls")
+
+T = TypeVar("T")
+
+PORTAL_LINK_LIFETIME = timedelta(minutes=5)
+ACTIVITIES_PAGE_SIZE = 1000
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""Sentinel telling "not given" apart from ``None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call overrides; anything left unset takes the client's value.
+
+    Attributes:
+        timeout: Seconds for connect and read, or ``(connect, read)``.
+        rate_limit_mode: ``"wait"`` for budget or ``"fail"`` fast.
+        max_wait: Longest wait for budget, seconds.
+        retry: A :class:`~aims_snaptrade.retry.RetryPolicy` for this call.
+    """
+
+    timeout: float | tuple[float, float] | None = None
+    rate_limit_mode: Literal["wait", "fail"] | None = None
+    max_wait: float | None = None
+    retry: RetryPolicy | None = None
+
+
+# --- effects -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send one request; the driver answers with a :class:`Response` or throws a mapped error."""
+
+    operation: Operation
+    arguments: Mapping[str, Any] = field(repr=False)
+    timeouts: Timeouts
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """Take rate-limit budget for one request (may wait, or raise ``SnapTradeRateLimitError``)."""
+
+    operation: Operation
+    user_id: str | None
+    account_id: str | None
+    mode: Literal["wait", "fail"] | None
+    max_wait: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Observe:
+    """Feed a response's status and headers back to the rate limiter."""
+
+    operation: Operation
+    account_id: str | None
+    status: int
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait before the next attempt."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCall:
+    """Call a secret-store method (``get``, ``put``, ``delete``, ``begin_rotation``, ...)."""
+
+    method: str
+    args: tuple[Any, ...] = field(repr=False)
+
+
+Effect = Send | Acquire | Observe | Sleep | StoreCall
+Flow = Generator[Effect, Any, T]
+"""A flow yields effects, receives their results, and returns its value."""
+
+
+def _timeouts(settings: Settings, timeout: float | tuple[float, float] | None) -> Timeouts:
+    if timeout is None:
+        return Timeouts(settings.connect_timeout, settings.read_timeout)
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+    else:
+        connect = read = timeout
+    if not (connect > 0 and read > 0):
+        raise e.SnapTradeValidationError(
+            f"timeout must be positive seconds or a (connect, read) pair, got {timeout!r}."
+        )
+    return Timeouts(float(connect), float(read))
+
+
+def _require_text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise e.SnapTradeValidationError(f"{name} must be a non-empty string, got {type(value).__name__}.")
+    return value
+
+
+class Core:
+    """Everything the two clients share: settings, policy and the flows."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        retry: RetryPolicy,
+        consent: ConsentChecker | None,
+    ) -> None:
+        self.settings = settings
+        self.retry = retry
+        self.consent = consent
+
+    # --- the road ------------------------------------------------------------------------------
+
+    def call(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        confirm: bool = False,
+        options: CallOptions | None = None,
+    ) -> Flow[Response]:
+        """The one road: every request, from a helper or :meth:`SafeSnapTradeClient.call`."""
+        operation = get_operation(name)
+        options = options or CallOptions()
+        args = dict(arguments)
+        for reserved in ("query_params", "header_params", "path_params"):
+            if reserved in args:
+                raise e.SnapTradeValidationError(
+                    f"{reserved} is not accepted; pass parameters by their SDK keyword names.", operation=name
+                )
+        timeouts = _timeouts(self.settings, options.timeout)
+        check_call(self.settings, operation, args, confirm=confirm, consent=self.consent)
+        user_id = args.get("user_id")
+        if operation.user_scoped and self.settings.key_type == "commercial":
+            _require_text("user_id", user_id)
+        if operation.needs_user_secret and self.settings.key_type == "commercial":
+            if args.get("user_secret") is None:
+                secret = yield StoreCall("get", (user_id,))
+                if secret is None:
+                    raise e.SnapTradeNotFoundError(
+                        f"No user secret is stored for user {user_id!r}.",
+                        operation=name,
+                        hint="Register the user with register_user() first (it stores the secret).",
+                    )
+                args["user_secret"] = secret
+            register_secret(args["user_secret"])
+        elif self.settings.key_type == "personal":
+            # Personal keys carry no user secret: never send one, even if the caller passed it.
+            args.pop("user_secret", None)
+        account_id = args.get("account_id")
+        idempotency_key = args.get(operation.idempotency_param) if operation.idempotency_param else None
+        policy = options.retry or self.retry
+        retrying = tenacity.Retrying(
+            **policy.tenacity_kwargs(operation, has_idempotency_key=bool(idempotency_key))
+        )
+        state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
+        retrying.begin()
+        while True:
+            try:
+                do = retrying.iter(state)
+            except e.SnapTradeError as error:
+                raise _final(operation, error) from error.__cause__
+            if isinstance(do, tenacity.DoAttempt):
+                try:
+                    yield Acquire(
+                        operation,
+                        user_id if isinstance(user_id, str) else None,
+                        account_id if isinstance(account_id, str) else None,
+                        options.rate_limit_mode,
+                        options.max_wait,
+                    )
+                    response = yield Send(operation, args, timeouts)
+                except e.SnapTradeError as error:
+                    if error.status is not None:
+                        yield Observe(operation, account_id, error.status, error.headers or {})
+                    state.set_exception((type(error), error, error.__traceback__))
+                else:
+                    yield Observe(operation, account_id, response.status, response.headers)
+                    state.set_result(response)
+            elif isinstance(do, tenacity.DoSleep):
+                state.prepare_for_next_attempt()
+                yield Sleep(float(do))
+            else:
+                # tenacity hands back the successful result; failures were raised by iter() above.
+                return do  # type: ignore[no-any-return]
+
+    # --- typed helpers -------------------------------------------------------------------------
+
+    def api_status(self, options: CallOptions | None = None) -> Flow[ApiStatus]:
+        """SnapTrade's status, with the local clock's skew against the server's."""
+        response = yield from self.call("check", {}, options=options)
+        status = ApiStatus.model_validate(response.body or {})
+        if status.timestamp is not None:
+            server = status.timestamp if status.timestamp.tzinfo else status.timestamp.replace(tzinfo=UTC)
+            skew = (datetime.now(UTC) - server).total_seconds()
+            status = status.model_copy(update={"clock_skew_seconds": round(skew, 3)})
+        return status
+
+    def register_user(self, user_id: str, options: CallOptions | None = None) -> Flow[RegisteredUser]:
+        """Register a SnapTrade user and store the secret SnapTrade issues before returning."""
+        _require_text("user_id", user_id)
+        try:
+            response = yield from self.call("register_snap_trade_user", {"user_id": user_id}, options=options)
+        except e.SnapTradeUnknownOutcomeError as lost:
+            raise e.SnapTradeUnknownOutcomeError(
+                f"registerUser for {user_id!r} may have succeeded but its answer was lost, so the "
+                "user's secret is unknown.",
+                operation="register_snap_trade_user",
+                request_id=lost.request_id,
+                hint=(
+                    "Do not retry registration (it would answer 1010 'already exists'). Delete the user "
+                    "with delete_user(user_id, confirm=True), then register it again."
+                ),
+            ) from lost
+        body = response.body if isinstance(response.body, Mapping) else {}
+        secret = body.get("userSecret")
+        if not isinstance(secret, str) or not secret:
+            raise e.SnapTradeError(
+                f"registerUser for {user_id!r} answered without a userSecret.",
+                operation="register_snap_trade_user",
+                request_id=response.request_id,
+                hint="Delete the user and register it again; report the request id to SnapTrade.",
+            )
+        register_secret(secret)
+        yield StoreCall("put", (user_id, secret))
+        return RegisteredUser(user_id=str(body.get("userId") or user_id))
+
+    def rotate_user_secret(self, user_id: str, options: CallOptions | None = None) -> Flow[RegisteredUser]:
+        """Rotate a user's secret (``resetUserSecret``) without ever holding only a lost secret.
+
+        The rotation is marked pending before the call, the new secret is written durably the
+        moment it arrives, and only then is the marker cleared. A crash in between leaves the
+        marker, which the store reports on the next start (``pending_rotations()``).
+        """
+        _require_text("user_id", user_id)
+        old = yield StoreCall("get", (user_id,))
+        if old is None:
+            raise e.SnapTradeNotFoundError(f"No user secret is stored for user {user_id!r}.")
+        yield StoreCall("begin_rotation", (user_id,))
+        try:
+            response = yield from self.call(
+                "reset_snap_trade_user_secret", {"user_id": user_id, "user_secret": old}, options=options
+            )
+        except e.SnapTradeUnknownOutcomeError as lost:
+            raise e.SnapTradeSecretRotationError(
+                f"resetUserSecret for {user_id!r} may have succeeded but the new secret was lost.",
+                operation="reset_snap_trade_user_secret",
+                request_id=lost.request_id,
+            ) from lost
+        except e.SnapTradeError:
+            # A definite refusal: the old secret is still the valid one.
+            yield StoreCall("abort_rotation", (user_id,))
+            raise
+        body = response.body if isinstance(response.body, Mapping) else {}
+        new = body.get("userSecret")
+        if not isinstance(new, str) or not new:
+            raise e.SnapTradeSecretRotationError(
+                f"resetUserSecret for {user_id!r} answered without a userSecret.",
+                operation="reset_snap_trade_user_secret",
+                request_id=response.request_id,
+            )
+        register_secret(new)
+        yield StoreCall("complete_rotation", (user_id, new))
+        return RegisteredUser(user_id=user_id)
+
+    def delete_user(
+        self, user_id: str, *, confirm: bool, options: CallOptions | None = None
+    ) -> Flow[DeletedUser]:
+        """Delete a SnapTrade user (queued by SnapTrade) and purge its local secret."""
+        _require_text("user_id", user_id)
+        response = yield from self.call(
+            "delete_snap_trade_user", {"user_id": user_id}, confirm=confirm, options=options
+        )
+        removed = yield StoreCall("delete", (user_id,))
+        body = response.body if isinstance(response.body, Mapping) else {}
+        return DeletedUser(
+            user_id=user_id,
+            status=body.get("status"),
+            detail=body.get("detail"),
+            local_secret_removed=bool(removed),
+        )
+
+    def connection_portal_url(
+        self,
+        user_id: str,
+        *,
+        broker: str | None = None,
+        connection_type: Literal["read", "trade", "trade-if-available"] = "read",
+        custom_redirect: str | None = None,
+        reconnect: str | None = None,
+        options: CallOptions | None = None,
+    ) -> Flow[ConnectionPortalLink]:
+        """A Connection Portal link for the user to connect (or, with ``reconnect``, repair) a brokerage."""
+        if connection_type not in ("read", "trade", "trade-if-available"):
+            raise e.SnapTradeValidationError(
+                f"connection_type must be 'read', 'trade' or 'trade-if-available', got {connection_type!r}."
+            )
+        if connection_type != "read" and not self.settings.trading_enabled:
+            raise e.SnapTradeGuardrailError(
+                f"A {connection_type!r} connection grants trading, and trading is disabled.",
+                operation="login_snap_trade_user",
+                hint="Ask for connection_type='read', or enable trading for this service.",
+            )
+        arguments: dict[str, Any] = {"user_id": user_id, "connection_type": connection_type}
+        for key, value in (
+            ("broker", broker),
+            ("custom_redirect", custom_redirect),
+            ("reconnect", reconnect),
+        ):
+            if value is not None:
+                arguments[key] = value
+        issued = datetime.now(UTC)
+        response = yield from self.call("login_snap_trade_user", arguments, options=options)
+        body = dict(response.body) if isinstance(response.body, Mapping) else {}
+        return ConnectionPortalLink.model_validate({**body, "expires_at": issued + PORTAL_LINK_LIFETIME})
+
+    def list_accounts(self, user_id: str, options: CallOptions | None = None) -> Flow[list[Account]]:
+        """Every account of the user across all connections."""
+        response = yield from self.call("list_all_user_accounts", {"user_id": user_id}, options=options)
+        body = response.body if isinstance(response.body, Mapping) else {}
+        return [Account.from_api(item) for item in body.get("results") or []]
+
+    def get_balances(
+        self, user_id: str, account_id: str, options: CallOptions | None = None
+    ) -> Flow[list[Balance]]:
+        """Cash and buying power of one account, per currency."""
+        _require_text("account_id", account_id)
+        response = yield from self.call(
+            "get_user_account_balance", {"user_id": user_id, "account_id": account_id}, options=options
+        )
+        return [Balance.model_validate(item) for item in response.body or []]
+
+    def get_positions(
+        self, user_id: str, account_id: str, options: CallOptions | None = None
+    ) -> Flow[list[Position]]:
+        """Every position of one account."""
+        _require_text("account_id", account_id)
+        response = yield from self.call(
+            "get_all_account_positions", {"user_id": user_id, "account_id": account_id}, options=options
+        )
+        body = response.body if isinstance(response.body, Mapping) else {}
+        return [Position.from_api(item) for item in body.get("results") or []]
+
+    def get_activities(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        start_date: Any = None,
+        end_date: Any = None,
+        type: str | None = None,
+        options: CallOptions | None = None,
+    ) -> Flow[list[Activity]]:
+        """Every activity of one account, following SnapTrade's pagination to the last page."""
+        _require_text("account_id", account_id)
+        base: dict[str, Any] = {"user_id": user_id, "account_id": account_id, "limit": ACTIVITIES_PAGE_SIZE}
+        for key, value in (("start_date", start_date), ("end_date", end_date), ("type", type)):
+            if value is not None:
+                base[key] = value
+        activities: list[Activity] = []
+        offset = 0
+        while True:
+            response = yield from self.call(
+                "get_account_activities", {**base, "offset": offset}, options=options
+            )
+            body = response.body if isinstance(response.body, Mapping) else {}
+            page = body.get("data") or []
+            activities.extend(Activity.from_api(item) for item in page)
+            total = (body.get("pagination") or {}).get("total")
+            offset += len(page)
+            if not page or (isinstance(total, int) and offset >= total) or len(page) < ACTIVITIES_PAGE_SIZE:
+                return activities
+
+
+def _final(operation: Operation, error: e.SnapTradeError) -> e.SnapTradeError:
+    """A write whose request may have arrived becomes an unknown outcome, never a plain failure."""
+    if not operation.idempotent and isinstance(error, e.SnapTradeConnectionError) and error.request_sent:
+        outcome = e.SnapTradeUnknownOutcomeError(
+            f"{operation.name} was sent but no answer came back ({error.message}); it may have taken effect.",
+            operation=operation.name,
+            request_id=error.request_id,
+        )
+        outcome.__cause__ = error.__cause__
+        return outcome
+    return error
+
+
+def new_client_order_id() -> str:
+    """A fresh ``client_order_id`` (UUID4) for idempotent order placement."""
+    return str(uuid.uuid4())

@@ -1,0 +1,327 @@
+"""The embedded default store: one SQLite file, safe for several processes on one host.
+
+* WAL journal, so readers never block the writer and a crash never leaves a torn write.
+* ``synchronous=FULL``: a commit is fsynced before ``put`` returns (WAL's default, NORMAL, can
+  lose the last commits on power loss, and a lost user secret cannot be recovered).
+* Every write is one ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so two
+  processes never deadlock upgrading a read lock, and ``busy_timeout`` makes them queue.
+* The file is created ``0600``; SQLite gives its ``-wal``/``-shm`` files the same mode.
+* A ``store_meta`` row records whether the file is encrypted, so opening an encrypted file
+  without the keyring fails at once instead of mixing plaintext rows into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from aims_snaptrade.errors import (
+    SnapTradeConfigurationError,
+    SnapTradeSecretStoreError,
+)
+from aims_snaptrade.secrets._rows import (
+    StoredRow,
+    already_pending,
+    check_secret,
+    check_user_id,
+    outcome,
+    plan_reencrypt,
+)
+from aims_snaptrade.secrets.crypto import PLAINTEXT_VERSION, Keyring, SecretCodec
+from aims_snaptrade.secrets.protocol import BatchOutcome
+
+__all__ = ["SQLiteSecretStore"]
+
+logger = logging.getLogger("aims_snaptrade.secrets")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS user_secrets (
+        user_id TEXT PRIMARY KEY,
+        key_version TEXT NOT NULL,
+        ciphertext BLOB NOT NULL,
+        rotation_pending_since REAL,
+        updated_at REAL NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+_SCHEMA_VERSION = "1"
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class SQLiteSecretStore:
+    """User secrets in a SQLite file (stdlib ``sqlite3``), encrypted when a keyring is given.
+
+    Without a keyring the store is unencrypted (``encrypted`` is ``False``): allowed for sandbox
+    experiments, refused by production guardrails. Thread-safe: one connection behind a lock
+    (SQLite serialises writers anyway). Safe across processes and across ``fork`` (a child
+    process opens its own connection on first use).
+    """
+
+    kind = "sqlite"
+    persistent = True
+
+    def __init__(
+        self, path: str | os.PathLike[str], keyring: Keyring | None = None, *, busy_timeout: float = 10.0
+    ) -> None:
+        """Open (creating if needed) the store at ``path``.
+
+        Raises :class:`SnapTradeConfigurationError` when the file cannot be opened, is not a
+        SQLite database, or is encrypted and no keyring was given.
+        """
+        self.path = Path(path)
+        self._codec = SecretCodec(keyring)
+        self._busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        try:
+            self._open()
+        except BaseException as exc:
+            self._drop_connection()
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            raise SnapTradeConfigurationError(
+                f"cannot open the SQLite secret store {str(self.path)!r}: {exc}; "
+                "check SNAPTRADE_SECRET_STORE_URL points at a writable SQLite file"
+            ) from None
+
+    @property
+    def encrypted(self) -> bool:
+        """``True`` when new secrets are encrypted (a keyring was given)."""
+        return self._codec.encrypted
+
+    # -- connection management -------------------------------------------------------------
+
+    def _open(self) -> None:
+        if not self.path.parent.is_dir():
+            raise SnapTradeConfigurationError(
+                f"the directory of the SQLite secret store {str(self.path)!r} does not exist; create it "
+                "or fix SNAPTRADE_SECRET_STORE_URL"
+            )
+        if not self.path.exists():
+            # Create it private before SQLite does (SQLite would honour the umask, usually 0644).
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        conn = self._connect()
+        with self._transaction(conn):
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            meta = dict(conn.execute("SELECT name, value FROM store_meta").fetchall())
+            mode = meta.get("mode")
+            wanted = "encrypted" if self.encrypted else "plaintext"
+            if mode == "encrypted" and not self.encrypted:
+                raise SnapTradeConfigurationError(
+                    f"the SQLite secret store {str(self.path)!r} is encrypted; set SNAPTRADE_ENCRYPTION_KEYS "
+                    "to its keyring (refusing to write unencrypted secrets into it)"
+                )
+            if mode is None:
+                conn.execute("INSERT INTO store_meta VALUES ('schema_version', ?)", (_SCHEMA_VERSION,))
+                conn.execute("INSERT INTO store_meta VALUES ('mode', ?)", (wanted,))
+            elif mode == "plaintext" and self.encrypted:
+                conn.execute("UPDATE store_meta SET value = 'encrypted' WHERE name = 'mode'")
+                (legacy,) = conn.execute(
+                    "SELECT count(*) FROM user_secrets WHERE key_version = ?", (PLAINTEXT_VERSION,)
+                ).fetchone()
+                if legacy:
+                    logger.warning(
+                        "SQLite secret store %s holds %d unencrypted secrets from before encryption was "
+                        "configured; run `aims-snaptrade rotate-keys` to encrypt them",
+                        self.path,
+                        legacy,
+                    )
+        if not self.encrypted:
+            logger.warning(
+                "SQLite secret store %s is UNENCRYPTED (no SNAPTRADE_ENCRYPTION_KEYS): sandbox use only",
+                self.path,
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self._conn = conn
+        self._pid = os.getpid()
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        (journal,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(journal).lower() != "wal":
+            raise SnapTradeConfigurationError(
+                f"the SQLite secret store {str(self.path)!r} cannot use WAL mode (got {journal!r}); "
+                "put it on a local filesystem, not a network share"
+            )
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise SnapTradeSecretStoreError(f"the SQLite secret store {str(self.path)!r} is closed")
+        if self._conn is None or self._pid != os.getpid():
+            # After fork the inherited connection belongs to the parent: abandon it without
+            # closing (closing could disturb the parent's locks) and open our own.
+            self._conn = None
+            self._connect()
+        assert self._conn is not None
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
+
+    @staticmethod
+    @contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._errors():
+            conn = self._connection()
+            with self._transaction(conn):
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._errors():
+            yield self._connection()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise SnapTradeSecretStoreError(
+                f"SQLite secret store {str(self.path)!r} failed: {exc}", retryable=_busy(exc)
+            ) from None
+
+    # -- SecretStore -----------------------------------------------------------------------
+
+    def get(self, user_id: str) -> str | None:
+        """See :meth:`SecretStore.get`."""
+        check_user_id(user_id)
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT key_version, ciphertext FROM user_secrets WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return self._codec.open(user_id, row[0], row[1])
+
+    def put(self, user_id: str, secret: str) -> None:
+        """See :meth:`SecretStore.put`. The rotation marker, if any, is kept."""
+        check_user_id(user_id)
+        version, blob = self._codec.seal(user_id, check_secret(secret))
+        with self._write() as conn:
+            conn.execute(
+                """INSERT INTO user_secrets (user_id, key_version, ciphertext, updated_at)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (user_id) DO UPDATE SET key_version = excluded.key_version,
+                       ciphertext = excluded.ciphertext, updated_at = excluded.updated_at""",
+                (user_id, version, blob, time.time()),
+            )
+
+    def delete(self, user_id: str) -> bool:
+        """See :meth:`SecretStore.delete`."""
+        check_user_id(user_id)
+        with self._write() as conn:
+            return conn.execute("DELETE FROM user_secrets WHERE user_id = ?", (user_id,)).rowcount > 0
+
+    def user_ids(self) -> list[str]:
+        """See :meth:`SecretStore.user_ids`."""
+        with self._read() as conn:
+            return [r[0] for r in conn.execute("SELECT user_id FROM user_secrets ORDER BY user_id")]
+
+    def begin_rotation(self, user_id: str) -> None:
+        """See :meth:`SecretStore.begin_rotation`."""
+        check_user_id(user_id)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT rotation_pending_since FROM user_secrets WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            if row is None:
+                raise SnapTradeSecretStoreError(f"no secret is stored for user {user_id!r}; nothing to rotate")
+            if row[0] is not None:
+                raise already_pending(user_id)
+            conn.execute(
+                "UPDATE user_secrets SET rotation_pending_since = ? WHERE user_id = ?", (time.time(), user_id)
+            )
+
+    def complete_rotation(self, user_id: str, new_secret: str) -> None:
+        """See :meth:`SecretStore.complete_rotation`. Stores the secret even if no marker exists."""
+        check_user_id(user_id)
+        version, blob = self._codec.seal(user_id, check_secret(new_secret))
+        with self._write() as conn:
+            conn.execute(
+                """INSERT INTO user_secrets (user_id, key_version, ciphertext, updated_at)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (user_id) DO UPDATE SET key_version = excluded.key_version,
+                       ciphertext = excluded.ciphertext, updated_at = excluded.updated_at,
+                       rotation_pending_since = NULL""",
+                (user_id, version, blob, time.time()),
+            )
+
+    def abort_rotation(self, user_id: str) -> None:
+        """See :meth:`SecretStore.abort_rotation`."""
+        check_user_id(user_id)
+        with self._write() as conn:
+            conn.execute("UPDATE user_secrets SET rotation_pending_since = NULL WHERE user_id = ?", (user_id,))
+
+    def pending_rotations(self) -> list[str]:
+        """See :meth:`SecretStore.pending_rotations`."""
+        with self._read() as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT user_id FROM user_secrets WHERE rotation_pending_since IS NOT NULL ORDER BY user_id"
+                )
+            ]
+
+    # -- KeyRotatable ----------------------------------------------------------------------
+
+    def reencrypt_batch(self, after: str | None, limit: int) -> BatchOutcome:
+        """See :meth:`KeyRotatable.reencrypt_batch`."""
+        with self._write() as conn:
+            fetched = conn.execute(
+                "SELECT user_id, key_version, ciphertext FROM user_secrets WHERE user_id > ? "
+                "ORDER BY user_id LIMIT ?",
+                ("" if after is None else after, limit),
+            ).fetchall()
+            rows = [StoredRow(r[0], r[1], bytes(r[2])) for r in fetched]
+            rewrites, already, failed, last = plan_reencrypt(self._codec, rows)
+            applied = 0
+            for rw in rewrites:
+                applied += conn.execute(
+                    "UPDATE user_secrets SET key_version = ?, ciphertext = ? "
+                    "WHERE user_id = ? AND key_version = ? AND ciphertext = ?",
+                    (rw.new_version, rw.new_blob, rw.user_id, rw.old_version, rw.old_blob),
+                ).rowcount
+        return outcome(rewrites, applied, already, failed, last, len(rows))
+
+    def key_version_counts(self) -> dict[str, int]:
+        """See :meth:`KeyRotatable.key_version_counts`."""
+        with self._read() as conn:
+            return dict(conn.execute("SELECT key_version, count(*) FROM user_secrets GROUP BY key_version"))
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        with self._lock:
+            self._closed = True
+            self._drop_connection()
+
+    def __repr__(self) -> str:
+        return f"SQLiteSecretStore(path={str(self.path)!r}, encrypted={self.encrypted})"

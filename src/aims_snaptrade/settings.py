@@ -1,0 +1,203 @@
+"""Settings: every knob of the library, read from ``SNAPTRADE_*`` environment variables.
+
+``Settings.from_env()`` reads the environment once, validates everything and, when anything is
+missing or malformed, raises one :class:`~aims_snaptrade.errors.SnapTradeConfigurationError`
+naming every bad variable and how to fix it. Secrets are held as :class:`pydantic.SecretStr`, so
+``repr``, ``str``, logging and validation errors never show them.
+
+Settings are immutable: ``settings.model_copy(update={...})`` makes a changed copy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from aims_snaptrade.errors import SnapTradeConfigurationError
+from aims_snaptrade.redaction import register_secret
+
+__all__ = ["ENV_PREFIX", "Environment", "KeyType", "Settings"]
+
+ENV_PREFIX = "SNAPTRADE_"
+DEFAULT_BASE_URL = "https://api.snaptrade.com/api/v1"
+
+Environment = Literal["sandbox", "production"]
+KeyType = Literal["commercial", "personal"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class Settings(BaseModel):
+    """Validated configuration of a SnapTrade client.
+
+    Every field is read from the environment variable ``SNAPTRADE_<FIELD NAME IN UPPER CASE>``
+    (for example ``read_timeout`` from ``SNAPTRADE_READ_TIMEOUT``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    client_id: str = Field(min_length=1, description="SnapTrade client id (public identifier).")
+    consumer_key: SecretStr = Field(description="SnapTrade consumer key (secret).")
+    environment: Environment = Field(
+        description="'sandbox' (test keys) or 'production' (real money). Never defaulted."
+    )
+    key_type: KeyType = Field(
+        default="commercial",
+        description="'commercial' (one SnapTrade user per end user) or 'personal' (no registerUser).",
+    )
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="API root, including /api/v1.")
+    connect_timeout: float = Field(default=5.0, gt=0, le=300, description="Seconds to connect.")
+    read_timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds to wait for a response.")
+    trading_enabled: bool = Field(default=False, description="Allow order placement, cancellation, impact.")
+    consent_required: bool = Field(
+        default=True, description="Check recorded user consent before reading or connecting user data."
+    )
+    secret_store_url: str = Field(
+        default="sqlite:///aims-snaptrade-secrets.db",
+        description="Where user secrets live: sqlite:///path, postgresql://..., or memory:// (tests only).",
+    )
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="Keyring for secrets at rest: 'v2:<base64 32 bytes>,v1:<...>' (first one encrypts).",
+    )
+    rate_limit_storage_url: str = Field(
+        default="memory://", description="limits storage URI: memory:// or redis://host:port/db."
+    )
+    rate_limit_strategy: Literal["moving-window", "sliding-window"] = Field(
+        default="moving-window", description="limits strategy used for every budget."
+    )
+    rate_limit_plan: str = Field(
+        default="none", description="AIMS budget preset: none, starter, growth, enterprise or custom."
+    )
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, description="Custom plan: requests/minute.")
+    rate_limit_per_hour: int | None = Field(default=None, ge=1, description="Custom plan: requests/hour.")
+    rate_limit_per_day: int | None = Field(default=None, ge=1, description="Custom plan: requests/day.")
+    customer_limit: int = Field(default=250, ge=1, description="SnapTrade's customer-level limit per window.")
+    customer_limit_window: float = Field(default=60.0, gt=0, description="Customer-level window, seconds.")
+    account_limit: int | None = Field(
+        default=None, ge=1, description="SnapTrade's per-account limit (10 for Personal keys); unset: off."
+    )
+    account_limit_window: float = Field(default=60.0, gt=0, description="Per-account window, seconds.")
+    user_limit_per_minute: int | None = Field(default=None, ge=1, description="Optional per-user budget.")
+    rate_limit_mode: Literal["wait", "fail"] = Field(
+        default="wait", description="On an exhausted budget: wait (bounded) or fail fast."
+    )
+    rate_limit_max_wait: float = Field(
+        default=30.0, ge=0, description="Longest wait for a budget before failing, seconds."
+    )
+    retry_policy: str = Field(default="standard", description="Retry preset: none, standard or patient.")
+    clock_skew_tolerance: float = Field(
+        default=30.0, ge=0, description="verify warns when the clock differs from SnapTrade's by more."
+    )
+    consent_max_age_days: int = Field(default=365, ge=1, description="Consent older than this has expired.")
+
+    @field_validator("client_id")
+    @classmethod
+    def _strip_client_id(cls, value: str) -> str:
+        if value != value.strip():
+            raise ValueError("has leading or trailing whitespace; remove it")
+        return value
+
+    @field_validator("consumer_key")
+    @classmethod
+    def _check_consumer_key(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if not raw:
+            raise ValueError("is empty")
+        if raw != raw.strip():
+            # SnapTrade answers 1076 for keys with stray whitespace: catch it before the first call.
+            raise ValueError("has leading or trailing whitespace; remove it")
+        register_secret(raw)
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _register_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for part in value.get_secret_value().split(","):
+                register_secret(part.partition(":")[2].strip())
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for a local emulator)")
+        return value
+
+    @field_validator("rate_limit_plan")
+    @classmethod
+    def _check_plan(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in {"none", "starter", "growth", "enterprise", "custom"}:
+            raise ValueError("must be one of none, starter, growth, enterprise, custom")
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        """``True`` when the environment is ``production``."""
+        return self.environment == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``SNAPTRADE_*`` variables (``os.environ`` by default).
+
+        Keyword ``overrides`` win over the environment. Raises
+        :class:`SnapTradeConfigurationError` listing every missing or malformed variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = _coerce(cls.model_fields[name].annotation, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.build(values, source="environment")
+
+    @classmethod
+    def build(cls, values: Mapping[str, Any], *, source: str = "arguments") -> Settings:
+        """Validate ``values`` into settings, raising one configuration error naming every problem."""
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as exc:
+            raise SnapTradeConfigurationError(_describe(exc, source)) from None
+
+
+def _coerce(annotation: Any, raw: str) -> Any:
+    # Empty strings mean "unset" for optional values, so `SNAPTRADE_ACCOUNT_LIMIT=` switches it off.
+    text = raw.strip() if annotation is not SecretStr else raw
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        return text
+    if text == "" and "None" in str(annotation):
+        return None
+    return text
+
+
+_FIX = {
+    "client_id": "set SNAPTRADE_CLIENT_ID to the client id from the SnapTrade dashboard",
+    "consumer_key": "set SNAPTRADE_CONSUMER_KEY to the consumer key from the SnapTrade dashboard",
+    "environment": "set SNAPTRADE_ENVIRONMENT to 'sandbox' or 'production' (it is never defaulted)",
+    "key_type": "set SNAPTRADE_KEY_TYPE to 'commercial' or 'personal'",
+}
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = ENV_PREFIX + field.upper() if source == "environment" else field
+        reason = "is missing" if error["type"] == "missing" else error["msg"].removeprefix("Value error, ")
+        fix = _FIX.get(field)
+        problems.append(f"{variable} {reason}" + (f" ({fix})" if fix else ""))
+    listed = "; ".join(problems)
+    return f"Invalid SnapTrade settings from {source}: {listed}."

@@ -1,0 +1,49 @@
+"""Redaction of credentials in text and in every log record of the redacted loggers."""
+
+from __future__ import annotations
+
+import logging
+
+from aims_snaptrade.redaction import install_log_redaction, redact, register_secret, scrub_exception
+
+
+def test_positional_credentials_are_masked_without_registration():
+    url = "http://h/api/v1/accounts?userId=u1&userSecret=never-seen-before-42&clientId=C&timestamp=1"
+    assert "never-seen-before-42" not in redact(url)
+    assert "userId=u1" in redact(url)
+    body = '{"userSecret": "s3cr3t-value-77", "userId": "u1"}'
+    assert "s3cr3t-value-77" not in redact(body)
+    headers = "HTTPHeaderDict({'Signature': 'c2lnbmF0dXJlLXZhbHVl', 'Accept': 'application/json'})"
+    assert "c2lnbmF0dXJlLXZhbHVl" not in redact(headers)
+    assert "application/json" in redact(headers)
+
+
+def test_registered_secrets_are_masked_anywhere():
+    register_secret("registered-secret-xyz")
+    assert redact("oops registered-secret-xyz leaked") == "oops *** leaked"
+    register_secret("ab")  # too short to be a credential: ignored rather than mangling logs
+    assert redact("abc") == "abc"
+
+
+def test_log_records_of_child_loggers_are_scrubbed(caplog):
+    install_log_redaction()
+    register_secret("child-logger-secret-1")
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("urllib3.connectionpool").warning("GET %s", "/x?userSecret=child-logger-secret-1")
+        try:
+            raise ValueError("boom child-logger-secret-1")
+        except ValueError:
+            logging.getLogger("snaptrade_client.rest").exception("failed")
+        logging.getLogger("someone.else").info("not ours child-logger-secret-1")
+    ours = [r for r in caplog.records if not r.name.startswith("someone")]
+    assert len(ours) == 2
+    for record in ours:
+        assert "child-logger-secret-1" not in record.getMessage()
+        assert "child-logger-secret-1" not in (record.exc_text or "")
+    assert "child-logger-secret-1" not in caplog.text.split("not ours")[0]
+
+
+def test_scrub_exception_names_the_type_and_masks():
+    text = scrub_exception(ConnectionError("to http://h/?userSecret=zzz-secret-zzz"))
+    assert text.startswith("builtins.ConnectionError:")
+    assert "zzz-secret-zzz" not in text

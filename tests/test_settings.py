@@ -69,3 +69,11 @@ def test_settings_are_immutable():
 def test_unknown_keyword_override_is_refused():
     with pytest.raises(SnapTradeConfigurationError, match="read_timout"):
         Settings.build({"client_id": "c", "consumer_key": KEY, "environment": "sandbox", "read_timout": 3})
+
+
+def test_every_setting_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`SNAPTRADE_{name.upper()}`" in doc, name

@@ -16,10 +16,11 @@ When the SDK changes its internals, this file is the one that changes.
 from __future__ import annotations
 
 import contextvars
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import certifi
@@ -66,9 +67,11 @@ _current_timeouts: contextvars.ContextVar[Timeouts | None] = contextvars.Context
 
 
 def _sdk_client(settings: Settings) -> Any:
-    from snaptrade_client import SnapTrade, SnapTradeAuth
+    from snaptrade_client.auth import AuthMode, SnapTradeAuth
+    from snaptrade_client.client import SnapTrade
 
     key = settings.consumer_key.get_secret_value()
+    auth: AuthMode
     if settings.key_type == "personal":
         auth = SnapTradeAuth.personal_api_key(consumer_key=key, client_id=settings.client_id)
     else:
@@ -92,8 +95,15 @@ def _headers(raw: Any) -> dict[str, str]:
 
 def response_of(operation: Operation, api_response: Any, started: float) -> Response:
     """Turn the SDK's response object into ours."""
+    from snaptrade_client.schemas import Unset
+
     headers = _headers(api_response.headers)
     body = api_response.body
+    if isinstance(body, Unset):
+        # The SDK swallows a JSON decoding failure and hands back `unset`: parse the raw bytes
+        # again so a malformed answer raises (JSONDecodeError) instead of reading as "no data".
+        raw = getattr(api_response.response, "data", b"") or b""
+        body = json.loads(raw) if raw.strip() else None
     if isinstance(body, bytes | bytearray):
         body = body.decode("utf-8", "replace") if body else None
     return Response(
@@ -189,7 +199,7 @@ class AsyncTransport:
         response = await self._session_for_loop().request(
             method, url, data=data, headers=headers, timeout=client_timeout
         )
-        return AsyncResponseWrapper(response, time.time() - started, _SharedSession())
+        return AsyncResponseWrapper(response, time.time() - started, cast(Any, _SharedSession()))
 
     async def send(self, operation: Operation, arguments: Mapping[str, Any], timeouts: Timeouts) -> Response:
         """Send ``operation`` with SDK keyword ``arguments``; SDK and aiohttp errors propagate raw."""

@@ -78,9 +78,7 @@ class _Base:
         except e.SnapTradeError:
             self._close_store()
             raise
-        policy = (
-            retry if isinstance(retry, RetryPolicy) else RetryPolicy.preset(retry or settings.retry_policy)
-        )
+        policy = retry if isinstance(retry, RetryPolicy) else RetryPolicy.preset(retry or settings.retry_policy)
         self._core = Core(settings, retry=policy, consent=consent)
         self._limit_policy = RateLimitPolicy.from_settings(settings)
         pending = secret_store.pending_rotations()
@@ -219,9 +217,7 @@ class SafeSnapTradeClient(_Base):
         """Rotate the user's secret with SnapTrade, storing the new one before dropping the old."""
         return self._run(self._core.rotate_user_secret(user_id, options))
 
-    def delete_user(
-        self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None
-    ) -> DeletedUser:
+    def delete_user(self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None) -> DeletedUser:
         """Delete the user at SnapTrade (needs ``confirm=True``) and purge its local secret."""
         return self._run(self._core.delete_user(user_id, confirm=confirm, options=options))
 
@@ -251,15 +247,11 @@ class SafeSnapTradeClient(_Base):
         """Every account of the user."""
         return self._run(self._core.list_accounts(user_id, options))
 
-    def get_balances(
-        self, user_id: str, account_id: str, *, options: CallOptions | None = None
-    ) -> list[Balance]:
+    def get_balances(self, user_id: str, account_id: str, *, options: CallOptions | None = None) -> list[Balance]:
         """Balances of one account, per currency."""
         return self._run(self._core.get_balances(user_id, account_id, options))
 
-    def get_positions(
-        self, user_id: str, account_id: str, *, options: CallOptions | None = None
-    ) -> list[Position]:
+    def get_positions(self, user_id: str, account_id: str, *, options: CallOptions | None = None) -> list[Position]:
         """Positions of one account."""
         return self._run(self._core.get_positions(user_id, account_id, options))
 
@@ -418,9 +410,7 @@ class AsyncSafeSnapTradeClient(_Base):
         """Every account of the user."""
         return await self._run(self._core.list_accounts(user_id, options))
 
-    async def get_balances(
-        self, user_id: str, account_id: str, *, options: CallOptions | None = None
-    ) -> list[Balance]:
+    async def get_balances(self, user_id: str, account_id: str, *, options: CallOptions | None = None) -> list[Balance]:
         """Balances of one account, per currency."""
         return await self._run(self._core.get_balances(user_id, account_id, options))
 

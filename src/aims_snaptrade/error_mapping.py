@@ -154,7 +154,8 @@ def map_exception(operation: Operation, exc: BaseException, arguments: Mapping[s
     ``request_sent`` on connection errors is ``False`` only when the request provably never
     left the machine (refused connection, DNS failure, connect timeout, TLS handshake).
     """
-    from snaptrade_client.exceptions import ApiException, OpenApiException
+    from snaptrade_client.exceptions import ApiException
+    from snaptrade_client.exceptions_base import OpenApiException
 
     if isinstance(exc, e.SnapTradeError):
         return exc
@@ -166,9 +167,7 @@ def map_exception(operation: Operation, exc: BaseException, arguments: Mapping[s
                 f"TLS/transport failure calling {name}: {exc.reason}", operation=name, request_sent=False
             )
         return error_from_response(operation, status, dict(exc.headers or {}), exc.body, arguments)
-    if isinstance(exc, OpenApiException | TypeError | ValueError) and not isinstance(
-        exc, json.JSONDecodeError
-    ):
+    if isinstance(exc, OpenApiException | TypeError | ValueError) and not isinstance(exc, json.JSONDecodeError):
         return e.SnapTradeValidationError(
             f"Invalid arguments for {name}: {exc}. Check the names and types against the SDK's "
             f"'{operation.tag}.{name}' signature (amounts as float, e.g. units=1.0).",
@@ -180,16 +179,12 @@ def map_exception(operation: Operation, exc: BaseException, arguments: Mapping[s
         )
     if isinstance(exc, u3.ConnectTimeoutError | aiohttp.ConnectionTimeoutError):
         return e.SnapTradeTimeoutError(f"Connect timeout calling {name}", operation=name, request_sent=False)
-    if isinstance(
-        exc, u3.ReadTimeoutError | aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError
-    ):
+    if isinstance(exc, u3.ReadTimeoutError | aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
         return e.SnapTradeTimeoutError(f"Read timeout: no answer from SnapTrade for {name}", operation=name)
     if isinstance(exc, json.JSONDecodeError | aiohttp.ContentTypeError):
         return e.SnapTradeConnectionError(f"SnapTrade sent a malformed response to {name}", operation=name)
     if isinstance(exc, u3.HTTPError | aiohttp.ClientError | OSError):
-        return e.SnapTradeConnectionError(
-            f"The connection failed during {name} ({type(exc).__name__})", operation=name
-        )
+        return e.SnapTradeConnectionError(f"The connection failed during {name} ({type(exc).__name__})", operation=name)
     return e.SnapTradeError(f"Unexpected failure in {name} ({type(exc).__name__})", operation=name)
 
 

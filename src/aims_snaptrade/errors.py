@@ -28,6 +28,7 @@ __all__ = [
     "SnapTradeBrokerageAuthError",
     "SnapTradeBrokerageError",
     "SnapTradeBrokerageUnavailableError",
+    "SnapTradeBudgetExhaustedError",
     "SnapTradeConfigurationError",
     "SnapTradeConflictError",
     "SnapTradeConnectionDisabledError",
@@ -40,6 +41,7 @@ __all__ = [
     "SnapTradeNotFoundError",
     "SnapTradePermissionError",
     "SnapTradeRateLimitError",
+    "SnapTradeRateLimiterUnavailableError",
     "SnapTradeSecretDecryptionError",
     "SnapTradeSecretRotationError",
     "SnapTradeSecretStoreError",
@@ -219,9 +221,7 @@ class SnapTradeRateLimitError(SnapTradeError):
         super().__init__(message, **kwargs)
 
     def __repr__(self) -> str:
-        return (
-            f"{super().__repr__()[:-1]}, retry_after={self.retry_after!r}, limit_scope={self.limit_scope!r})"
-        )
+        return f"{super().__repr__()[:-1]}, retry_after={self.retry_after!r}, limit_scope={self.limit_scope!r})"
 
 
 class SnapTradeServerError(SnapTradeError):
@@ -342,4 +342,31 @@ class SnapTradeSecretRotationError(SnapTradeSecretStoreError):
     default_hint = (
         "The rotation's outcome is unknown: try the stored secret; if SnapTrade answers 1083, delete the user, "
         "register it again and have the person reconnect their brokerage."
+    )
+
+
+class SnapTradeBudgetExhaustedError(SnapTradeRateLimitError):
+    """The local rate limiter refused the call before sending it: nothing reached SnapTrade.
+
+    Raised when a budget (``limit_scope``: ``"plan"``, ``"customer"``, ``"account"``, ``"user"``)
+    has no free slot within the allowed wait, or while SnapTrade's own pause (after a 429) lasts.
+    The retry policy does not retry it: the limiter already waited as long as it was allowed to.
+    """
+
+    default_hint = (
+        "Nothing was sent. Try again after retry_after seconds, or allow a longer wait "
+        "(SNAPTRADE_RATE_LIMIT_MAX_WAIT, or max_wait per call)."
+    )
+
+
+class SnapTradeRateLimiterUnavailableError(SnapTradeConfigurationError):
+    """The shared rate-limit storage (Redis) cannot be reached, so the call was refused unsent.
+
+    The limiter never falls back to sending without limits: replicas would exceed the shared
+    budget together. The storage client reconnects by itself once the storage is back.
+    """
+
+    default_hint = (
+        "Check that the storage in SNAPTRADE_RATE_LIMIT_STORAGE_URL is running and reachable; "
+        "calls resume once it answers again."
     )

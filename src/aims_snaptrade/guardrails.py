@@ -66,9 +66,7 @@ def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | N
             f"SNAPTRADE_BASE_URL uses {url.scheme}:// in production; use https://api.snaptrade.com/api/v1"
         )
     elif url.hostname in _LOOPBACK:
-        violations.append(
-            "SNAPTRADE_BASE_URL points at this machine in production; remove it to use SnapTrade"
-        )
+        violations.append("SNAPTRADE_BASE_URL points at this machine in production; remove it to use SnapTrade")
     if store is not None and not getattr(store, "persistent", True):
         violations.append(
             "the secret store is in memory (user secrets would be lost on restart); "
@@ -80,9 +78,7 @@ def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | N
             "(generate one with `aims-snaptrade generate-key`)"
         )
     if not settings.consent_required:
-        violations.append(
-            "consent checks are disabled; unset SNAPTRADE_CONSENT_REQUIRED (production needs them)"
-        )
+        violations.append("consent checks are disabled; unset SNAPTRADE_CONSENT_REQUIRED (production needs them)")
     elif consent is None:
         violations.append("no consent checker was given; pass consent=<ConsentChecker> to the client")
     if violations:

@@ -586,7 +586,6 @@ def get_operation(name: str) -> Operation:
         close = difflib.get_close_matches(name, OPERATIONS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise SnapTradeValidationError(
-            f"Unknown SnapTrade operation {name!r}.{hint} "
-            "Use the SDK's method name, e.g. 'list_all_user_accounts'.",
+            f"Unknown SnapTrade operation {name!r}.{hint} Use the SDK's method name, e.g. 'list_all_user_accounts'.",
             operation=name,
         ) from None

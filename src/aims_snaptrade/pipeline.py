@@ -203,9 +203,7 @@ class Core:
         account_id = args.get("account_id")
         idempotency_key = args.get(operation.idempotency_param) if operation.idempotency_param else None
         policy = options.retry or self.retry
-        retrying = tenacity.Retrying(
-            **policy.tenacity_kwargs(operation, has_idempotency_key=bool(idempotency_key))
-        )
+        retrying = tenacity.Retrying(**policy.tenacity_kwargs(operation, has_idempotency_key=bool(idempotency_key)))
         state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
         retrying.begin()
         while True:
@@ -316,9 +314,7 @@ class Core:
         yield StoreCall("complete_rotation", (user_id, new))
         return RegisteredUser(user_id=user_id)
 
-    def delete_user(
-        self, user_id: str, *, confirm: bool, options: CallOptions | None = None
-    ) -> Flow[DeletedUser]:
+    def delete_user(self, user_id: str, *, confirm: bool, options: CallOptions | None = None) -> Flow[DeletedUser]:
         """Delete a SnapTrade user (queued by SnapTrade) and purge its local secret."""
         _require_text("user_id", user_id)
         response = yield from self.call(
@@ -373,9 +369,7 @@ class Core:
         body = response.body if isinstance(response.body, Mapping) else {}
         return [Account.from_api(item) for item in body.get("results") or []]
 
-    def get_balances(
-        self, user_id: str, account_id: str, options: CallOptions | None = None
-    ) -> Flow[list[Balance]]:
+    def get_balances(self, user_id: str, account_id: str, options: CallOptions | None = None) -> Flow[list[Balance]]:
         """Cash and buying power of one account, per currency."""
         _require_text("account_id", account_id)
         response = yield from self.call(
@@ -383,9 +377,7 @@ class Core:
         )
         return [Balance.model_validate(item) for item in response.body or []]
 
-    def get_positions(
-        self, user_id: str, account_id: str, options: CallOptions | None = None
-    ) -> Flow[list[Position]]:
+    def get_positions(self, user_id: str, account_id: str, options: CallOptions | None = None) -> Flow[list[Position]]:
         """Every position of one account."""
         _require_text("account_id", account_id)
         response = yield from self.call(
@@ -413,9 +405,7 @@ class Core:
         activities: list[Activity] = []
         offset = 0
         while True:
-            response = yield from self.call(
-                "get_account_activities", {**base, "offset": offset}, options=options
-            )
+            response = yield from self.call("get_account_activities", {**base, "offset": offset}, options=options)
             body = response.body if isinstance(response.body, Mapping) else {}
             page = body.get("data") or []
             activities.extend(Activity.from_api(item) for item in page)

@@ -46,9 +46,7 @@ _POSITIONAL = (
     # userSecret / consumerKey / signature as query parameters or form fields.
     re.compile(r"(?i)((?:user_?secret|consumer_?key|signature|secret)=)[^&\s'\"<>]+"),
     # ... as JSON / Python-dict keys: "userSecret": "value" or 'Signature': 'value'.
-    re.compile(
-        r"(?i)([\"'](?:user_?secret|consumer_?key|signature|secret|x-signature)[\"']\s*[:=]\s*[\"'])[^\"']*"
-    ),
+    re.compile(r"(?i)([\"'](?:user_?secret|consumer_?key|signature|secret|x-signature)[\"']\s*[:=]\s*[\"'])[^\"']*"),
     # ... as HTTP header lines: Signature: value.
     re.compile(r"(?im)(^\s*(?:signature|authorization)\s*:\s*)\S+"),
 )

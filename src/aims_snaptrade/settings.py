@@ -42,9 +42,7 @@ class Settings(BaseModel):
 
     client_id: str = Field(min_length=1, description="SnapTrade client id (public identifier).")
     consumer_key: SecretStr = Field(description="SnapTrade consumer key (secret).")
-    environment: Environment = Field(
-        description="'sandbox' (test keys) or 'production' (real money). Never defaulted."
-    )
+    environment: Environment = Field(description="'sandbox' (test keys) or 'production' (real money). Never defaulted.")
     key_type: KeyType = Field(
         default="commercial",
         description="'commercial' (one SnapTrade user per end user) or 'personal' (no registerUser).",

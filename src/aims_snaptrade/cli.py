@@ -1,0 +1,111 @@
+"""The ``aims-snaptrade`` command: ``verify``, ``demo``, ``emulator``, ``generate-key``, ``rotate-keys``.
+
+Exit codes: 0 success, 1 a check failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeError
+
+__all__ = ["main"]
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from aims_snaptrade.client import SafeSnapTradeClient
+    from aims_snaptrade.settings import Settings
+
+    settings = Settings.from_env()
+    print(f"client id        {settings.client_id}")
+    print(f"consumer key     set ({len(settings.consumer_key.get_secret_value())} characters, not shown)")
+    print(f"environment      {settings.environment}")
+    print(f"key type         {settings.key_type}")
+    print(f"base url         {settings.base_url}")
+    print(f"trading          {'enabled' if settings.trading_enabled else 'disabled'}")
+    with SafeSnapTradeClient(settings) as client:
+        print("guardrails       passed")
+        status = client.api_status()
+    skew = status.clock_skew_seconds
+    print(f"api status       {'online' if status.online else 'OFFLINE'} (version {status.version})")
+    if skew is None:
+        print("clock skew       unknown (no server timestamp)")
+        return 0 if status.online else 1
+    ok = abs(skew) <= settings.clock_skew_tolerance
+    print(f"clock skew       {skew:+.3f} s ({'ok' if ok else 'TOO LARGE: signed requests will get 401 (1076)'})")
+    return 0 if status.online and ok else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from aims_snaptrade.demo import run_demo
+
+    return run_demo(verbose=args.verbose)
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from aims_snaptrade.testing.emulator import run
+
+    run(host=args.host, port=args.port)
+    return 0
+
+
+def _generate_key(args: argparse.Namespace) -> int:
+    from aims_snaptrade.secrets import Keyring
+
+    print(Keyring.generate(args.version).export())
+    return 0
+
+
+def _rotate_keys(args: argparse.Namespace) -> int:
+    from aims_snaptrade.secrets import rotate_keys_command
+    from aims_snaptrade.settings import Settings
+
+    return rotate_keys_command(Settings.from_env(), batch_size=args.batch_size)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aims-snaptrade", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    verify = commands.add_parser("verify", help="check SNAPTRADE_* settings, guardrails, API status and clock")
+    verify.set_defaults(handler=_verify)
+
+    demo = commands.add_parser("demo", help="run the whole flow against an embedded emulator")
+    demo.add_argument("-v", "--verbose", action="store_true", help="log every call")
+    demo.set_defaults(handler=_demo)
+
+    emulator = commands.add_parser("emulator", help="run the SnapTrade emulator until interrupted")
+    emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    emulator.set_defaults(handler=_emulator)
+
+    generate = commands.add_parser("generate-key", help="print a new encryption key for SNAPTRADE_ENCRYPTION_KEYS")
+    generate.add_argument("--version", default="v1", help="key version label (default v1)")
+    generate.set_defaults(handler=_generate_key)
+
+    rotate = commands.add_parser("rotate-keys", help="re-encrypt every stored secret with the current key")
+    rotate.add_argument("--batch-size", type=int, default=100, help="rows per transaction (default 100)")
+    rotate.set_defaults(handler=_rotate_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except SnapTradeConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SnapTradeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Timeouts, hidden retries, unknown outcomes and connection reuse, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from aims_snaptrade import (
+    CallOptions,
+    SnapTradeBrokerageUnavailableError,
+    SnapTradeConnectionError,
+    SnapTradeTimeoutError,
+    SnapTradeUnknownOutcomeError,
+)
+from aims_snaptrade.testing import Fault
+
+
+def test_a_stalled_read_is_a_timeout_not_a_hang(client, emu, alice):
+    emu.faults.add(Fault.timeout(hold=5.0), operation="list_all_user_accounts")
+    started = time.monotonic()
+    with pytest.raises(SnapTradeTimeoutError) as info:
+        client.list_accounts(alice.user_id, options=CallOptions(timeout=(1.0, 0.3)))
+    assert time.monotonic() - started < 2.0
+    assert info.value.retryable and info.value.operation == "list_all_user_accounts"
+
+
+def test_client_wide_read_timeout_applies_to_every_call(make_client, emu, alice):
+    client = make_client(read_timeout=0.3)
+    emu.faults.add(Fault.latency(1.0), operation="get_all_account_positions")
+    with pytest.raises(SnapTradeTimeoutError):
+        client.get_positions(alice.user_id, alice.account_ids[0])
+    assert client.list_accounts(alice.user_id)  # the next call is unaffected
+
+
+def test_urllib3_never_retries_behind_our_back(client, emu, alice):
+    emu.faults.add(Fault.drop(), operation="list_all_user_accounts", times=1)
+    with pytest.raises(SnapTradeConnectionError):
+        client.list_accounts(alice.user_id)
+    # The SDK alone would have resent it up to three times, silently.
+    assert emu.journal.count(operation="list_all_user_accounts") == 1
+
+
+def test_reads_are_retried_by_policy_and_succeed(make_client, emu, alice):
+    client = make_client(retry="standard")
+    emu.faults.add(Fault.status(500), operation="list_all_user_accounts", times=2)
+    assert client.list_accounts(alice.user_id)
+    assert emu.journal.count(operation="list_all_user_accounts") == 3
+
+
+def test_lost_registration_is_an_unknown_outcome_sent_once(make_client, emu, store):
+    client = make_client(retry="patient")
+    emu.faults.add(Fault.lost_response(), operation="register_snap_trade_user")
+    with pytest.raises(SnapTradeUnknownOutcomeError) as info:
+        client.register_user("erin")
+    assert "delete_user" in str(info.value)
+    assert emu.journal.count(operation="register_snap_trade_user") == 1
+    assert emu.state.find_user(emu.client_id, "erin") is not None  # it did happen server-side
+    assert store.get("erin") is None
+
+
+def test_lost_order_without_key_is_never_resent(make_client, emu, alice):
+    client = make_client(retry="patient", trading_enabled=True)
+    emu.faults.add(Fault.lost_response(), operation="place_force_order")
+    with pytest.raises(SnapTradeUnknownOutcomeError):
+        client.call(
+            "place_force_order",
+            user_id=alice.user_id,
+            account_id=alice.account_ids[0],
+            action="BUY",
+            order_type="Market",
+            time_in_force="Day",
+            symbol="AAPL",
+            units=1.0,
+        )
+    assert emu.journal.count(operation="place_force_order") == 1
+
+
+def test_malformed_answer_to_a_read_is_a_connection_error(client, emu, alice):
+    emu.faults.add(Fault.malformed_json(), operation="list_all_user_accounts")
+    with pytest.raises(SnapTradeConnectionError, match="malformed"):
+        client.list_accounts(alice.user_id)
+
+
+async def test_async_client_shares_one_pool_and_maps_errors(make_async_client, emu, alice):
+    async with make_async_client() as client:
+        results = await asyncio.gather(*(client.list_accounts(alice.user_id) for _ in range(40)))
+        assert all(r == results[0] for r in results)
+        session = client._transport._session
+        assert session is not None and not session.closed
+        emu.faults.add(Fault.status(503, code="3002"), operation="list_all_user_accounts")
+        with pytest.raises(SnapTradeBrokerageUnavailableError) as info:
+            await client.list_accounts(alice.user_id)
+        assert info.value.status == 503 and info.value.retryable
+        emu.faults.add(Fault.timeout(hold=5.0), operation="get_all_account_positions")
+        started = time.monotonic()
+        with pytest.raises(SnapTradeTimeoutError):
+            await client.get_positions(alice.user_id, alice.account_ids[0], options=CallOptions(timeout=0.3))
+        assert time.monotonic() - started < 2.0
+    assert session.closed
+
+
+async def test_async_lost_registration_is_unknown_outcome(make_async_client, emu):
+    emu.faults.add(Fault.lost_response(), operation="register_snap_trade_user")
+    async with make_async_client(retry="patient") as client:
+        with pytest.raises(SnapTradeUnknownOutcomeError):
+            await client.register_user("frank")
+    assert emu.journal.count(operation="register_snap_trade_user") == 1

@@ -27,9 +27,9 @@ from aims_snaptrade.models import (
     RegisteredUser,
 )
 from aims_snaptrade.pipeline import Acquire, CallOptions, Core, Flow, Observe, Send, Sleep, StoreCall
-from aims_snaptrade.ratelimit import AsyncRateLimiter, RateLimiter, RateLimitPolicy
+from aims_snaptrade.ratelimit import AsyncRateLimiter, BudgetUsage, RateLimiter, RateLimitPolicy
 from aims_snaptrade.redaction import install_log_redaction
-from aims_snaptrade.retry import RetryPolicy
+from aims_snaptrade.retry import RetryPolicy, RetryStats
 from aims_snaptrade.secrets import Keyring, SecretStore, open_secret_store
 from aims_snaptrade.settings import Settings
 
@@ -90,6 +90,11 @@ class _Base:
                 len(pending),
                 ", ".join(sorted(pending)),
             )
+
+    @property
+    def retry_stats(self) -> RetryStats:
+        """Attempts and retries counted under this client's retry budget."""
+        return self._core.retry.stats
 
     @property
     def pending_secret_rotations(self) -> list[str]:
@@ -272,6 +277,10 @@ class SafeSnapTradeClient(_Base):
             )
         )
 
+    def rate_limit_usage(self) -> list[BudgetUsage]:
+        """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""
+        return self._limiter.usage()
+
     def close(self) -> None:
         """Release connections, the rate limiter and (if the client opened it) the secret store."""
         self._transport.close()
@@ -436,6 +445,10 @@ class AsyncSafeSnapTradeClient(_Base):
                 user_id, account_id, start_date=start_date, end_date=end_date, type=type, options=options
             )
         )
+
+    async def rate_limit_usage(self) -> list[BudgetUsage]:
+        """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""
+        return await self._limiter.usage()
 
     async def aclose(self) -> None:
         """Release the pooled session, the rate limiter and (if the client opened it) the secret store."""

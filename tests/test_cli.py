@@ -1,0 +1,50 @@
+"""The aims-snaptrade command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from aims_snaptrade.cli import main
+from aims_snaptrade.testing import SnapTradeEmulator
+
+
+def test_demo_runs_the_whole_flow(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    for step in ("Register a user", "Trading is refused", "reconnect", "Demo finished"):
+        assert step in out
+
+
+def test_verify_checks_settings_status_and_clock_without_printing_the_key(monkeypatch, capsys, tmp_path):
+    with SnapTradeEmulator() as emu:
+        monkeypatch.setenv("SNAPTRADE_CLIENT_ID", emu.client_id)
+        monkeypatch.setenv("SNAPTRADE_CONSUMER_KEY", emu.consumer_key)
+        monkeypatch.setenv("SNAPTRADE_ENVIRONMENT", "sandbox")
+        monkeypatch.setenv("SNAPTRADE_BASE_URL", emu.base_url)
+        monkeypatch.setenv("SNAPTRADE_SECRET_STORE_URL", f"sqlite:///{tmp_path}/s.db")
+        assert main(["verify"]) == 0
+    out = capsys.readouterr().out
+    assert "clock skew" in out and "online" in out
+    assert emu.consumer_key not in out
+
+
+def test_verify_reports_every_configuration_problem(monkeypatch, capsys):
+    for name in ("SNAPTRADE_CLIENT_ID", "SNAPTRADE_CONSUMER_KEY", "SNAPTRADE_ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["verify"]) == 2
+    err = capsys.readouterr().err
+    assert "SNAPTRADE_CLIENT_ID" in err and "SNAPTRADE_ENVIRONMENT" in err
+
+
+def test_generate_key_prints_a_usable_keyring():
+    from aims_snaptrade.secrets import Keyring
+
+    out = subprocess.run(
+        [sys.executable, "-m", "aims_snaptrade.cli", "generate-key", "--version", "v7"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out.startswith("v7:")
+    Keyring.parse(out)

@@ -47,3 +47,15 @@ def test_scrub_exception_names_the_type_and_masks():
     text = scrub_exception(ConnectionError("to http://h/?userSecret=zzz-secret-zzz"))
     assert text.startswith("builtins.ConnectionError:")
     assert "zzz-secret-zzz" not in text
+
+
+def test_every_registered_secret_is_masked_even_inside_other_text():
+    import uuid
+
+    many = [f"user-secret-{uuid.uuid4()}" for _ in range(2000)]
+    for secret in many:
+        register_secret(secret)
+    text = f"a={many[0]}&b=x{many[1999]}y [{many[777]}]"
+    cleaned = redact(text)
+    assert not any(secret in cleaned for secret in many)
+    assert cleaned.count("***") == 3

@@ -40,7 +40,9 @@ _MAX_REGISTERED = 100_000
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
-_secret_pattern: re.Pattern[str] | None = None
+_lengths: tuple[int, ...] = ()  # distinct secret lengths, longest first
+_chars: frozenset[str] = frozenset()
+_run_pattern: re.Pattern[str] | None = None
 
 _POSITIONAL = (
     # userSecret / consumerKey / signature as query parameters or form fields.
@@ -53,29 +55,57 @@ _POSITIONAL = (
 
 
 def register_secret(value: str | None) -> None:
-    """Add ``value`` to the registry of strings masked everywhere. Empty or tiny values are ignored."""
-    global _secret_pattern
-    if not value or len(value) < _MIN_SECRET_LENGTH:
+    """Add ``value`` to the registry of strings masked everywhere. Empty or tiny values are ignored.
+
+    Registration is O(1) however many secrets are known (a multi-tenant service registers one
+    per user): matching uses a set lookup over runs of the characters secrets are made of,
+    instead of one alternation regex that would be recompiled for every new secret.
+    """
+    global _lengths, _chars, _run_pattern
+    if not value or len(value) < _MIN_SECRET_LENGTH or value in _secrets:
         return
     with _lock:
-        if value in _secrets:
-            return
         if len(_secrets) >= _MAX_REGISTERED:
             # Bounded memory for long-running multi-tenant services: the positional patterns
             # still mask user secrets in URLs and bodies.
             _secrets.clear()
         _secrets.add(value)
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))
+        if len(value) not in _lengths:
+            _lengths = tuple(sorted({*_lengths, len(value)}, reverse=True))
+        if not _chars.issuperset(value):
+            _chars = _chars.union(value)
+            alphabet = "".join(re.escape(c) for c in sorted(_chars))
+            _run_pattern = re.compile(f"[{alphabet}]{{{_MIN_SECRET_LENGTH},}}")
+
+
+def _mask_run(run: str) -> str:
+    if run in _secrets:
+        return MASK
+    out: list[str] = []
+    i, n, plain_from = 0, len(run), 0
+    while i < n:
+        for length in _lengths:
+            if i + length <= n and run[i : i + length] in _secrets:
+                out.append(run[plain_from:i])
+                out.append(MASK)
+                i += length
+                plain_from = i
+                break
+        else:
+            i += 1
+    if not out:
+        return run
+    out.append(run[plain_from:])
+    return "".join(out)
 
 
 def redact(text: str) -> str:
     """Return ``text`` with every registered secret and every positional credential masked."""
     if not text:
         return text
-    pattern = _secret_pattern
+    pattern = _run_pattern
     if pattern is not None:
-        text = pattern.sub(MASK, text)
+        text = pattern.sub(lambda m: _mask_run(m.group()), text)
     for positional in _POSITIONAL:
         text = positional.sub(lambda m: m.group(1) + MASK, text)
     return text

@@ -64,9 +64,7 @@ class Rewrite:
     new_blob: bytes
 
 
-def plan_reencrypt(
-    codec: SecretCodec, rows: Iterable[StoredRow]
-) -> tuple[list[Rewrite], int, list[str], str | None]:
+def plan_reencrypt(codec: SecretCodec, rows: Iterable[StoredRow]) -> tuple[list[Rewrite], int, list[str], str | None]:
     """Decide which rows of a batch to rewrite under the current key.
 
     Returns ``(rewrites, already_current, failed_user_ids, last_user_id)``. Rows that no key

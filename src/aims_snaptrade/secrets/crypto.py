@@ -134,9 +134,7 @@ class Keyring:
 
     def export(self) -> str:
         """Return the keyring as a ``SNAPTRADE_ENCRYPTION_KEYS`` value. This reveals key material."""
-        return ",".join(
-            f"{v}:{base64.urlsafe_b64encode(self._keys[v]).decode('ascii')}" for v in self._order
-        )
+        return ",".join(f"{v}:{base64.urlsafe_b64encode(self._keys[v]).decode('ascii')}" for v in self._order)
 
     @property
     def current_version(self) -> str:

@@ -144,6 +144,10 @@ class MemorySecretStore:
                 counts[row.key_version] = counts.get(row.key_version, 0) + 1
             return counts
 
+    def current_key_version(self) -> str:
+        """See :meth:`KeyRotatable.current_key_version`."""
+        return self._codec.current_version
+
     def close(self) -> None:
         """Forget every secret. Idempotent."""
         with self._lock:

@@ -214,3 +214,7 @@ class KeyRotatable(Protocol):
     def key_version_counts(self) -> dict[str, int]:
         """How many rows each key version holds (``"plaintext"`` for unencrypted rows)."""
         ...
+
+    def current_key_version(self) -> str:
+        """The key version new rows are written with (``"plaintext"`` without a keyring)."""
+        ...

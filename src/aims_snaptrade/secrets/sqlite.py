@@ -4,7 +4,9 @@
 * ``synchronous=FULL``: a commit is fsynced before ``put`` returns (WAL's default, NORMAL, can
   lose the last commits on power loss, and a lost user secret cannot be recovered).
 * Every write is one ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so two
-  processes never deadlock upgrading a read lock, and ``busy_timeout`` makes them queue.
+  processes never deadlock upgrading a read lock. A busy lock is retried with short jittered
+  sleeps until ``busy_timeout``: SQLite's own busy handler backs off to 100 ms sleeps, which
+  under steady contention starves one writer (measured: 30 ms per write instead of 1 ms).
 * The file is created ``0600``; SQLite gives its ``-wal``/``-shm`` files the same mode.
 * A ``store_meta`` row records whether the file is encrypted, so opening an encrypted file
   without the keyring fails at once instead of mixing plaintext rows into it.
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aims_snaptrade.errors import (
     SnapTradeConfigurationError,
@@ -51,6 +55,11 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 _SCHEMA_VERSION = "1"
+
+
+_T = TypeVar("_T")
+# SQLite's own handler only covers the first couple of milliseconds; our loop does the rest.
+_SQLITE_BUSY_MS = 2
 
 
 def _busy(exc: sqlite3.Error) -> bool:
@@ -145,20 +154,26 @@ class SQLiteSecretStore:
             )
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=_SQLITE_BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
         self._conn = conn
         self._pid = os.getpid()
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        (journal,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        (journal,) = self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
         if str(journal).lower() != "wal":
             raise SnapTradeConfigurationError(
                 f"the SQLite secret store {str(self.path)!r} cannot use WAL mode (got {journal!r}); "
                 "put it on a local filesystem, not a network share"
             )
         conn.execute("PRAGMA synchronous = FULL")
+        # Zero freed space, so a deleted or re-encrypted row leaves no old bytes in the file.
+        conn.execute("PRAGMA secure_delete = ON")
         return conn
+
+    def _flush_journal(self) -> None:
+        # The WAL still holds old page images (old ciphertexts, or plaintext from before keys were
+        # configured) until a checkpoint; TRUNCATE copies them back and empties it. Best effort:
+        # a long-lived reader elsewhere can make it return busy, and the next one will catch up.
+        self._query("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:
@@ -176,10 +191,23 @@ class SQLiteSecretStore:
         if conn is not None and self._pid == os.getpid():
             conn.close()
 
-    @staticmethod
+    def _retry_busy(self, attempt: Callable[[], _T]) -> _T:
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.0005
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() >= deadline:
+                    raise
+            # Jitter keeps competing processes from retrying in lockstep.
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 0.01)
+
     @contextmanager
-    def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-        conn.execute("BEGIN IMMEDIATE")
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        # Only BEGIN is retried: nothing has happened yet when it reports busy.
+        self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield
         except BaseException:
@@ -195,10 +223,11 @@ class SQLiteSecretStore:
             with self._transaction(conn):
                 yield conn
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        # A read is one statement in autocommit: safe to retry whole when the lock is busy.
         with self._lock, self._errors():
-            yield self._connection()
+            conn = self._connection()
+            return self._retry_busy(lambda: conn.execute(sql, params).fetchall())
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -214,13 +243,10 @@ class SQLiteSecretStore:
     def get(self, user_id: str) -> str | None:
         """See :meth:`SecretStore.get`."""
         check_user_id(user_id)
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT key_version, ciphertext FROM user_secrets WHERE user_id = ?", (user_id,)
-            ).fetchone()
-        if row is None:
+        rows = self._query("SELECT key_version, ciphertext FROM user_secrets WHERE user_id = ?", (user_id,))
+        if not rows:
             return None
-        return self._codec.open(user_id, row[0], row[1])
+        return self._codec.open(user_id, rows[0][0], rows[0][1])
 
     def put(self, user_id: str, secret: str) -> None:
         """See :meth:`SecretStore.put`. The rotation marker, if any, is kept."""
@@ -239,12 +265,14 @@ class SQLiteSecretStore:
         """See :meth:`SecretStore.delete`."""
         check_user_id(user_id)
         with self._write() as conn:
-            return conn.execute("DELETE FROM user_secrets WHERE user_id = ?", (user_id,)).rowcount > 0
+            removed = conn.execute("DELETE FROM user_secrets WHERE user_id = ?", (user_id,)).rowcount > 0
+        if removed:
+            self._flush_journal()
+        return removed
 
     def user_ids(self) -> list[str]:
         """See :meth:`SecretStore.user_ids`."""
-        with self._read() as conn:
-            return [r[0] for r in conn.execute("SELECT user_id FROM user_secrets ORDER BY user_id")]
+        return [r[0] for r in self._query("SELECT user_id FROM user_secrets ORDER BY user_id")]
 
     def begin_rotation(self, user_id: str) -> None:
         """See :meth:`SecretStore.begin_rotation`."""
@@ -257,9 +285,7 @@ class SQLiteSecretStore:
                 raise SnapTradeSecretStoreError(f"no secret is stored for user {user_id!r}; nothing to rotate")
             if row[0] is not None:
                 raise already_pending(user_id)
-            conn.execute(
-                "UPDATE user_secrets SET rotation_pending_since = ? WHERE user_id = ?", (time.time(), user_id)
-            )
+            conn.execute("UPDATE user_secrets SET rotation_pending_since = ? WHERE user_id = ?", (time.time(), user_id))
 
     def complete_rotation(self, user_id: str, new_secret: str) -> None:
         """See :meth:`SecretStore.complete_rotation`. Stores the secret even if no marker exists."""
@@ -283,13 +309,8 @@ class SQLiteSecretStore:
 
     def pending_rotations(self) -> list[str]:
         """See :meth:`SecretStore.pending_rotations`."""
-        with self._read() as conn:
-            return [
-                r[0]
-                for r in conn.execute(
-                    "SELECT user_id FROM user_secrets WHERE rotation_pending_since IS NOT NULL ORDER BY user_id"
-                )
-            ]
+        rows = self._query("SELECT user_id FROM user_secrets WHERE rotation_pending_since IS NOT NULL ORDER BY user_id")
+        return [r[0] for r in rows]
 
     # -- KeyRotatable ----------------------------------------------------------------------
 
@@ -297,8 +318,7 @@ class SQLiteSecretStore:
         """See :meth:`KeyRotatable.reencrypt_batch`."""
         with self._write() as conn:
             fetched = conn.execute(
-                "SELECT user_id, key_version, ciphertext FROM user_secrets WHERE user_id > ? "
-                "ORDER BY user_id LIMIT ?",
+                "SELECT user_id, key_version, ciphertext FROM user_secrets WHERE user_id > ? ORDER BY user_id LIMIT ?",
                 ("" if after is None else after, limit),
             ).fetchall()
             rows = [StoredRow(r[0], r[1], bytes(r[2])) for r in fetched]
@@ -310,12 +330,19 @@ class SQLiteSecretStore:
                     "WHERE user_id = ? AND key_version = ? AND ciphertext = ?",
                     (rw.new_version, rw.new_blob, rw.user_id, rw.old_version, rw.old_blob),
                 ).rowcount
+        if len(rows) < limit:
+            # The end of the table: rotate_keys stops here, so scrub what the rewrites replaced.
+            self._flush_journal()
         return outcome(rewrites, applied, already, failed, last, len(rows))
 
     def key_version_counts(self) -> dict[str, int]:
         """See :meth:`KeyRotatable.key_version_counts`."""
-        with self._read() as conn:
-            return dict(conn.execute("SELECT key_version, count(*) FROM user_secrets GROUP BY key_version"))
+        rows = self._query("SELECT key_version, count(*) FROM user_secrets GROUP BY key_version")
+        return {r[0]: int(r[1]) for r in rows}
+
+    def current_key_version(self) -> str:
+        """See :meth:`KeyRotatable.current_key_version`."""
+        return self._codec.current_version
 
     def close(self) -> None:
         """Close the connection. Idempotent."""

@@ -1,0 +1,95 @@
+"""Choose a store from a URL, like ``limits`` chooses a storage.
+
+* ``memory://`` - :class:`MemorySecretStore` (tests only).
+* ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` (SQLAlchemy's convention:
+  three slashes then the path) - :class:`SQLiteSecretStore`.
+* ``postgresql://user@host:5432/db`` (or ``postgres://``), any libpq parameters in the query
+  string, plus ``schema=`` and ``table=`` to pick the table - :class:`PostgresSecretStore`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from aims_snaptrade.errors import SnapTradeConfigurationError
+from aims_snaptrade.secrets.crypto import Keyring
+from aims_snaptrade.secrets.memory import MemorySecretStore
+from aims_snaptrade.secrets.protocol import SecretStore
+
+if TYPE_CHECKING:
+    from aims_snaptrade.settings import Settings
+
+__all__ = ["keyring_from_settings", "open_secret_store", "open_secret_store_from_settings"]
+
+_HELP = (
+    "set SNAPTRADE_SECRET_STORE_URL to sqlite:///path/to/secrets.db, "
+    "postgresql://user@host:5432/dbname or memory:// (tests only)"
+)
+
+
+def open_secret_store(url: str, keyring: Keyring | None = None) -> SecretStore:
+    """Open the store ``url`` names, encrypting with ``keyring``.
+
+    Raises :class:`SnapTradeConfigurationError` naming the fix for an unknown scheme, a bad path,
+    an unreachable database, or a missing keyring where one is required (PostgreSQL, or a SQLite
+    file that is already encrypted).
+    """
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise SnapTradeConfigurationError(f"secret store URL {url!r} has no scheme; {_HELP}")
+    if scheme == "memory":
+        if rest.strip("/"):
+            raise SnapTradeConfigurationError(f"memory secret store URL takes no path: use memory://; {_HELP}")
+        return MemorySecretStore(keyring)
+    if scheme == "sqlite":
+        return _open_sqlite(url, rest, keyring)
+    if scheme in {"postgresql", "postgres"}:
+        return _open_postgres(url, keyring)
+    raise SnapTradeConfigurationError(f"unknown secret store scheme {scheme!r}; {_HELP}")
+
+
+def _open_sqlite(url: str, rest: str, keyring: Keyring | None) -> SecretStore:
+    from aims_snaptrade.secrets.sqlite import SQLiteSecretStore
+
+    if not rest.startswith("/") or "?" in rest or "#" in rest:
+        raise SnapTradeConfigurationError(
+            f"SQLite secret store URL {url!r} must be sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path = unquote(rest[1:])
+    if not path or path == ":memory:":
+        raise SnapTradeConfigurationError(
+            f"SQLite secret store URL {url!r} names no file; use memory:// for an in-memory test store"
+        )
+    return SQLiteSecretStore(path, keyring)
+
+
+def _open_postgres(url: str, keyring: Keyring | None) -> SecretStore:
+    from aims_snaptrade.secrets.postgres import DEFAULT_SCHEMA, DEFAULT_TABLE, PostgresSecretStore
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in {"schema", "table"}}
+    libpq = [(k, v) for k, v in query if k not in {"schema", "table"}]
+    # libpq accepts postgres:// too, but normalise so messages and docs show one spelling.
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(libpq), ""))
+    return PostgresSecretStore(
+        conninfo,
+        keyring,
+        schema=ours.get("schema", DEFAULT_SCHEMA),
+        table=ours.get("table", DEFAULT_TABLE),
+    )
+
+
+def keyring_from_settings(settings: Settings) -> Keyring | None:
+    """Parse ``settings.encryption_keys`` into a :class:`Keyring` (``None`` when unset)."""
+    if settings.encryption_keys is None:
+        return None
+    text = settings.encryption_keys.get_secret_value()
+    return Keyring.parse(text) if text.strip() else None
+
+
+def open_secret_store_from_settings(settings: Settings) -> SecretStore:
+    """Open ``settings.secret_store_url`` with the keyring from ``settings.encryption_keys``."""
+    return open_secret_store(settings.secret_store_url, keyring_from_settings(settings))

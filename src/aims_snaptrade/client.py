@@ -222,6 +222,10 @@ class SafeSnapTradeClient(_Base):
         """Rotate the user's secret with SnapTrade, storing the new one before dropping the old."""
         return self._run(self._core.rotate_user_secret(user_id, options))
 
+    def resolve_secret_rotation(self, user_id: str, *, options: CallOptions | None = None) -> bool:
+        """Settle an interrupted secret rotation; ``True`` if the stored secret still works (marker cleared)."""
+        return self._run(self._core.resolve_secret_rotation(user_id, options))
+
     def delete_user(self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None) -> DeletedUser:
         """Delete the user at SnapTrade (needs ``confirm=True``) and purge its local secret."""
         return self._run(self._core.delete_user(user_id, confirm=confirm, options=options))
@@ -386,6 +390,10 @@ class AsyncSafeSnapTradeClient(_Base):
     async def rotate_user_secret(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
         """Rotate the user's secret with SnapTrade, storing the new one before dropping the old."""
         return await self._run(self._core.rotate_user_secret(user_id, options))
+
+    async def resolve_secret_rotation(self, user_id: str, *, options: CallOptions | None = None) -> bool:
+        """Settle an interrupted secret rotation; ``True`` if the stored secret still works (marker cleared)."""
+        return await self._run(self._core.resolve_secret_rotation(user_id, options))
 
     async def delete_user(
         self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None

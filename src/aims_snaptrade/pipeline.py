@@ -314,6 +314,35 @@ class Core:
         yield StoreCall("complete_rotation", (user_id, new))
         return RegisteredUser(user_id=user_id)
 
+    def resolve_secret_rotation(self, user_id: str, options: CallOptions | None = None) -> Flow[bool]:
+        """Settle an interrupted rotation: keep the stored secret if SnapTrade still accepts it.
+
+        A pending marker means the new secret was never stored. If the reset never reached
+        SnapTrade, the stored secret still works: the marker is cleared and ``True`` returned
+        (``False`` when no rotation was pending). If SnapTrade answers 1083, the reset happened and
+        its secret is lost: :class:`~aims_snaptrade.errors.SnapTradeSecretRotationError` says how
+        to recover.
+        """
+        _require_text("user_id", user_id)
+        pending = yield StoreCall("pending_rotations", ())
+        if user_id not in pending:
+            return False
+        try:
+            yield from self.call("list_brokerage_authorizations", {"user_id": user_id}, options=options)
+        except e.SnapTradeAuthError as rejected:
+            raise e.SnapTradeSecretRotationError(
+                f"SnapTrade rejects the stored secret of {user_id!r}: the interrupted rotation did reset the "
+                "secret, and the new one is lost.",
+                operation="reset_snap_trade_user_secret",
+                request_id=rejected.request_id,
+                hint=(
+                    "Delete the user (delete_user(user_id, confirm=True)), register it again and have the "
+                    "person reconnect their brokerage."
+                ),
+            ) from rejected
+        yield StoreCall("abort_rotation", (user_id,))
+        return True
+
     def delete_user(self, user_id: str, *, confirm: bool, options: CallOptions | None = None) -> Flow[DeletedUser]:
         """Delete a SnapTrade user (queued by SnapTrade) and purge its local secret."""
         _require_text("user_id", user_id)

@@ -175,3 +175,33 @@ def test_api_status_measures_clock_skew(client):
     status = client.api_status()
     assert status.online
     assert status.clock_skew_seconds is not None and abs(status.clock_skew_seconds) < 5
+
+
+def test_lost_rotation_answer_is_detected_reported_and_resolvable(make_client, emu, alice, store, caplog):
+    from aims_snaptrade import SnapTradeSecretRotationError
+    from aims_snaptrade.testing import Fault
+
+    client = make_client(retry="patient")
+    old = store.get(alice.user_id)
+    emu.faults.add(Fault.lost_response(), operation="reset_snap_trade_user_secret")
+    with pytest.raises(SnapTradeSecretRotationError):
+        client.rotate_user_secret(alice.user_id)
+    assert emu.journal.count(operation="reset_snap_trade_user_secret") == 1
+    assert store.pending_rotations() == [alice.user_id]
+    assert store.get(alice.user_id) == old
+
+    with caplog.at_level("ERROR", logger="aims_snaptrade"):
+        restarted = make_client()
+    assert alice.user_id in caplog.text and "reconnect" in caplog.text
+    assert restarted.pending_secret_rotations == [alice.user_id]
+    # The reset did happen at SnapTrade: the stored secret is stale, and the error says what to do.
+    with pytest.raises(SnapTradeSecretRotationError, match="register it again"):
+        restarted.resolve_secret_rotation(alice.user_id)
+
+
+def test_rotation_that_never_reached_snaptrade_resolves_to_the_stored_secret(make_client, emu, alice, store):
+    store.begin_rotation(alice.user_id)  # as if the process died right after marking
+    client = make_client()
+    assert client.resolve_secret_rotation(alice.user_id) is True
+    assert store.pending_rotations() == []
+    assert client.list_accounts(alice.user_id)

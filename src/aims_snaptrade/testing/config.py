@@ -17,6 +17,8 @@ __all__ = [
     "DEFAULT_PERSONAL_CLIENT_ID",
     "DEFAULT_PERSONAL_CONSUMER_KEY",
     "HOLDINGS_SUNSET_OPERATIONS",
+    "SNAPTRADE_ACCOUNT_RATE_LIMIT",
+    "SNAPTRADE_CUSTOMER_RATE_LIMIT",
     "ClientCredentials",
     "EmulatorConfig",
     "RateLimit",
@@ -82,6 +84,12 @@ class RateLimit:
             raise ValueError("window_seconds must be positive")
 
 
+SNAPTRADE_CUSTOMER_RATE_LIMIT = RateLimit(250, 60.0)
+"""SnapTrade's default customer-level limit: 250 requests per rolling minute per client id."""
+
+SNAPTRADE_ACCOUNT_RATE_LIMIT = RateLimit(10, 60.0)
+"""SnapTrade's account-level limit: 10 requests per minute per (client id, account)."""
+
 DEFAULT_CLIENTS: tuple[ClientCredentials, ...] = (
     ClientCredentials(DEFAULT_CLIENT_ID, DEFAULT_CONSUMER_KEY),
     ClientCredentials(DEFAULT_PERSONAL_CLIENT_ID, DEFAULT_PERSONAL_CONSUMER_KEY, personal=True),
@@ -98,10 +106,12 @@ class EmulatorConfig:
             server clock, either way; beyond it requests get 401 (code 1076).
         customer_rate_limit: Limit per ``clientId`` over all endpoints (SnapTrade: 250/min).
             ``None`` switches it off (and drops the ``X-RateLimit-*`` headers).
-        account_rate_limit: Limit per (``clientId``, account) over account-data endpoints
-            (SnapTrade: 10/min). ``None`` switches it off.
-        account_rate_limit_scope: Which keys the account limit applies to: ``"personal"`` (as
-            SnapTrade enforces it today) or ``"all"``.
+        account_rate_limit: Limit per (``clientId``, account) over account-data endpoints, with
+            the ``X-RateLimit-Account-*`` headers. Off (``None``) by default because SnapTrade
+            enforces it only for some Personal integrations; pass
+            :data:`SNAPTRADE_ACCOUNT_RATE_LIMIT` (10/min) or a shrunk window to switch it on.
+        account_rate_limit_scope: Which keys the account limit applies to once on: ``"all"``
+            (default) or ``"personal"`` (as SnapTrade rolls it out).
         seed: Seed of the deterministic portfolios and ids. Same seed and same calls, same data.
         populating_seconds: How long a new connection answers 425 (code 3012) on account-data
             endpoints while its first sync "runs". 0 means data is ready at once.
@@ -125,9 +135,9 @@ class EmulatorConfig:
 
     clients: tuple[ClientCredentials, ...] = DEFAULT_CLIENTS
     clock_skew_seconds: float = 300.0
-    customer_rate_limit: RateLimit | None = RateLimit(250, 60.0)
-    account_rate_limit: RateLimit | None = RateLimit(10, 60.0)
-    account_rate_limit_scope: Literal["personal", "all"] = "personal"
+    customer_rate_limit: RateLimit | None = SNAPTRADE_CUSTOMER_RATE_LIMIT
+    account_rate_limit: RateLimit | None = None
+    account_rate_limit_scope: Literal["all", "personal"] = "all"
     seed: int = 0
     populating_seconds: float = 0.0
     portal_link_ttl_seconds: float = 300.0

@@ -1,53 +1,62 @@
 """aims-snaptrade: a safe, typed SnapTrade client for AIMS services.
 
-The public surface is listed in ``__all__``; everything else is internal.
+The public surface is listed in ``__all__``; everything else is internal. Names are loaded on
+first use, so ``import aims_snaptrade`` (and the pytest plugin under it) does not import the SDK,
+aiohttp or pydantic models until a client or model is actually used.
 """
 
-from aims_snaptrade._transport import Response
-from aims_snaptrade.client import AsyncSafeSnapTradeClient, SafeSnapTradeClient
-from aims_snaptrade.errors import (
-    SnapTradeAuthError,
-    SnapTradeBrokerageAuthError,
-    SnapTradeBrokerageError,
-    SnapTradeBrokerageUnavailableError,
-    SnapTradeConfigurationError,
-    SnapTradeConflictError,
-    SnapTradeConnectionDisabledError,
-    SnapTradeConnectionError,
-    SnapTradeConsentRequiredError,
-    SnapTradeDataNotReadyError,
-    SnapTradeEndpointRetiredError,
-    SnapTradeError,
-    SnapTradeGuardrailError,
-    SnapTradeNotFoundError,
-    SnapTradePermissionError,
-    SnapTradeRateLimitError,
-    SnapTradeSecretDecryptionError,
-    SnapTradeSecretRotationError,
-    SnapTradeSecretStoreError,
-    SnapTradeServerError,
-    SnapTradeTimeoutError,
-    SnapTradeUnknownOutcomeError,
-    SnapTradeValidationError,
-)
-from aims_snaptrade.guardrails import ConsentChecker
-from aims_snaptrade.models import (
-    Account,
-    Activity,
-    ApiStatus,
-    Balance,
-    ConnectionPortalLink,
-    DeletedUser,
-    Position,
-    RegisteredUser,
-)
-from aims_snaptrade.operations import OPERATIONS, Operation
-from aims_snaptrade.pipeline import CallOptions
-from aims_snaptrade.retry import RetryPolicy
-from aims_snaptrade.secrets import SecretStore
-from aims_snaptrade.settings import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aims_snaptrade._transport import Response
+    from aims_snaptrade.client import AsyncSafeSnapTradeClient, SafeSnapTradeClient
+    from aims_snaptrade.errors import (
+        SnapTradeAuthError,
+        SnapTradeBrokerageAuthError,
+        SnapTradeBrokerageError,
+        SnapTradeBrokerageUnavailableError,
+        SnapTradeConfigurationError,
+        SnapTradeConflictError,
+        SnapTradeConnectionDisabledError,
+        SnapTradeConnectionError,
+        SnapTradeConsentRequiredError,
+        SnapTradeDataNotReadyError,
+        SnapTradeEndpointRetiredError,
+        SnapTradeError,
+        SnapTradeGuardrailError,
+        SnapTradeNotFoundError,
+        SnapTradePermissionError,
+        SnapTradeRateLimitError,
+        SnapTradeSecretDecryptionError,
+        SnapTradeSecretRotationError,
+        SnapTradeSecretStoreError,
+        SnapTradeServerError,
+        SnapTradeTimeoutError,
+        SnapTradeUnknownOutcomeError,
+        SnapTradeValidationError,
+    )
+    from aims_snaptrade.guardrails import ConsentChecker
+    from aims_snaptrade.models import (
+        Account,
+        Activity,
+        ApiStatus,
+        Balance,
+        ConnectionPortalLink,
+        DeletedUser,
+        Position,
+        RegisteredUser,
+    )
+    from aims_snaptrade.operations import OPERATIONS, Operation
+    from aims_snaptrade.pipeline import CallOptions
+    from aims_snaptrade.retry import RetryPolicy
+    from aims_snaptrade.secrets import SecretStore
+    from aims_snaptrade.settings import Settings
 
 __version__ = "0.1.0"
+
 
 __all__ = [
     "OPERATIONS",
@@ -93,3 +102,60 @@ __all__ = [
     "SnapTradeValidationError",
     "__version__",
 ]
+
+_WHERE: dict[str, str] = {
+    "Account": "aims_snaptrade.models",
+    "Activity": "aims_snaptrade.models",
+    "ApiStatus": "aims_snaptrade.models",
+    "AsyncSafeSnapTradeClient": "aims_snaptrade.client",
+    "Balance": "aims_snaptrade.models",
+    "CallOptions": "aims_snaptrade.pipeline",
+    "ConnectionPortalLink": "aims_snaptrade.models",
+    "ConsentChecker": "aims_snaptrade.guardrails",
+    "DeletedUser": "aims_snaptrade.models",
+    "OPERATIONS": "aims_snaptrade.operations",
+    "Operation": "aims_snaptrade.operations",
+    "Position": "aims_snaptrade.models",
+    "RegisteredUser": "aims_snaptrade.models",
+    "Response": "aims_snaptrade._transport",
+    "RetryPolicy": "aims_snaptrade.retry",
+    "SafeSnapTradeClient": "aims_snaptrade.client",
+    "SecretStore": "aims_snaptrade.secrets",
+    "Settings": "aims_snaptrade.settings",
+    "SnapTradeAuthError": "aims_snaptrade.errors",
+    "SnapTradeBrokerageAuthError": "aims_snaptrade.errors",
+    "SnapTradeBrokerageError": "aims_snaptrade.errors",
+    "SnapTradeBrokerageUnavailableError": "aims_snaptrade.errors",
+    "SnapTradeConfigurationError": "aims_snaptrade.errors",
+    "SnapTradeConflictError": "aims_snaptrade.errors",
+    "SnapTradeConnectionDisabledError": "aims_snaptrade.errors",
+    "SnapTradeConnectionError": "aims_snaptrade.errors",
+    "SnapTradeConsentRequiredError": "aims_snaptrade.errors",
+    "SnapTradeDataNotReadyError": "aims_snaptrade.errors",
+    "SnapTradeEndpointRetiredError": "aims_snaptrade.errors",
+    "SnapTradeError": "aims_snaptrade.errors",
+    "SnapTradeGuardrailError": "aims_snaptrade.errors",
+    "SnapTradeNotFoundError": "aims_snaptrade.errors",
+    "SnapTradePermissionError": "aims_snaptrade.errors",
+    "SnapTradeRateLimitError": "aims_snaptrade.errors",
+    "SnapTradeSecretDecryptionError": "aims_snaptrade.errors",
+    "SnapTradeSecretRotationError": "aims_snaptrade.errors",
+    "SnapTradeSecretStoreError": "aims_snaptrade.errors",
+    "SnapTradeServerError": "aims_snaptrade.errors",
+    "SnapTradeTimeoutError": "aims_snaptrade.errors",
+    "SnapTradeUnknownOutcomeError": "aims_snaptrade.errors",
+    "SnapTradeValidationError": "aims_snaptrade.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aims_snaptrade' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -25,6 +25,7 @@ from typing import Any, cast
 import aiohttp
 import certifi
 import urllib3
+import yarl
 
 from aims_snaptrade.operations import Operation
 from aims_snaptrade.settings import Settings
@@ -196,8 +197,10 @@ class AsyncTransport:
         )
         data = body if body else (dict(fields) if fields else None)
         started = time.time()
+        # encoded=True: the query was signed exactly as the SDK encoded it; yarl would otherwise
+        # re-normalise it (%40 back to @) and SnapTrade would reject the signature (1076).
         response = await self._session_for_loop().request(
-            method, url, data=data, headers=headers, timeout=client_timeout
+            method, yarl.URL(url, encoded=True), data=data, headers=headers, timeout=client_timeout
         )
         return AsyncResponseWrapper(response, time.time() - started, cast(Any, _SharedSession()))
 

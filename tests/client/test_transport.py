@@ -107,3 +107,13 @@ async def test_async_lost_registration_is_unknown_outcome(make_async_client, emu
         with pytest.raises(SnapTradeUnknownOutcomeError):
             await client.register_user("frank")
     assert emu.journal.count(operation="register_snap_trade_user") == 1
+
+
+@pytest.mark.parametrize("user_id", ["user@example.com", "név+tag/x y"])
+async def test_async_signatures_survive_reserved_characters_in_user_ids(make_async_client, make_client, user_id):
+    # aiohttp re-normalises URLs by default (%40 -> @), which breaks the signature of the raw SDK.
+    async with make_async_client() as client:
+        await client.register_user(user_id)
+        link = await client.connection_portal_url(user_id)
+        assert link.redirect_uri
+    assert make_client().list_accounts(user_id) == []

@@ -6,6 +6,8 @@ import inspect
 import subprocess
 import sys
 
+import pytest
+
 import aims_snaptrade
 
 
@@ -20,12 +22,8 @@ def test_every_public_name_resolves_and_is_documented():
 
 
 def test_unknown_names_raise_attribute_error():
-    try:
+    with pytest.raises(AttributeError, match="NotAThing"):
         aims_snaptrade.NotAThing  # noqa: B018
-    except AttributeError as exc:
-        assert "NotAThing" in str(exc)
-    else:
-        raise AssertionError("expected AttributeError")
 
 
 def test_import_does_not_load_the_sdk_or_aiohttp():

@@ -74,7 +74,9 @@ class Settings(BaseModel):
     rate_limit_per_minute: int | None = Field(default=None, ge=1, description="Custom plan: requests/minute.")
     rate_limit_per_hour: int | None = Field(default=None, ge=1, description="Custom plan: requests/hour.")
     rate_limit_per_day: int | None = Field(default=None, ge=1, description="Custom plan: requests/day.")
-    customer_limit: int = Field(default=250, ge=1, description="SnapTrade's customer-level limit per window.")
+    customer_limit: int = Field(
+        default=250, ge=1, le=1_000_000, description="SnapTrade's customer-level limit per window."
+    )
     customer_limit_window: float = Field(default=60.0, gt=0, description="Customer-level window, seconds.")
     account_limit: int | None = Field(
         default=None, ge=1, description="SnapTrade's per-account limit (10 for Personal keys); unset: off."

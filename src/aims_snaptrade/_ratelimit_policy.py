@@ -1,0 +1,754 @@
+"""Sans-IO core of the rate limiter: budgets, keys, delay arithmetic and server feedback.
+
+Nothing here touches a storage, a clock or a sleep. The decisions of one ``acquire`` or one
+``observe`` are written once, as generators that *yield* the storage work they need
+(:class:`Probe`, :class:`Hit`, :class:`Pause`) and receive its result; the sync shell
+(:class:`aims_snaptrade.ratelimit.RateLimiter`) answers with blocking calls and ``time.sleep``,
+the async shell awaits ``limits.aio`` and ``asyncio.sleep``. Import the public names from
+:mod:`aims_snaptrade.ratelimit`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, cast
+
+from limits import RateLimitItem, RateLimitItemPerSecond
+
+from aims_snaptrade.errors import SnapTradeBudgetExhaustedError, SnapTradeConfigurationError
+from aims_snaptrade.operations import Operation
+
+if TYPE_CHECKING:
+    from aims_snaptrade.settings import Settings
+
+__all__ = [
+    "ALERT_FRACTION",
+    "NAMESPACE",
+    "PLAN_PRESETS",
+    "Budget",
+    "BudgetKey",
+    "BudgetUsage",
+    "RateLimitPolicy",
+    "Scope",
+    "parse_retry_after",
+]
+
+log = logging.getLogger("aims_snaptrade.ratelimit")
+
+Scope = Literal["plan", "customer", "account", "user"]
+"""Which limit a budget stands for; it becomes ``SnapTradeRateLimitError.limit_scope``."""
+
+NAMESPACE = "aims-snaptrade"
+"""First part of every storage key (after the storage's own prefix, ``LIMITS:`` on Redis)."""
+
+ALERT_FRACTION = 0.8
+"""Usage fraction at which :class:`BudgetUsage` raises its ``alert`` flag (the guide's 80%)."""
+
+MINUTE, HOUR, DAY = 60, 3600, 86400
+
+PLAN_PRESETS: Mapping[str, Mapping[int, int]] = {
+    "starter": {MINUTE: 60, HOUR: 1_000, DAY: 10_000},
+    "growth": {MINUTE: 120, HOUR: 5_000, DAY: 50_000},
+}
+"""The AIMS plans as ``{window seconds: requests}``; ``enterprise`` and ``custom`` take
+``SNAPTRADE_RATE_LIMIT_PER_MINUTE/HOUR/DAY``, ``none`` has no plan budget."""
+
+_PLAN_WINDOW_NAMES = {MINUTE: "plan-minute", HOUR: "plan-hour", DAY: "plan-day"}
+_PLAN_ENV = {
+    MINUTE: "SNAPTRADE_RATE_LIMIT_PER_MINUTE",
+    HOUR: "SNAPTRADE_RATE_LIMIT_PER_HOUR",
+    DAY: "SNAPTRADE_RATE_LIMIT_PER_DAY",
+}
+_STRATEGIES = ("moving-window", "sliding-window")
+
+# SnapTrade answers 429 on a refresh of a connection refreshed too recently: a per-connection
+# cool-down, not a client budget, so it must not pause every other call.
+_COOLDOWN_OPERATIONS = frozenset({"refresh_brokerage_authorization"})
+
+# A slot that frees up "now" by our clock may not be free yet by SnapTrade's: the server stamps a
+# request when it arrives, a little after we counted it, and that delay varies from request to
+# request. Reusing a slot only once it has been free for a short margin keeps a saturated client
+# from landing on the edge of SnapTrade's rolling window. The margin is capped at this share of
+# the window so that shrunk test windows do not pay for it in throughput.
+_MARGIN_SHARE = 0.02
+# The smallest pause between two probes, so a race lost on a slot that frees "now" cannot spin.
+_MIN_PAUSE = 0.001
+# Differences between SnapTrade's and our remaining count treated as timing noise (see feedback_noise).
+_NOISE_MIN = 2
+_NOISE_SHARE = 0.05
+# Hits tried on one bucket while probes keep showing a free slot that others keep taking.
+_HIT_TRIES = 3
+# Remember this many account/user buckets for usage(); older ones are still enforced, only not reported.
+_TRACKED_SUBJECTS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One limit: at most ``limit`` requests in any ``window`` seconds.
+
+    Attributes:
+        name: ``customer``, ``account``, ``user``, ``plan-minute``, ``plan-hour`` or ``plan-day``.
+        scope: Which limit it stands for (reported as ``limit_scope`` when it refuses).
+        limit: Requests allowed per window.
+        window: Window length in whole seconds (``limits`` counts windows in seconds).
+    """
+
+    name: str
+    scope: Scope
+    limit: int
+    window: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise SnapTradeConfigurationError(
+                f"Rate budget {self.name!r}: limit must be a whole number of requests >= 1, got {self.limit!r}."
+            )
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise SnapTradeConfigurationError(
+                f"Rate budget {self.name!r}: window must be whole seconds >= 1, got {self.window!r}."
+            )
+
+    @property
+    def item(self) -> RateLimitItem:
+        """The ``limits`` item for this budget (``limit`` per ``window`` seconds)."""
+        return RateLimitItemPerSecond(self.limit, self.window, namespace=NAMESPACE)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetKey:
+    """A budget applied to one subject: its storage identifiers are shared by every replica.
+
+    Attributes:
+        budget: The budget.
+        subject: The account id (``account``) or user id (``user``); ``None`` for client-wide budgets.
+        identifiers: ``(client_id, budget name[, subject])``, handed to ``limits`` to build the key.
+    """
+
+    budget: Budget
+    subject: str | None
+    identifiers: tuple[str, ...]
+
+    @property
+    def storage_key(self) -> str:
+        """The key ``limits`` stores this bucket under (before the storage's own prefix)."""
+        return self.budget.item.key_for(*self.identifiers)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUsage:
+    """How much of one budget is used right now (for dashboards and the 80% alert).
+
+    Attributes:
+        name: Budget name (``customer``, ``plan-hour``, ``account``...).
+        scope: Which limit it stands for.
+        subject: Account or user id for per-account/per-user buckets, else ``None``.
+        limit: Requests allowed per window.
+        window: Window length, seconds.
+        used: Requests counted in the current window (including any SnapTrade reported that we
+            had not counted ourselves).
+        remaining: ``limit - used``.
+        fraction: ``used / limit``, between 0 and 1.
+        reset_at: Unix time at which the next slot frees.
+        paused_until: Unix time until which SnapTrade asked us to pause this scope, if it did.
+        alert: ``fraction`` reached the alert threshold (80%) or SnapTrade asked for a pause.
+    """
+
+    name: str
+    scope: Scope
+    subject: str | None
+    limit: int
+    window: int
+    used: int
+    remaining: int
+    fraction: float
+    reset_at: float
+    paused_until: float | None
+    alert: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WindowView:
+    """What the storage says about one bucket: free slots and when the next one frees."""
+
+    remaining: int
+    reset_at: float
+
+
+# --- the storage work the engine asks its shell to do ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Read a bucket without consuming it; answered with a :class:`WindowView`.
+
+    ``margin`` > 0 (moving window only) asks for the window stretched by that many seconds.
+    """
+
+    key: BudgetKey
+    margin: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """Consume ``cost`` slots of a bucket if they are free; answered with ``bool``."""
+
+    key: BudgetKey
+    cost: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Sleep ``seconds`` (``time.sleep`` or ``asyncio.sleep``); answered with ``None``."""
+
+    seconds: float
+
+
+Step = Probe | Hit | Pause
+Engine = Generator[Step, object, None]
+
+
+class PauseBook:
+    """Pauses SnapTrade asked for (429, ``Remaining: 0``), per scope and subject; thread-safe.
+
+    Kept in process: a pause is a reaction to one answer, and each replica sees SnapTrade's
+    answers to its own requests. The budgets themselves are shared through the storage.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until: dict[tuple[str, str | None], float] = {}
+
+    def pause(self, scope: str, subject: str | None, until: float) -> None:
+        """Refuse ``scope``/``subject`` until ``until`` (keeps the later of two pauses)."""
+        with self._lock:
+            key = (scope, subject)
+            self._until[key] = max(until, self._until.get(key, 0.0))
+
+    def until(self, scope: str, subject: str | None, now: float) -> float | None:
+        """The end of an active pause, or ``None``."""
+        with self._lock:
+            key = (scope, subject)
+            end = self._until.get(key)
+            if end is not None and end <= now:
+                del self._until[key]
+                return None
+            return end
+
+
+class SubjectTracker:
+    """The most recently used account/user buckets, so ``usage()`` can report them; thread-safe."""
+
+    def __init__(self, size: int = _TRACKED_SUBJECTS) -> None:
+        self._lock = threading.Lock()
+        self._size = size
+        self._keys: OrderedDict[tuple[str, str | None], BudgetKey] = OrderedDict()
+
+    def add(self, keys: Iterable[BudgetKey]) -> None:
+        """Remember the subject buckets among ``keys``."""
+        with self._lock:
+            for key in keys:
+                if key.subject is None:
+                    continue
+                ident = (key.budget.name, key.subject)
+                self._keys[ident] = key
+                self._keys.move_to_end(ident)
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+
+    def keys(self) -> list[BudgetKey]:
+        """The remembered buckets, oldest first."""
+        with self._lock:
+            return list(self._keys.values())
+
+
+# --- header parsing ----------------------------------------------------------------------------
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # HTTP header names are case-insensitive and transports differ in how they spell them.
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _seconds_from(value: str | None, now: float) -> float | None:
+    # "*-Reset" is documented as seconds; accept a Unix timestamp too, which some gateways send.
+    number = _number(value)
+    if number is None:
+        return None
+    if number > 1e9:
+        number -= now
+    return max(0.0, number)
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date), or ``None``."""
+    if value is None or not value.strip():
+        return None
+    number = _number(value)
+    if number is not None:
+        return max(0.0, number)
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Feedback:
+    scope: Literal["customer", "account"]
+    subject: str | None
+    limit: float | None
+    remaining: float | None
+    reset: float | None
+
+
+# --- the policy --------------------------------------------------------------------------------
+
+
+def _whole_seconds(value: float, variable: str) -> int:
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise SnapTradeConfigurationError(
+            f"{variable} must be a whole number of seconds >= 1 (limits counts windows in seconds), got {value!r}."
+        )
+    return int(value)
+
+
+@dataclass(frozen=True)
+class RateLimitPolicy:
+    """What the client may send, and how long to wait when it may not: a value, no IO.
+
+    Build it with :meth:`from_settings`. Every call draws on all budgets that apply to it at once:
+    the plan budgets and SnapTrade's customer budget for every signed request, the per-account
+    bucket for account-scoped operations (``Operation.account_scoped``) given an account id, and the
+    per-user budget for user-scoped operations given a user id.
+
+    Attributes:
+        client_id: The SnapTrade client id; part of every key, so replicas sharing one storage
+            share one budget.
+        budgets: Client-wide budgets (plan and customer).
+        account_budget: Template for per-account buckets, or ``None`` (off).
+        user_budget: Template for per-user budgets, or ``None`` (off).
+        strategy: ``moving-window`` (exact rolling window, the default) or ``sliding-window``
+            (``limits``' sliding-window counter: O(1) storage, approximate).
+        mode: Default reaction to an exhausted budget: ``wait`` or ``fail``.
+        max_wait: Default longest wait for budget, seconds.
+        safety_margin: A freed slot is reused only once it has been free this long (capped at 2% of
+            the window), so SnapTrade, which stamps requests on arrival, has freed it too.
+        default_pause: Pause after a 429 that names no wait, seconds.
+        alert_fraction: Usage fraction that raises :attr:`BudgetUsage.alert`.
+    """
+
+    client_id: str
+    budgets: tuple[Budget, ...]
+    account_budget: Budget | None = None
+    user_budget: Budget | None = None
+    strategy: Literal["moving-window", "sliding-window"] = "moving-window"
+    mode: Literal["wait", "fail"] = "wait"
+    max_wait: float = 30.0
+    safety_margin: float = 0.25
+    default_pause: float = 1.0
+    alert_fraction: float = ALERT_FRACTION
+    _warned: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.client_id, str) or not self.client_id:
+            problems.append("client_id must be a non-empty string")
+        if self.strategy not in _STRATEGIES:
+            problems.append(f"strategy must be one of {', '.join(_STRATEGIES)}, got {self.strategy!r}")
+        if self.mode not in ("wait", "fail"):
+            problems.append(f"mode must be 'wait' or 'fail', got {self.mode!r}")
+        for name in ("max_wait", "safety_margin", "default_pause"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                problems.append(f"{name} must be finite seconds >= 0, got {value!r}")
+        if not 0 < self.alert_fraction <= 1:
+            problems.append(f"alert_fraction must be in (0, 1], got {self.alert_fraction!r}")
+        names = [budget.name for budget in self.budgets]
+        if len(set(names)) != len(names):
+            problems.append(f"budget names must be unique, got {names}")
+        if problems:
+            raise SnapTradeConfigurationError("Invalid rate-limit policy: " + "; ".join(problems) + ".")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimitPolicy:
+        """The policy ``settings`` describe; raises :class:`SnapTradeConfigurationError` if they are wrong.
+
+        ``rate_limit_plan``: ``none`` (no plan budget), ``starter`` or ``growth`` (presets, see
+        :data:`PLAN_PRESETS`), ``enterprise`` or ``custom`` (from ``rate_limit_per_minute/hour/day``,
+        at least one required). Per-window values given with a preset plan are refused rather than
+        silently ignored. Windows must be whole seconds.
+        """
+        plan = str(settings.rate_limit_plan).strip().lower()
+        custom = {
+            window: value
+            for window, value in (
+                (MINUTE, settings.rate_limit_per_minute),
+                (HOUR, settings.rate_limit_per_hour),
+                (DAY, settings.rate_limit_per_day),
+            )
+            if value is not None
+        }
+        given = ", ".join(_PLAN_ENV[window] for window in custom)
+        if plan in PLAN_PRESETS:
+            if custom:
+                raise SnapTradeConfigurationError(
+                    f"SNAPTRADE_RATE_LIMIT_PLAN={plan} is a preset, but {given} is also set.",
+                    hint="Use SNAPTRADE_RATE_LIMIT_PLAN=custom to set your own per-window values.",
+                )
+            plan_limits = dict(PLAN_PRESETS[plan])
+        elif plan in ("enterprise", "custom"):
+            if not custom:
+                raise SnapTradeConfigurationError(
+                    f"SNAPTRADE_RATE_LIMIT_PLAN={plan} needs its own values, and none is set.",
+                    hint="Set at least one of SNAPTRADE_RATE_LIMIT_PER_MINUTE, _PER_HOUR, _PER_DAY.",
+                )
+            plan_limits = custom
+        elif plan == "none":
+            if custom:
+                raise SnapTradeConfigurationError(
+                    f"{given} is set but SNAPTRADE_RATE_LIMIT_PLAN is 'none'.",
+                    hint="Set SNAPTRADE_RATE_LIMIT_PLAN=custom to apply them, or unset them.",
+                )
+            plan_limits = {}
+        else:
+            raise SnapTradeConfigurationError(
+                f"SNAPTRADE_RATE_LIMIT_PLAN={plan!r} is not a plan.",
+                hint="Use one of none, starter, growth, enterprise, custom.",
+            )
+        budgets = [Budget(_PLAN_WINDOW_NAMES[window], "plan", limit, window) for window, limit in plan_limits.items()]
+        budgets.append(
+            Budget(
+                "customer",
+                "customer",
+                settings.customer_limit,
+                _whole_seconds(settings.customer_limit_window, "SNAPTRADE_CUSTOMER_LIMIT_WINDOW"),
+            )
+        )
+        account = (
+            Budget(
+                "account",
+                "account",
+                settings.account_limit,
+                _whole_seconds(settings.account_limit_window, "SNAPTRADE_ACCOUNT_LIMIT_WINDOW"),
+            )
+            if settings.account_limit is not None
+            else None
+        )
+        user = (
+            Budget("user", "user", settings.user_limit_per_minute, MINUTE)
+            if settings.user_limit_per_minute is not None
+            else None
+        )
+        return cls(
+            client_id=settings.client_id,
+            budgets=tuple(budgets),
+            account_budget=account,
+            user_budget=user,
+            strategy=settings.rate_limit_strategy,
+            mode=settings.rate_limit_mode,
+            max_wait=settings.rate_limit_max_wait,
+        )
+
+    # --- keys --------------------------------------------------------------------------------
+
+    def _key(self, budget: Budget, subject: str | None = None) -> BudgetKey:
+        identifiers = (self.client_id, budget.name) if subject is None else (self.client_id, budget.name, subject)
+        return BudgetKey(budget, subject, identifiers)
+
+    def client_keys(self) -> list[BudgetKey]:
+        """The client-wide buckets (plan and customer)."""
+        return [self._key(budget) for budget in self.budgets]
+
+    def keys_for(self, op: Operation, *, user_id: str | None, account_id: str | None) -> list[BudgetKey]:
+        """Every bucket a call of ``op`` draws on, in the order they are consumed.
+
+        Unsigned operations (``check``) carry no client id, so SnapTrade cannot count them
+        against the customer budget; they still count against the plan. The order is tightest
+        first (smallest limit): the bucket most likely to refuse is consumed first, so that when
+        a later bucket refuses in a race, the slot already taken lands on a roomier budget.
+        """
+        keys = [self._key(b) for b in self.budgets if op.signed or b.scope != "customer"]
+        if self.account_budget is not None and op.account_scoped and account_id:
+            keys.append(self._key(self.account_budget, account_id))
+        if self.user_budget is not None and op.user_scoped and user_id:
+            keys.append(self._key(self.user_budget, user_id))
+        return sorted(keys, key=lambda k: (k.budget.limit, k.budget.window))
+
+    def _pause_scopes(self, op: Operation, account_id: str | None) -> list[tuple[Scope, str | None]]:
+        scopes: list[tuple[Scope, str | None]] = []
+        if op.signed:
+            scopes.append(("customer", None))
+        if op.account_scoped and account_id:
+            scopes.append(("account", account_id))
+        return scopes
+
+    @staticmethod
+    def feedback_noise(budget: Budget) -> int:
+        """How far SnapTrade's ``Remaining`` may fall below ours before it counts as someone else's use.
+
+        Near a window edge the two views legitimately differ by a few requests: SnapTrade stamps
+        requests on arrival, later than we count them, and ``memory://`` forgets an entry the
+        moment it leaves the window. Reacting to that noise would throw budget away.
+        """
+        return max(_NOISE_MIN, math.ceil(_NOISE_SHARE * budget.limit))
+
+    def margin_for(self, budget: Budget) -> float:
+        """Seconds a freed slot must stay free before reuse (0 for the sliding-window counter)."""
+        if self.strategy != "moving-window":
+            return 0.0
+        return min(self.safety_margin, _MARGIN_SHARE * budget.window)
+
+    # --- arithmetic --------------------------------------------------------------------------
+
+    @staticmethod
+    def delay(view: WindowView, now: float, cost: int = 1) -> float:
+        """Seconds until ``cost`` slots are free: 0 when they are free now."""
+        if view.remaining >= cost:
+            return 0.0
+        return max(view.reset_at - now, _MIN_PAUSE)
+
+    def refusal(
+        self,
+        op: Operation,
+        *,
+        scope: Scope,
+        name: str,
+        subject: str | None,
+        retry_after: float,
+        waited: float,
+        paused: bool,
+    ) -> SnapTradeBudgetExhaustedError:
+        """The error an exhausted budget (or an active SnapTrade pause) raises: nothing was sent."""
+        what = f"{name} budget" + (f" of {subject!r}" if subject else "")
+        if paused:
+            why = f"SnapTrade asked to pause the {scope} rate limit"
+            what = f"{scope} rate limit" + (f" of {subject!r}" if subject else "")
+        else:
+            why = f"the local {what} is exhausted"
+        waited_text = f" after waiting {waited:.2f} s" if waited >= 0.01 else ""
+        return SnapTradeBudgetExhaustedError(
+            f"Not sent: {why}{waited_text}; the next slot frees in {retry_after:.2f} s.",
+            retry_after=round(retry_after, 3),
+            limit_scope=scope,
+            operation=op.name,
+        )
+
+    # --- the acquire engine ------------------------------------------------------------------
+
+    def acquire_steps(
+        self,
+        op: Operation,
+        keys: list[BudgetKey],
+        *,
+        pauses: PauseBook,
+        account_id: str | None,
+        mode: Literal["wait", "fail"],
+        max_wait: float,
+        clock: Callable[[], float],
+    ) -> Engine:
+        """Take one slot of every bucket in ``keys``, waiting (bounded) or refusing.
+
+        Yields :class:`Probe`, :class:`Hit` and :class:`Pause`; returns once every bucket gave
+        a slot, raises :class:`SnapTradeBudgetExhaustedError` otherwise. Every bucket is probed
+        before any is consumed, so a refusal normally consumes nothing; only when another
+        process takes the last slot of a later bucket between the probe and the hit does an
+        earlier bucket keep a slot that served no request (the budget is under-used, never
+        over-used).
+        """
+        start = clock()
+        deadline = start + max_wait
+        while True:
+            now = clock()
+            blocked: list[tuple[float, Scope, str, str | None, bool]] = []
+            for scope, subject in self._pause_scopes(op, account_id):
+                end = pauses.until(scope, subject, now)
+                if end is not None:
+                    blocked.append((end - now, scope, scope, subject, True))
+            if not blocked:
+                for key in keys:
+                    view = cast(WindowView, (yield Probe(key, self.margin_for(key.budget))))
+                    wait = self.delay(view, now)
+                    if wait > 0:
+                        blocked.append((wait, key.budget.scope, key.budget.name, key.subject, False))
+                if not blocked:
+                    for key in keys:
+                        wait = yield from self._take(key, clock)
+                        if wait > 0:
+                            blocked.append((wait, key.budget.scope, key.budget.name, key.subject, False))
+                            break
+                    else:
+                        return
+            wait, scope, name, subject, paused = max(blocked, key=lambda b: b[0])
+            now = clock()
+            if mode == "fail" or now + wait > deadline:
+                raise self.refusal(
+                    op,
+                    scope=scope,
+                    name=name,
+                    subject=subject,
+                    retry_after=wait,
+                    waited=now - start,
+                    paused=paused,
+                )
+            yield Pause(wait)
+
+    def _take(self, key: BudgetKey, clock: Callable[[], float]) -> Generator[Step, object, float]:
+        """Consume one slot of ``key``: 0 on success, else the seconds until one frees."""
+        for _ in range(_HIT_TRIES):
+            if (yield Hit(key)):
+                return 0.0
+            # Another caller took the slot between our probe and our hit: when is the next one?
+            view = cast(WindowView, (yield Probe(key, self.margin_for(key.budget))))
+            wait = self.delay(view, clock())
+            if wait > 0:
+                return wait
+        return _MIN_PAUSE
+
+    # --- the feedback engine -----------------------------------------------------------------
+
+    def _feedback(
+        self, op: Operation, account_id: str | None, headers: Mapping[str, str], now: float
+    ) -> list[_Feedback]:
+        found = []
+        if op.signed:
+            found.append(
+                _Feedback(
+                    "customer",
+                    None,
+                    _number(_header(headers, "X-RateLimit-Limit")),
+                    _number(_header(headers, "X-RateLimit-Remaining")),
+                    _seconds_from(_header(headers, "X-RateLimit-Reset"), now),
+                )
+            )
+        if op.account_scoped and account_id:
+            found.append(
+                _Feedback(
+                    "account",
+                    account_id,
+                    _number(_header(headers, "X-RateLimit-Account-Limit")),
+                    _number(_header(headers, "X-RateLimit-Account-Remaining")),
+                    _seconds_from(_header(headers, "X-RateLimit-Account-Reset"), now),
+                )
+            )
+        return found
+
+    def _throttled_scope(self, op: Operation, feedback: list[_Feedback]) -> _Feedback | None:
+        """Which limit a 429 came from, or ``None`` when it is not a client budget."""
+        if op.name in _COOLDOWN_OPERATIONS:
+            return None
+        by_scope = {fb.scope: fb for fb in feedback}
+        customer = by_scope.get("customer")
+        account = by_scope.get("account")
+        if account is not None and account.remaining == 0:
+            return account
+        if customer is not None and (customer.remaining is None or customer.remaining == 0):
+            # Without headers nothing says which limit it was: pausing the whole client is safe.
+            return customer
+        if account is not None:
+            # The customer budget has room, so an account-scoped call was refused by its account.
+            return account
+        return None
+
+    def _budget_for(self, fb: _Feedback) -> BudgetKey | None:
+        if fb.scope == "customer":
+            budget = next((b for b in self.budgets if b.scope == "customer"), None)
+            return self._key(budget) if budget is not None else None
+        if self.account_budget is None:
+            return None
+        return self._key(self.account_budget, fb.subject)
+
+    def _warn_once(self, tag: str, message: str, *args: object) -> None:
+        if tag not in self._warned:
+            self._warned.add(tag)
+            log.warning(message, *args)
+
+    def observe_steps(
+        self,
+        op: Operation,
+        *,
+        account_id: str | None,
+        status: int,
+        headers: Mapping[str, str],
+        pauses: PauseBook,
+        clock: Callable[[], float],
+    ) -> Engine:
+        """Let SnapTrade's answer tighten the local view (never loosen it).
+
+        * 429: pause the limit it came from until ``Retry-After``, else its ``*-Reset``, else
+          :attr:`default_pause` seconds.
+        * ``X-RateLimit-[Account-]Remaining`` below what the local bucket has left (someone else
+          uses the same client id or account): at 0, pause until ``*-Reset``; above 0, consume the
+          difference in the shared bucket so every replica sees it.
+
+        Absent headers prove nothing and change nothing. The local view is read over the window
+        stretched by the safety margin, and differences up to :meth:`feedback_noise` are ignored,
+        so requests still in flight or just expired do not pass for someone else's.
+        """
+        now = clock()
+        feedback = self._feedback(op, account_id, headers, now)
+        if status == 429:
+            throttled = self._throttled_scope(op, feedback)
+            if throttled is not None:
+                wait = parse_retry_after(_header(headers, "Retry-After"), now=now)
+                if wait is None:
+                    wait = throttled.reset if throttled.reset is not None else self.default_pause
+                pauses.pause(throttled.scope, throttled.subject, now + wait)
+                if throttled.scope == "account" and self.account_budget is None:
+                    self._warn_once(
+                        "account-limit-off",
+                        "SnapTrade throttled an account-level call but no per-account budget is set; "
+                        "set SNAPTRADE_ACCOUNT_LIMIT (10 for Personal keys) to avoid these 429s.",
+                    )
+            return
+        for fb in feedback:
+            key = self._budget_for(fb)
+            if key is None:
+                continue
+            budget = key.budget
+            if fb.limit is not None and fb.limit < budget.limit:
+                self._warn_once(
+                    f"limit-{budget.name}",
+                    "SnapTrade reports a %s limit of %d but the local budget allows %d; lower it.",
+                    budget.name,
+                    int(fb.limit),
+                    budget.limit,
+                )
+            if fb.remaining is None:
+                continue
+            view = cast(WindowView, (yield Probe(key, self.margin_for(budget))))
+            if fb.limit is not None:
+                # Compare what was *used*: a local budget larger than SnapTrade's limit would
+                # otherwise read as millions of requests made by someone else.
+                missing = int((fb.limit - max(fb.remaining, 0)) - (budget.limit - view.remaining))
+            else:
+                missing = int(min(view.remaining, budget.limit) - max(fb.remaining, 0))
+            missing = min(missing, budget.limit)
+            if missing <= self.feedback_noise(budget):
+                continue
+            if fb.remaining <= 0 and fb.reset is not None:
+                pauses.pause(fb.scope, fb.subject, now + fb.reset)
+            else:
+                # Someone else used part of this window: count it in the shared bucket. Those
+                # slots free a full window from now, later than SnapTrade's: cautious, not wrong.
+                yield Hit(key, missing)

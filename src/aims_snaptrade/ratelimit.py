@@ -1,0 +1,504 @@
+"""Client-side rate limiting on the ``limits`` library, shared across replicas through Redis.
+
+Every request takes one slot from each budget that applies to it (the AIMS plan's per-minute,
+per-hour and per-day budgets, SnapTrade's customer budget, the per-account bucket of
+account-scoped operations and an optional per-user budget), all counted in rolling windows by
+``limits`` (moving window by default). With ``redis://`` storage every replica using the same
+client id draws on the same budgets. When a budget is empty the call waits (bounded by
+``max_wait``) or fails fast with :class:`~aims_snaptrade.errors.SnapTradeBudgetExhaustedError`.
+SnapTrade's answers tighten the local view: 429s pause the limit they came from, and
+``X-RateLimit-*Remaining`` lower than ours counts the requests someone else made.
+
+Decisions live in the sans-IO :class:`RateLimitPolicy`; :class:`RateLimiter` (blocking) and
+:class:`AsyncRateLimiter` (``limits.aio`` with redis-py's asyncio client, ``asyncio.sleep``) only do
+the storage calls and the sleeping.
+
+Example::
+
+    policy = RateLimitPolicy.from_settings(settings)
+    limiter = RateLimiter(policy, "redis://127.0.0.1:6379/0")
+    limiter.acquire(get_operation("get_user_account_balance"), user_id="u1", account_id="a1")
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from limits.errors import ConfigurationError as LimitsConfigurationError
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+
+from aims_snaptrade._ratelimit_policy import (
+    ALERT_FRACTION,
+    NAMESPACE,
+    PLAN_PRESETS,
+    Budget,
+    BudgetKey,
+    BudgetUsage,
+    Engine,
+    Hit,
+    Pause,
+    PauseBook,
+    Probe,
+    RateLimitPolicy,
+    Scope,
+    Step,
+    SubjectTracker,
+    WindowView,
+    parse_retry_after,
+)
+from aims_snaptrade.errors import (
+    SnapTradeConfigurationError,
+    SnapTradeRateLimiterUnavailableError,
+    UpstreamCause,
+)
+from aims_snaptrade.operations import Operation
+from aims_snaptrade.redaction import scrub_exception
+
+__all__ = [
+    "ALERT_FRACTION",
+    "NAMESPACE",
+    "PLAN_PRESETS",
+    "AsyncRateLimiter",
+    "Budget",
+    "BudgetKey",
+    "BudgetUsage",
+    "RateLimitPolicy",
+    "RateLimiter",
+    "Scope",
+    "parse_retry_after",
+]
+
+STORAGE_TIMEOUT = 2.0
+"""Seconds a Redis connect or command may take before the limiter reports the storage unavailable."""
+
+_REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
+# "//user:password@" (user may be empty): the password is what must never reach a message.
+_USERINFO = re.compile(r"//([^:/@]*)(?::([^@/]*))?@")
+_SCHEMES = ("memory", *_REDIS_SCHEMES)
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with its password masked, for messages (works on malformed URLs too)."""
+    return _USERINFO.sub(lambda m: f"//{m.group(1)}:***@" if m.group(2) is not None else m.group(0), url)
+
+
+def _split_scheme(storage_url: str) -> tuple[str, str]:
+    """``(scheme without async+, url without async+)``; refuses schemes we do not support."""
+    if not isinstance(storage_url, str) or "://" not in storage_url:
+        raise SnapTradeConfigurationError(
+            f"SNAPTRADE_RATE_LIMIT_STORAGE_URL {storage_url!r} is not a storage URI.",
+            hint="Use memory:// (one process) or redis://host:port/db (shared by replicas).",
+        )
+    url = storage_url.removeprefix("async+")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in _SCHEMES:
+        raise SnapTradeConfigurationError(
+            f"SNAPTRADE_RATE_LIMIT_STORAGE_URL uses {scheme!r}, which the rate limiter does not support.",
+            hint="Use memory://, redis://, rediss:// or redis+unix://.",
+        )
+    return scheme, url
+
+
+def _unavailable(url: str, exc: BaseException, doing: str) -> SnapTradeRateLimiterUnavailableError:
+    cause = exc.storage_error if isinstance(exc, StorageError) else exc
+    error = SnapTradeRateLimiterUnavailableError(
+        f"The rate-limit storage {_safe_url(url)} failed while {doing} ({type(cause).__name__}); the call was not sent."
+    )
+    # Chain a scrubbed stand-in: the driver's text is not ours to vouch for.
+    error.__cause__ = UpstreamCause(scrub_exception(cause)).with_traceback(cause.__traceback__)
+    return error
+
+
+def _storage_failures() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the storage failed": limits wraps most, not all (script loading)."""
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:
+        return (StorageError, OSError)
+    return (StorageError, OSError, RedisError)
+
+
+def _missing_redis(url: str) -> SnapTradeConfigurationError:
+    return SnapTradeConfigurationError(
+        f"SNAPTRADE_RATE_LIMIT_STORAGE_URL is {_safe_url(url)} but the redis package is not installed.",
+        hint="pip install 'aims-snaptrade[redis]'.",
+    )
+
+
+def _redis_options(url: str, *, asynchronous: bool) -> dict[str, Any]:
+    """A connection pool with bounded timeouts and a single immediate reconnect.
+
+    redis-py's default client retries with exponential backoff for seconds; a limiter that
+    hangs that long on a dead Redis is worse than one that says so, so the pool is ours.
+    """
+    try:
+        if asynchronous:
+            from redis.asyncio import ConnectionPool as AsyncPool
+            from redis.asyncio.retry import Retry as AsyncRetry
+            from redis.backoff import NoBackoff
+
+            pool_url = url.replace("redis+unix://", "unix://", 1)
+            return {
+                "implementation": "redispy",
+                "connection_pool": AsyncPool.from_url(
+                    pool_url,
+                    socket_connect_timeout=STORAGE_TIMEOUT,
+                    socket_timeout=STORAGE_TIMEOUT,
+                    retry=AsyncRetry(NoBackoff(), 1),
+                ),
+            }
+        from redis import ConnectionPool
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        pool_url = url.replace("redis+unix://", "unix://", 1)
+        return {
+            "connection_pool": ConnectionPool.from_url(
+                pool_url,
+                socket_connect_timeout=STORAGE_TIMEOUT,
+                socket_timeout=STORAGE_TIMEOUT,
+                retry=Retry(NoBackoff(), 1),
+            )
+        }
+    except ImportError:
+        raise _missing_redis(url) from None
+    except ValueError:
+        # The parser's message may quote the URL, password included: name the URL ourselves.
+        raise SnapTradeConfigurationError(
+            f"SNAPTRADE_RATE_LIMIT_STORAGE_URL {_safe_url(url)} is malformed.",
+            hint="Use redis://[:password@]host:port/db, rediss://... or redis+unix:///path/to/socket.",
+        ) from None
+
+
+def _open(url: str, scheme: str, *, asynchronous: bool) -> tuple[Any, Any]:
+    """Build the ``limits`` storage for ``url``: ``(storage, the Redis pool we own or None)``."""
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    if scheme in _REDIS_SCHEMES:
+        options.update(_redis_options(url, asynchronous=asynchronous))
+    target = ("async+" + url) if asynchronous else url
+    try:
+        storage = storage_from_string(target, **options)
+    except LimitsConfigurationError as exc:
+        if "prerequisite" in str(exc):
+            raise _missing_redis(url) from None
+        # limits' message quotes the URL as given, password included: keep it out.
+        raise SnapTradeConfigurationError(
+            f"SNAPTRADE_RATE_LIMIT_STORAGE_URL {_safe_url(url)} is not usable by limits."
+        ) from None
+    return storage, options.get("connection_pool")
+
+
+def _check_reachable(url: str, scheme: str) -> None:
+    """Fail at start-up, not on the first call, when the storage does not answer."""
+    if scheme not in _REDIS_SCHEMES:
+        return
+    storage, pool = _open(url, scheme, asynchronous=False)
+    try:
+        reachable = storage.check()
+    finally:
+        if pool is not None:
+            pool.disconnect()
+    if not reachable:
+        raise SnapTradeConfigurationError(
+            f"The rate-limit storage {_safe_url(url)} does not answer.",
+            hint="Start Redis or fix SNAPTRADE_RATE_LIMIT_STORAGE_URL; the client never runs without limits.",
+        )
+
+
+def _view_from_window(budget: Budget, start: float, count: int, margin: float) -> WindowView:
+    return WindowView(budget.limit - count, start + budget.window + margin)
+
+
+class _Shared:
+    """What the two shells share: the policy, pauses, tracked buckets and the engine driving."""
+
+    def __init__(
+        self,
+        policy: RateLimitPolicy,
+        storage_url: str,
+        clock: Callable[[], float],
+    ) -> None:
+        if not isinstance(policy, RateLimitPolicy):
+            raise SnapTradeConfigurationError(
+                f"policy must be a RateLimitPolicy, got {type(policy).__name__}.",
+                hint="Build it with RateLimitPolicy.from_settings(settings).",
+            )
+        self.policy = policy
+        self.storage_url = storage_url
+        self._scheme, self._url = _split_scheme(storage_url)
+        self._clock = clock
+        self._pauses = PauseBook()
+        self._subjects = SubjectTracker()
+
+    def _options(
+        self, mode: Literal["wait", "fail"] | None, max_wait: float | None
+    ) -> tuple[Literal["wait", "fail"], float]:
+        mode = self.policy.mode if mode is None else mode
+        if mode not in ("wait", "fail"):
+            raise SnapTradeConfigurationError(f"rate-limit mode must be 'wait' or 'fail', got {mode!r}.")
+        wait = self.policy.max_wait if max_wait is None else max_wait
+        if not isinstance(wait, int | float) or not wait >= 0:
+            raise SnapTradeConfigurationError(f"max_wait must be seconds >= 0, got {wait!r}.")
+        return mode, float(wait)
+
+    def _acquire_engine(
+        self,
+        op: Operation,
+        user_id: str | None,
+        account_id: str | None,
+        mode: Literal["wait", "fail"] | None,
+        max_wait: float | None,
+    ) -> Engine:
+        chosen_mode, chosen_wait = self._options(mode, max_wait)
+        keys = self.policy.keys_for(op, user_id=user_id, account_id=account_id)
+        self._subjects.add(keys)
+        return self.policy.acquire_steps(
+            op,
+            keys,
+            pauses=self._pauses,
+            account_id=account_id,
+            mode=chosen_mode,
+            max_wait=chosen_wait,
+            clock=self._clock,
+        )
+
+    def _observe_engine(self, op: Operation, account_id: str | None, status: int, headers: Mapping[str, str]) -> Engine:
+        return self.policy.observe_steps(
+            op,
+            account_id=account_id,
+            status=status,
+            headers=headers,
+            pauses=self._pauses,
+            clock=self._clock,
+        )
+
+    def _usage_keys(self) -> list[BudgetKey]:
+        return self.policy.client_keys() + self._subjects.keys()
+
+    def _usage(self, key: BudgetKey, reset_at: float, remaining: int) -> BudgetUsage:
+        budget = key.budget
+        now = self._clock()
+        remaining = max(0, min(budget.limit, remaining))
+        used = budget.limit - remaining
+        fraction = used / budget.limit
+        paused = self._pauses.until(budget.scope, key.subject, now) if budget.scope != "plan" else None
+        return BudgetUsage(
+            name=budget.name,
+            scope=budget.scope,
+            subject=key.subject,
+            limit=budget.limit,
+            window=budget.window,
+            used=used,
+            remaining=remaining,
+            fraction=fraction,
+            reset_at=max(reset_at, now),
+            paused_until=paused,
+            alert=fraction >= self.policy.alert_fraction or paused is not None,
+        )
+
+    @contextmanager
+    def _storage_errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except _storage_failures() as exc:
+            raise _unavailable(self.storage_url, exc, doing) from None
+
+
+class RateLimiter(_Shared):
+    """Blocking rate limiter over ``limits``' sync storages (``memory://``, ``redis://``).
+
+    Thread-safe. Waiting uses ``time.sleep``. Construction fails with
+    :class:`SnapTradeConfigurationError` when the storage URI is wrong or Redis does not answer;
+    later storage failures raise :class:`SnapTradeRateLimiterUnavailableError` (the call is not
+    sent: there is no unlimited fallback).
+
+    Args:
+        policy: Budgets and defaults, usually ``RateLimitPolicy.from_settings(settings)``.
+        storage_url: ``memory://`` (this process only) or ``redis://[:password@]host:port/db``.
+        clock: Wall clock in Unix seconds; ``limits`` stamps entries with ``time.time()``, so only
+            replace it together with that (tests).
+        sleep: How to wait (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        policy: RateLimitPolicy,
+        storage_url: str = "memory://",
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        super().__init__(policy, storage_url, clock)
+        self._sleep = sleep
+        _check_reachable(self._url, self._scheme)
+        storage, self._pool = _open(self._url, self._scheme, asynchronous=False)
+        self._storage = storage
+        from limits import strategies
+
+        self._strategy: strategies.RateLimiter = (
+            strategies.MovingWindowRateLimiter(storage)
+            if policy.strategy == "moving-window"
+            else strategies.SlidingWindowCounterRateLimiter(storage)
+        )
+
+    def _perform(self, step: Step) -> object:
+        if isinstance(step, Probe):
+            budget = step.key.budget
+            if step.margin > 0:
+                start, count = self._storage.get_moving_window(
+                    step.key.storage_key, budget.limit, budget.window + step.margin
+                )
+                return _view_from_window(budget, start, count, step.margin)
+            stats = self._strategy.get_window_stats(budget.item, *step.key.identifiers)
+            return WindowView(stats.remaining, stats.reset_time)
+        if isinstance(step, Hit):
+            return self._strategy.hit(step.key.budget.item, *step.key.identifiers, cost=step.cost)
+        self._sleep(step.seconds)
+        return None
+
+    def _drive(self, engine: Engine, doing: str) -> None:
+        answer: object = None
+        with self._storage_errors(doing):
+            while True:
+                try:
+                    step = engine.send(answer)
+                except StopIteration:
+                    return
+                answer = self._perform(step)
+
+    def acquire(
+        self,
+        op: Operation,
+        *,
+        user_id: str | None,
+        account_id: str | None,
+        mode: Literal["wait", "fail"] | None = None,
+        max_wait: float | None = None,
+    ) -> None:
+        """Take a slot of every budget ``op`` draws on, or raise.
+
+        ``mode`` and ``max_wait`` default to the policy's. In ``wait`` mode the call sleeps until
+        every budget has a slot, but never longer than ``max_wait`` in total: when the next slot
+        frees later than that, it raises at once rather than sleeping first.
+
+        Raises:
+            SnapTradeBudgetExhaustedError: No slot in time (``retry_after``, ``limit_scope`` set).
+            SnapTradeRateLimiterUnavailableError: The storage failed.
+        """
+        self._drive(self._acquire_engine(op, user_id, account_id, mode, max_wait), "taking budget")
+
+    def observe(self, op: Operation, *, account_id: str | None, status: int, headers: Mapping[str, str]) -> None:
+        """Feed back SnapTrade's answer (status and ``X-RateLimit-*`` / ``Retry-After`` headers)."""
+        self._drive(self._observe_engine(op, account_id, status, headers), "recording feedback")
+
+    def usage(self) -> list[BudgetUsage]:
+        """How full each client-wide budget and each recently used account/user bucket is."""
+        result = []
+        with self._storage_errors("reading usage"):
+            for key in self._usage_keys():
+                stats = self._strategy.get_window_stats(key.budget.item, *key.identifiers)
+                result.append(self._usage(key, stats.reset_time, stats.remaining))
+        return result
+
+    def close(self) -> None:
+        """Release the storage connections (the budgets themselves stay in the storage)."""
+        if self._pool is not None:
+            self._pool.disconnect()
+
+
+class AsyncRateLimiter(_Shared):
+    """The :class:`RateLimiter` for asyncio: same decisions, awaited storage, ``asyncio.sleep``.
+
+    Uses ``limits.aio`` storages (``async+memory://``, ``async+redis://`` with redis-py's asyncio
+    client, so no extra dependency); the plain ``memory://`` / ``redis://`` URIs of the settings are
+    accepted and mapped. A Redis storage is checked once at construction with a short blocking
+    ping (start-up only), so a wrong URI fails there as in the sync client. Keys are the same as
+    the sync limiter's, so sync and async clients share one budget.
+    """
+
+    def __init__(
+        self,
+        policy: RateLimitPolicy,
+        storage_url: str = "memory://",
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
+    ) -> None:
+        super().__init__(policy, storage_url, clock)
+        import asyncio
+
+        self._sleep: Callable[[float], Awaitable[object]] = sleep or asyncio.sleep
+        _check_reachable(self._url, self._scheme)
+        storage, self._pool = _open(self._url, self._scheme, asynchronous=True)
+        self._storage = storage
+        from limits.aio import strategies
+
+        self._strategy: strategies.RateLimiter = (
+            strategies.MovingWindowRateLimiter(storage)
+            if policy.strategy == "moving-window"
+            else strategies.SlidingWindowCounterRateLimiter(storage)
+        )
+
+    async def _perform(self, step: Step) -> object:
+        if isinstance(step, Probe):
+            budget = step.key.budget
+            if step.margin > 0:
+                start, count = await self._storage.get_moving_window(
+                    step.key.storage_key, budget.limit, budget.window + step.margin
+                )
+                return _view_from_window(budget, start, count, step.margin)
+            stats = await self._strategy.get_window_stats(budget.item, *step.key.identifiers)
+            return WindowView(stats.remaining, stats.reset_time)
+        if isinstance(step, Hit):
+            return await self._strategy.hit(step.key.budget.item, *step.key.identifiers, cost=step.cost)
+        assert isinstance(step, Pause)
+        await self._sleep(step.seconds)
+        return None
+
+    async def _drive(self, engine: Engine, doing: str) -> None:
+        answer: object = None
+        with self._storage_errors(doing):
+            while True:
+                try:
+                    step = engine.send(answer)
+                except StopIteration:
+                    return
+                answer = await self._perform(step)
+
+    async def acquire(
+        self,
+        op: Operation,
+        *,
+        user_id: str | None,
+        account_id: str | None,
+        mode: Literal["wait", "fail"] | None = None,
+        max_wait: float | None = None,
+    ) -> None:
+        """Take a slot of every budget ``op`` draws on, or raise; see :meth:`RateLimiter.acquire`.
+
+        Waiting awaits ``asyncio.sleep``: the event loop keeps running.
+        """
+        await self._drive(self._acquire_engine(op, user_id, account_id, mode, max_wait), "taking budget")
+
+    async def observe(self, op: Operation, *, account_id: str | None, status: int, headers: Mapping[str, str]) -> None:
+        """Feed back SnapTrade's answer; see :meth:`RateLimiter.observe`."""
+        await self._drive(self._observe_engine(op, account_id, status, headers), "recording feedback")
+
+    async def usage(self) -> list[BudgetUsage]:
+        """How full each budget is; see :meth:`RateLimiter.usage`."""
+        result = []
+        with self._storage_errors("reading usage"):
+            for key in self._usage_keys():
+                stats = await self._strategy.get_window_stats(key.budget.item, *key.identifiers)
+                result.append(self._usage(key, stats.reset_time, stats.remaining))
+        return result
+
+    async def close(self) -> None:
+        """Release the storage connections (the budgets themselves stay in the storage)."""
+        if self._pool is not None:
+            await self._pool.disconnect()

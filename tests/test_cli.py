@@ -48,3 +48,27 @@ def test_generate_key_prints_a_usable_keyring():
     ).stdout.strip()
     assert out.startswith("v7:")
     Keyring.parse(out)
+
+
+def test_standalone_emulator_serves_until_terminated():
+    import signal
+
+    from snaptrade_client.auth import SnapTradeAuth
+    from snaptrade_client.client import SnapTrade
+
+    from aims_snaptrade.testing import DEFAULT_CLIENT_ID, DEFAULT_CONSUMER_KEY
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aims_snaptrade.cli", "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        base_url = first.strip().rsplit(" ", 1)[-1]
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/api/v1")
+        auth = SnapTradeAuth.commercial_api_key(consumer_key=DEFAULT_CONSUMER_KEY, client_id=DEFAULT_CLIENT_ID)
+        response = SnapTrade(host=base_url, auth=auth).authentication.list_snap_trade_users()
+        assert response.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0

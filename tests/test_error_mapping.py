@@ -79,3 +79,13 @@ def test_errors_redact_and_pickle():
     assert type(clone) is e.SnapTradeServerError and clone.status == 500 and clone.request_id == "r"
     limited = pickle.loads(pickle.dumps(e.SnapTradeRateLimitError("x", retry_after=3.0, limit_scope="account")))
     assert limited.retry_after == 3.0 and limited.limit_scope == "account"
+
+
+def test_retry_after_as_http_date_and_reset_as_seconds():
+    now = 1_800_000_000.0
+    date = "Fri, 15 Jan 2027 08:00:07 GMT"
+    from email.utils import parsedate_to_datetime
+
+    expected = parsedate_to_datetime(date).timestamp() - now
+    assert retry_after_of({"Retry-After": date}, now=now) == (expected, "unknown")
+    assert retry_after_of({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "9"}, now=now) == (9.0, "customer")

@@ -10,7 +10,6 @@ the async shell awaits ``limits.aio`` and ``asyncio.sleep``. Import the public n
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import threading
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 
+from aims_snaptrade._headers import as_number, header, parse_retry_after, seconds_from
 from aims_snaptrade.errors import SnapTradeBudgetExhaustedError, SnapTradeConfigurationError
 from aims_snaptrade.operations import Operation
 
@@ -265,52 +265,6 @@ class SubjectTracker:
         """The remembered buckets, oldest first."""
         with self._lock:
             return list(self._keys.values())
-
-
-# --- header parsing ----------------------------------------------------------------------------
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    # HTTP header names are case-insensitive and transports differ in how they spell them.
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value
-    return None
-
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _seconds_from(value: str | None, now: float) -> float | None:
-    # "*-Reset" is documented as seconds; accept a Unix timestamp too, which some gateways send.
-    number = _number(value)
-    if number is None:
-        return None
-    if number > 1e9:
-        number -= now
-    return max(0.0, number)
-
-
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date), or ``None``."""
-    if value is None or not value.strip():
-        return None
-    number = _number(value)
-    if number is not None:
-        return max(0.0, number)
-    try:
-        when = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,9 +590,9 @@ class RateLimitPolicy:
                 _Feedback(
                     "customer",
                     None,
-                    _number(_header(headers, "X-RateLimit-Limit")),
-                    _number(_header(headers, "X-RateLimit-Remaining")),
-                    _seconds_from(_header(headers, "X-RateLimit-Reset"), now),
+                    as_number(header(headers, "X-RateLimit-Limit")),
+                    as_number(header(headers, "X-RateLimit-Remaining")),
+                    seconds_from(header(headers, "X-RateLimit-Reset"), now),
                 )
             )
         if op.account_scoped and account_id:
@@ -646,9 +600,9 @@ class RateLimitPolicy:
                 _Feedback(
                     "account",
                     account_id,
-                    _number(_header(headers, "X-RateLimit-Account-Limit")),
-                    _number(_header(headers, "X-RateLimit-Account-Remaining")),
-                    _seconds_from(_header(headers, "X-RateLimit-Account-Reset"), now),
+                    as_number(header(headers, "X-RateLimit-Account-Limit")),
+                    as_number(header(headers, "X-RateLimit-Account-Remaining")),
+                    seconds_from(header(headers, "X-RateLimit-Account-Reset"), now),
                 )
             )
         return found
@@ -710,7 +664,7 @@ class RateLimitPolicy:
         if status == 429:
             throttled = self._throttled_scope(op, feedback)
             if throttled is not None:
-                wait = parse_retry_after(_header(headers, "Retry-After"), now=now)
+                wait = parse_retry_after(header(headers, "Retry-After"), now=now)
                 if wait is None:
                     wait = throttled.reset if throttled.reset is not None else self.default_pause
                 pauses.pause(throttled.scope, throttled.subject, now + wait)

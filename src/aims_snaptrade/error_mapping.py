@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import aiohttp
 import urllib3.exceptions as u3
 
 from aims_snaptrade import errors as e
+from aims_snaptrade._headers import header, parse_retry_after, seconds_from
 from aims_snaptrade.operations import Operation
 from aims_snaptrade.redaction import scrub_exception
 
@@ -62,36 +64,20 @@ _CODE_HINTS = {
 }
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value
-    return None
-
-
-def _float(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if number >= 0 else None
-
-
-def retry_after_of(headers: Mapping[str, str]) -> tuple[float | None, str]:
+def retry_after_of(headers: Mapping[str, str], *, now: float | None = None) -> tuple[float | None, str]:
     """Seconds to wait and which limit was hit, from a 429's headers.
 
-    ``Retry-After`` wins; then the ``*-Reset`` of the bucket whose remaining count is zero.
+    ``Retry-After`` (seconds or an HTTP date) wins; then the ``*-Reset`` of the bucket whose
+    remaining count is zero.
     """
-    account_empty = _header(headers, "X-RateLimit-Account-Remaining") == "0"
-    customer_empty = _header(headers, "X-RateLimit-Remaining") == "0"
+    now = time.time() if now is None else now
+    account_empty = header(headers, "X-RateLimit-Account-Remaining") == "0"
+    customer_empty = header(headers, "X-RateLimit-Remaining") == "0"
     scope = "account" if account_empty else "customer" if customer_empty else "unknown"
-    retry_after = _float(_header(headers, "Retry-After"))
+    retry_after = parse_retry_after(header(headers, "Retry-After"), now=now)
     if retry_after is None:
         reset_header = "X-RateLimit-Account-Reset" if account_empty else "X-RateLimit-Reset"
-        retry_after = _float(_header(headers, reset_header))
+        retry_after = seconds_from(header(headers, reset_header), now)
     return retry_after, scope
 
 
@@ -119,7 +105,7 @@ def error_from_response(
 ) -> e.SnapTradeError:
     """Build the error for a non-2xx answer from its status, SnapTrade code and headers."""
     code, detail = _body_fields(body)
-    request_id = _header(headers, "X-Request-ID")
+    request_id = header(headers, "X-Request-ID")
     cls = (_BY_CODE.get(code) if code else None) or _BY_STATUS.get(status)
     if cls is None:
         cls = e.SnapTradeServerError if status >= 500 else e.SnapTradeError

@@ -1,0 +1,56 @@
+"""Reading SnapTrade's response headers: case-insensitive lookup, numbers, delays.
+
+Shared by the rate-limit policy (feedback) and the error mapping (a 429's ``retry_after``), so
+both read ``Retry-After`` and ``X-RateLimit-*-Reset`` the same way.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from collections.abc import Mapping
+
+__all__ = ["as_number", "header", "parse_retry_after", "seconds_from"]
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    # HTTP header names are case-insensitive and transports differ in how they spell them.
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def as_number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def seconds_from(value: str | None, now: float) -> float | None:
+    # "*-Reset" is documented as seconds; accept a Unix timestamp too, which some gateways send.
+    number = as_number(value)
+    if number is None:
+        return None
+    if number > 1e9:
+        number -= now
+    return max(0.0, number)
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date), or ``None``."""
+    if value is None or not value.strip():
+        return None
+    number = as_number(value)
+    if number is not None:
+        return max(0.0, number)
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)

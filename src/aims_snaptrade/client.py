@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Literal, Self, TypeVar
 
 from aims_snaptrade import errors as e
@@ -26,7 +27,7 @@ from aims_snaptrade.models import (
     Position,
     RegisteredUser,
 )
-from aims_snaptrade.pipeline import Acquire, CallOptions, Core, Flow, Observe, Send, Sleep, StoreCall
+from aims_snaptrade.pipeline import Acquire, CallOptions, Core, Effect, Flow, Observe, Send, Sleep, StoreCall
 from aims_snaptrade.ratelimit import AsyncRateLimiter, BudgetUsage, RateLimiter, RateLimitPolicy
 from aims_snaptrade.redaction import install_log_redaction
 from aims_snaptrade.retry import RetryPolicy, RetryStats
@@ -41,16 +42,26 @@ T = TypeVar("T")
 ConnectionType = Literal["read", "trade", "trade-if-available"]
 
 
-def _store_failure(method: str, exc: BaseException) -> e.SnapTradeError:
+def _failure(effect: Effect, exc: Exception) -> e.SnapTradeError:
+    """The library error for ``exc`` raised while performing ``effect`` (the one mapping boundary)."""
     if isinstance(exc, e.SnapTradeError):
         return exc
-    return with_upstream_cause(
-        e.SnapTradeSecretStoreError(f"The secret store failed during {method} ({type(exc).__name__})."), exc
-    )
+    if isinstance(effect, Send):
+        return with_upstream_cause(map_exception(effect.operation, exc, effect.arguments), exc)
+    if isinstance(effect, StoreCall):
+        return with_upstream_cause(
+            e.SnapTradeSecretStoreError(f"The secret store failed during {effect.method} ({type(exc).__name__})."),
+            exc,
+        )
+    return with_upstream_cause(e.SnapTradeError(f"Unexpected failure ({type(exc).__name__})."), exc)
 
 
 class _Base:
     """Construction shared by both clients: settings, guardrails, store, policies. No network IO."""
+
+    _transport: SyncTransport | AsyncTransport
+    _limiter: RateLimiter | AsyncRateLimiter
+    _sleep: Callable[[float], Any]
 
     def __init__(
         self,
@@ -90,6 +101,20 @@ class _Base:
                 len(pending),
                 ", ".join(sorted(pending)),
             )
+
+    def _target(self, effect: Effect) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """What performs ``effect`` in this shell: the same for both, only awaiting differs."""
+        if isinstance(effect, Send):
+            return self._transport.send, (effect.operation, effect.arguments, effect.timeouts), {}
+        if isinstance(effect, Acquire):
+            budget = {"user_id": effect.user_id, "account_id": effect.account_id, "mode": effect.mode}
+            return self._limiter.acquire, (effect.operation,), {**budget, "max_wait": effect.max_wait}
+        if isinstance(effect, Observe):
+            feedback = {"account_id": effect.account_id, "status": effect.status, "headers": effect.headers}
+            return self._limiter.observe, (effect.operation,), feedback
+        if isinstance(effect, Sleep):
+            return self._sleep, (effect.seconds,), {}
+        return getattr(self.secret_store, effect.method), effect.args, {}
 
     @property
     def retry_stats(self) -> RetryStats:
@@ -139,8 +164,8 @@ class SafeSnapTradeClient(_Base):
         **overrides: Any,
     ) -> None:
         super().__init__(settings, secret_store=secret_store, consent=consent, retry=retry, **overrides)
-        self._transport = SyncTransport(self.settings)
-        self._limiter = RateLimiter(self._limit_policy, self.settings.rate_limit_storage_url)
+        self._transport: SyncTransport = SyncTransport(self.settings)
+        self._limiter: RateLimiter = RateLimiter(self._limit_policy, self.settings.rate_limit_storage_url)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Self:
@@ -150,34 +175,15 @@ class SafeSnapTradeClient(_Base):
 
     # --- IO: performing effects --------------------------------------------------------------------
 
-    def _perform(self, effect: object) -> Any:
-        if isinstance(effect, Send):
-            try:
-                return self._transport.send(effect.operation, effect.arguments, effect.timeouts)
-            except Exception as exc:
-                failure = with_upstream_cause(map_exception(effect.operation, exc, effect.arguments), exc)
-            raise failure
-        if isinstance(effect, Acquire):
-            return self._limiter.acquire(
-                effect.operation,
-                user_id=effect.user_id,
-                account_id=effect.account_id,
-                mode=effect.mode,
-                max_wait=effect.max_wait,
-            )
-        if isinstance(effect, Observe):
-            return self._limiter.observe(
-                effect.operation, account_id=effect.account_id, status=effect.status, headers=effect.headers
-            )
-        if isinstance(effect, Sleep):
-            return time.sleep(effect.seconds)
-        if isinstance(effect, StoreCall):
-            try:
-                return getattr(self.secret_store, effect.method)(*effect.args)
-            except Exception as exc:
-                failure = _store_failure(effect.method, exc)
-            raise failure
-        raise TypeError(f"unknown effect {effect!r}")
+    _sleep = staticmethod(time.sleep)
+
+    def _perform(self, effect: Effect) -> Any:
+        function, args, kwargs = self._target(effect)
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            failure = _failure(effect, exc)
+        raise failure
 
     def _run(self, flow: Flow[T]) -> T:
         value: Any = None
@@ -315,8 +321,8 @@ class AsyncSafeSnapTradeClient(_Base):
         **overrides: Any,
     ) -> None:
         super().__init__(settings, secret_store=secret_store, consent=consent, retry=retry, **overrides)
-        self._transport = AsyncTransport(self.settings)
-        self._limiter = AsyncRateLimiter(self._limit_policy, self.settings.rate_limit_storage_url)
+        self._transport: AsyncTransport = AsyncTransport(self.settings)
+        self._limiter: AsyncRateLimiter = AsyncRateLimiter(self._limit_policy, self.settings.rate_limit_storage_url)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Self:
@@ -324,34 +330,18 @@ class AsyncSafeSnapTradeClient(_Base):
         passthrough = {k: kwargs.pop(k) for k in ("secret_store", "consent", "retry") if k in kwargs}
         return cls(Settings.from_env(**kwargs), **passthrough)
 
-    async def _perform(self, effect: object) -> Any:
-        if isinstance(effect, Send):
-            try:
-                return await self._transport.send(effect.operation, effect.arguments, effect.timeouts)
-            except Exception as exc:
-                failure = with_upstream_cause(map_exception(effect.operation, exc, effect.arguments), exc)
-            raise failure
-        if isinstance(effect, Acquire):
-            return await self._limiter.acquire(
-                effect.operation,
-                user_id=effect.user_id,
-                account_id=effect.account_id,
-                mode=effect.mode,
-                max_wait=effect.max_wait,
-            )
-        if isinstance(effect, Observe):
-            return await self._limiter.observe(
-                effect.operation, account_id=effect.account_id, status=effect.status, headers=effect.headers
-            )
-        if isinstance(effect, Sleep):
-            return await asyncio.sleep(effect.seconds)
-        if isinstance(effect, StoreCall):
-            try:
-                return await asyncio.to_thread(getattr(self.secret_store, effect.method), *effect.args)
-            except Exception as exc:
-                failure = _store_failure(effect.method, exc)
-            raise failure
-        raise TypeError(f"unknown effect {effect!r}")
+    _sleep = staticmethod(asyncio.sleep)
+
+    async def _perform(self, effect: Effect) -> Any:
+        function, args, kwargs = self._target(effect)
+        try:
+            if isinstance(effect, StoreCall):
+                # Stores are blocking (sqlite3, psycopg): keep them off the event loop.
+                return await asyncio.to_thread(function, *args, **kwargs)
+            return await function(*args, **kwargs)
+        except Exception as exc:
+            failure = _failure(effect, exc)
+        raise failure
 
     async def _run(self, flow: Flow[T]) -> T:
         value: Any = None

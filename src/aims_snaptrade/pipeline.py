@@ -13,7 +13,6 @@ tenacity's (``Retrying.iter``) over our errors; only who sleeps differs.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -445,18 +444,25 @@ class Core:
 
 
 def _final(operation: Operation, error: e.SnapTradeError) -> e.SnapTradeError:
-    """A write whose request may have arrived becomes an unknown outcome, never a plain failure."""
-    if not operation.idempotent and isinstance(error, e.SnapTradeConnectionError) and error.request_sent:
-        outcome = e.SnapTradeUnknownOutcomeError(
-            f"{operation.name} was sent but no answer came back ({error.message}); it may have taken effect.",
-            operation=operation.name,
-            request_id=error.request_id,
-        )
-        outcome.__cause__ = error.__cause__
-        return outcome
-    return error
+    """A write that may have taken effect becomes an unknown outcome, never a plain failure.
 
-
-def new_client_order_id() -> str:
-    """A fresh ``client_order_id`` (UUID4) for idempotent order placement."""
-    return str(uuid.uuid4())
+    That is a write whose request left without an answer coming back, or that SnapTrade answered
+    with a 5xx (a server failure after the request arrived says nothing about what it changed).
+    """
+    if operation.idempotent:
+        return error
+    lost = isinstance(error, e.SnapTradeConnectionError) and error.request_sent
+    failed = error.status is not None and error.status >= 500
+    if not (lost or failed):
+        return error
+    what = "no answer came back" if lost else f"SnapTrade answered {error.status}"
+    outcome = e.SnapTradeUnknownOutcomeError(
+        f"{operation.name} was sent and {what} ({error.message}); it may have taken effect.",
+        status=error.status,
+        code=error.code,
+        request_id=error.request_id,
+        operation=operation.name,
+        headers=error.headers,
+    )
+    outcome.__cause__ = error.__cause__
+    return outcome

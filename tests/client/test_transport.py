@@ -117,3 +117,21 @@ async def test_async_signatures_survive_reserved_characters_in_user_ids(make_asy
         link = await client.connection_portal_url(user_id)
         assert link.redirect_uri
     assert make_client().list_accounts(user_id) == []
+
+
+def test_a_5xx_answer_to_a_write_is_an_unknown_outcome_not_a_retryable_failure(make_client, emu, alice):
+    client = make_client(retry="patient", trading_enabled=True)
+    emu.faults.add(Fault.status(500), operation="place_force_order")
+    with pytest.raises(SnapTradeUnknownOutcomeError) as info:
+        client.call(
+            "place_force_order",
+            user_id=alice.user_id,
+            account_id=alice.account_ids[0],
+            action="BUY",
+            order_type="Market",
+            time_in_force="Day",
+            symbol="AAPL",
+            units=1.0,
+        )
+    assert info.value.status == 500 and info.value.request_id and not info.value.retryable
+    assert emu.journal.count(operation="place_force_order") == 1

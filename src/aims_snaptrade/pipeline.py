@@ -199,7 +199,8 @@ class Core:
         elif self.settings.key_type == "personal":
             # Personal keys carry no user secret: never send one, even if the caller passed it.
             args.pop("user_secret", None)
-        account_id = args.get("account_id")
+        account_id = args.get("account_id") if isinstance(args.get("account_id"), str) else None
+        budget_user = user_id if isinstance(user_id, str) else None
         idempotency_key = args.get(operation.idempotency_param) if operation.idempotency_param else None
         policy = options.retry or self.retry
         retrying = tenacity.Retrying(**policy.tenacity_kwargs(operation, has_idempotency_key=bool(idempotency_key)))
@@ -212,13 +213,7 @@ class Core:
                 raise _final(operation, error) from error.__cause__
             if isinstance(do, tenacity.DoAttempt):
                 try:
-                    yield Acquire(
-                        operation,
-                        user_id if isinstance(user_id, str) else None,
-                        account_id if isinstance(account_id, str) else None,
-                        options.rate_limit_mode,
-                        options.max_wait,
-                    )
+                    yield Acquire(operation, budget_user, account_id, options.rate_limit_mode, options.max_wait)
                     response = yield Send(operation, args, timeouts)
                 except e.SnapTradeError as error:
                     if error.status is not None:

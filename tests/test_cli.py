@@ -72,3 +72,26 @@ def test_standalone_emulator_serves_until_terminated():
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+def test_rotate_keys_command_reencrypts_every_secret(monkeypatch, tmp_path, capsys):
+    from aims_snaptrade.secrets import Keyring, SQLiteSecretStore
+
+    old, new = Keyring.generate("v1"), Keyring.generate("v2")
+    path = tmp_path / "secrets.db"
+    store = SQLiteSecretStore(path, keyring=old)
+    for i in range(25):
+        store.put(f"user-{i}", f"user-secret-value-{i:04d}")
+    store.close()
+    monkeypatch.setenv("SNAPTRADE_CLIENT_ID", "AIMS-TEST")
+    monkeypatch.setenv("SNAPTRADE_CONSUMER_KEY", "cli-test-consumer-key-1234")
+    monkeypatch.setenv("SNAPTRADE_ENVIRONMENT", "sandbox")
+    monkeypatch.setenv("SNAPTRADE_SECRET_STORE_URL", f"sqlite:///{path}")
+    both = f"{new.export()},{old.export()}"
+    monkeypatch.setenv("SNAPTRADE_ENCRYPTION_KEYS", both)
+    assert main(["rotate-keys", "--batch-size", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "user-secret-value" not in out and new.export().split(":", 1)[1] not in out
+    only_new = SQLiteSecretStore(path, keyring=Keyring.parse(new.export()))
+    assert [only_new.get(f"user-{i}") for i in range(25)] == [f"user-secret-value-{i:04d}" for i in range(25)]
+    only_new.close()

@@ -84,3 +84,25 @@ def test_writes_that_move_money_are_trading_and_not_idempotent():
 def test_unknown_operation_names_close_matches():
     with pytest.raises(SnapTradeValidationError, match="list_all_user_accounts"):
         get_operation("list_all_user_account")
+
+
+def test_signed_flag_matches_the_sdks_auth_modes():
+    # The SDK sends operations whose path module declares no auth modes without clientId,
+    # timestamp or Signature (check, list_institutions): the limiter and emulator must know.
+    import pkgutil
+
+    import snaptrade_client.paths as paths
+
+    by_route = {(op.method, op.path): name for name, op in OPERATIONS.items()}
+    unsigned = set()
+    for info in pkgutil.iter_modules(paths.__path__):
+        package = importlib.import_module(f"snaptrade_client.paths.{info.name}")
+        for method in ("get", "post", "put", "patch", "delete"):
+            try:
+                module = importlib.import_module(f"snaptrade_client.paths.{info.name}.{method}")
+            except ModuleNotFoundError:
+                continue
+            if not hasattr(module, "_auth_modes"):
+                unsigned.add(by_route[(method.upper(), package.path.value)])
+    assert unsigned == {name for name, op in OPERATIONS.items() if not op.signed}
+    assert "list_institutions" in unsigned

@@ -414,7 +414,7 @@ _TABLE: tuple[Operation, ...] = (
         idempotent=True,
     ),
     _op("list_all_brokerages", "reference_data", "GET", "/brokerages", idempotent=True),
-    _op("list_institutions", "reference_data", "GET", "/institutions", idempotent=True),
+    _op("list_institutions", "reference_data", "GET", "/institutions", idempotent=True, signed=False),
     _op(
         "symbol_search_user_account",
         "reference_data",

@@ -40,7 +40,11 @@ class Currency:
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """A stock exchange."""
+    """A stock exchange.
+
+    Attributes:
+        suffix: What SnapTrade appends to tickers listed there (``.TO`` on the TSX); ``None`` in the US.
+    """
 
     id: str
     code: str
@@ -49,6 +53,7 @@ class Exchange:
     timezone: str = "America/New_York"
     start_time: str = "09:30:00"
     close_time: str = "16:00:00"
+    suffix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +93,13 @@ class Security:
 
 @dataclass(frozen=True, slots=True)
 class Brokerage:
-    """A brokerage (institution) connections can be made to."""
+    """A brokerage (institution) connections can be made to.
+
+    Attributes:
+        auth_type: How its connections authenticate, in SnapTrade's terms (``OAUTH``, ``SCRAPE``,
+            ``UNOFFICIAL_API``, ``TOKEN``): ``/brokerageAuthorizationTypes`` and ``/institutions``.
+        regions: Where its end users are (``US``, ``CA``...): ``/institutions``.
+    """
 
     id: str
     slug: str
@@ -96,6 +107,8 @@ class Brokerage:
     allows_trading: bool
     allows_fractional_units: bool = True
     is_paper: bool = False
+    auth_type: str = "OAUTH"
+    regions: tuple[str, ...] = ("US",)
 
 
 @dataclass(slots=True, eq=False)

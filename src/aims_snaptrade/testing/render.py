@@ -4,15 +4,17 @@ Each function follows one schema of the installed SDK (``snaptrade_client.model`
 money is a JSON number where the schema says ``number`` and a decimal string where it says
 ``string/decimal`` (positions v2, order quantities, balances v2); ids are UUID strings where the
 schema says ``uuid``; timestamps are ISO 8601 in UTC with a ``Z``; dates are ``YYYY-MM-DD``.
-``tests/testing/test_schemas.py`` validates every answer against those schemas.
+``tests/testing/test_emulator_schemas.py`` validates every answer against those schemas.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from aims_snaptrade.testing.config import ClientCredentials
 from aims_snaptrade.testing.records import (
     Account,
     Activity,
@@ -30,17 +32,26 @@ from aims_snaptrade.testing.seed import ref_id
 __all__ = [
     "iso",
     "render_account",
+    "render_account_order",
     "render_activity",
     "render_authorization",
+    "render_authorization_types",
     "render_balance",
+    "render_balance_history",
     "render_balances_v2",
     "render_brokerage",
+    "render_brokerage_instrument",
     "render_connection_account",
+    "render_exchange",
     "render_holdings",
+    "render_institution",
     "render_order",
+    "render_order_v2",
+    "render_partner",
     "render_position",
     "render_position_v2",
     "render_quote",
+    "render_return_rates",
     "render_trade_impact",
     "render_universal_symbol",
 ]
@@ -71,7 +82,8 @@ def _currency(currency: Currency) -> JSON:
     return {"id": currency.id, "code": currency.code, "name": currency.name}
 
 
-def _exchange(exchange: Exchange) -> JSON:
+def render_exchange(exchange: Exchange) -> JSON:
+    """SnapTrade's ``Exchange`` (``/exchanges`` and inside symbols)."""
     return {
         "id": exchange.id,
         "code": exchange.code,
@@ -80,7 +92,7 @@ def _exchange(exchange: Exchange) -> JSON:
         "timezone": exchange.timezone,
         "start_time": exchange.start_time,
         "close_time": exchange.close_time,
-        "suffix": None,
+        "suffix": exchange.suffix,
     }
 
 
@@ -107,7 +119,7 @@ def _symbol(security: Security) -> JSON:
         "raw_symbol": security.ticker,
         "description": security.name,
         "currency": _currency(security.currency),
-        "exchange": _exchange(security.exchange),
+        "exchange": render_exchange(security.exchange),
         "type": _security_type(security),
         "figi_code": security.figi,
         "figi_instrument": _figi(security),
@@ -245,20 +257,25 @@ def render_position(position: Position) -> JSON:
     }
 
 
+def _instrument(security: Security) -> JSON:
+    """SnapTrade's ``Instrument`` union member for a stock or an ETF (discriminated by ``kind``)."""
+    return {
+        "kind": security.kind,
+        "id": security.id,
+        "symbol": security.ticker,
+        "raw_symbol": security.ticker,
+        "description": security.name,
+        "currency": security.currency.code,
+        "exchange": security.exchange.mic_code,
+        "figi_instrument": _figi(security),
+    }
+
+
 def render_position_v2(position: Position) -> JSON:
     """SnapTrade's ``AccountPosition`` (``/positions/all``): instrument by kind, decimal strings."""
     security = position.security
     return {
-        "instrument": {
-            "kind": security.kind,
-            "id": security.id,
-            "symbol": security.ticker,
-            "raw_symbol": security.ticker,
-            "description": security.name,
-            "currency": security.currency.code,
-            "exchange": security.exchange.mic_code,
-            "figi_instrument": _figi(security),
-        },
+        "instrument": _instrument(security),
         "units": str(position.units),
         "price": str(security.price),
         "cost_basis": str(position.average_cost),
@@ -297,6 +314,135 @@ def render_order(order: Order) -> JSON:
     }
 
 
+# --- orders in the v2 and "all orders" formats -------------------------------------------------
+
+# v2 formats spell order types and times in force in capitals; the emulator stores the v1 spelling.
+_V2_ORDER_TYPES = {"Market": "MARKET", "Limit": "LIMIT", "Stop": "STOP", "StopLimit": "STOP_LIMIT"}
+_TIMES_IN_FORCE = frozenset({"DAY", "GTC", "FOK", "IOC", "GTD", "MOO", "EHP", "EHA"})
+# The v2 status enum (legs, AccountOrder) has no ACCEPTED or PARTIAL: an accepted order with
+# nothing filled is PENDING there, a partly filled one PARTIALLY_EXECUTED.
+_V2_STATUSES = frozenset(
+    {
+        "PENDING",
+        "REJECTED",
+        "CANCELED",
+        "CANCEL_PENDING",
+        "PARTIAL_CANCELED",
+        "EXECUTED",
+        "PARTIALLY_EXECUTED",
+        "REPLACED",
+        "REPLACE_PENDING",
+        "EXPIRED",
+    }
+)
+_V1_TO_V2_STATUS = {"ACCEPTED": "PENDING", "PARTIAL": "PARTIALLY_EXECUTED", "FAILED": "REJECTED", "NONE": "PENDING"}
+
+
+def _v2_status(status: str) -> str:
+    return status if status in _V2_STATUSES else _V1_TO_V2_STATUS.get(status, "PENDING")
+
+
+def _time_in_force(order: Order) -> str:
+    """``DAY``, ``GTC``... or ``OTHER`` when the stored value maps to none of them."""
+    value = order.time_in_force.upper()
+    return value if value in _TIMES_IN_FORCE else "OTHER"
+
+
+def _price_effect(order: Order) -> str:
+    return "DEBIT" if order.action == "BUY" else "CREDIT"
+
+
+def _order_quantities(order: Order) -> JSON:
+    return {
+        "total_quantity": str(order.total_quantity),
+        "filled_quantity": str(order.filled_quantity),
+        "canceled_quantity": str(order.canceled_quantity),
+        "execution_price": _dec(order.execution_price),
+    }
+
+
+def render_order_v2(order: Order) -> JSON:
+    """SnapTrade's ``AccountOrderRecordV2`` (``/orders/v2``, ``/recentOrders/v2``, order detail v2).
+
+    Every emulated order has one leg; ``status`` keeps the v1 enum (as the schema says), the leg's
+    uses the v2 one. Orders are not part of complex groups, so there is no group id or role.
+    """
+    security = order.security
+    return {
+        "brokerage_order_id": order.brokerage_order_id,
+        "brokerage_group_order_id": None,
+        # order_role is left out rather than null: the SDK's nullable enum refuses None.
+        "status": order.status,
+        "order_type": _V2_ORDER_TYPES.get(order.order_type, order.order_type),
+        "time_in_force": order.time_in_force.upper(),
+        "time_placed": iso(order.time_placed),
+        "time_executed": iso(order.time_executed) if order.time_executed else None,
+        "price_currency": security.currency.code,
+        "execution_price": _dec(order.execution_price),
+        "limit_price": _dec(order.limit_price),
+        "stop_price": _dec(order.stop_price),
+        "trailing_stop": None,
+        "price_effect": _price_effect(order),
+        "legs": [
+            {
+                "leg_id": None,
+                "instrument": {
+                    "symbol": security.ticker,
+                    "description": security.name,
+                    "asset_type": "EQUITY",
+                    "exchange_mic_code": security.exchange.mic_code,
+                    "figi_code": security.figi,
+                },
+                "action": order.action,
+                **_order_quantities(order),
+                "status": _v2_status(order.status),
+            }
+        ],
+    }
+
+
+def _order_type_configuration(order: Order) -> JSON:
+    """The ``kind``-discriminated ``order_type`` of ``AccountOrder``: each kind carries its prices."""
+    limit, stop = _dec(order.limit_price), _dec(order.stop_price)
+    if order.order_type == "Market":
+        return {"kind": "market"}
+    if order.order_type == "Limit" and limit is not None:
+        return {"kind": "limit", "limit_price": limit}
+    if order.order_type == "Stop" and stop is not None:
+        return {"kind": "stop", "stop_price": stop}
+    if order.order_type == "StopLimit" and limit is not None and stop is not None:
+        return {"kind": "stop_limit", "stop_price": stop, "limit_price": limit}
+    return {"kind": "other", "raw_type": order.order_type, "limit_price": limit, "stop_price": stop}
+
+
+def render_account_order(order: Order) -> JSON:
+    """SnapTrade's ``AccountOrder`` (``/orders/all``): v2 statuses, instruments as in positions."""
+    return {
+        "brokerage_order_id": order.brokerage_order_id,
+        "status": _v2_status(order.status),
+        "order_type": _order_type_configuration(order),
+        "time_in_force": _time_in_force(order),
+        "price_effect": _price_effect(order),
+        "legs": [
+            {
+                "leg_id": None,
+                "instrument": _instrument(order.security),
+                "action": order.action,
+                **_order_quantities(order),
+                "status": _v2_status(order.status),
+            }
+        ],
+        "expiry_date": iso(order.expiry_date) if order.expiry_date else None,
+        "price_currency": order.security.currency.code,
+        **_order_quantities(order),
+        "open_quantity": str(order.open_quantity),
+        "time_placed": iso(order.time_placed),
+        "time_updated": iso(order.time_updated),
+        "time_executed": iso(order.time_executed) if order.time_executed else None,
+        "group": None,
+    }
+
+
 def render_activity(activity: Activity) -> JSON:
     """SnapTrade's ``AccountUniversalActivity``."""
     return {
@@ -320,6 +466,10 @@ def render_activity(activity: Activity) -> JSON:
     }
 
 
+def _logo_url(brokerage: Brokerage) -> str:
+    return f"https://logos.snaptrade-emulator.invalid/{brokerage.slug.lower()}.svg"
+
+
 def render_brokerage(brokerage: Brokerage) -> JSON:
     """SnapTrade's ``Brokerage``."""
     return {
@@ -328,7 +478,7 @@ def render_brokerage(brokerage: Brokerage) -> JSON:
         "name": brokerage.name,
         "display_name": brokerage.name,
         "description": f"{brokerage.name} (SnapTrade emulator)",
-        "aws_s3_logo_url": f"https://logos.snaptrade-emulator.invalid/{brokerage.slug.lower()}.svg",
+        "aws_s3_logo_url": _logo_url(brokerage),
         "aws_s3_square_logo_url": None,
         "url": None,
         "enabled": True,
@@ -434,4 +584,100 @@ def render_trade_impact(trade: CheckedTrade, account: Account, remaining_cash: D
             "currency": _currency(account.currency),
             "cash": float(remaining_cash),
         },
+    }
+
+
+# --- reference data -----------------------------------------------------------------------------
+
+# Institution connection methods by authorization type: official APIs use OAuth, the others ask
+# for the user's brokerage credentials, except token-based ones (the Sandbox) which take a key.
+_CONNECTION_METHODS = {"OAUTH": "OAUTH", "SCRAPE": "CREDENTIALS", "UNOFFICIAL_API": "CREDENTIALS", "TOKEN": "API_KEY"}
+
+
+def render_partner(client: ClientCredentials, brokerages: Iterable[Brokerage]) -> JSON:
+    """SnapTrade's ``PartnerData`` (``/snapTrade/partners``) for one API key.
+
+    Every data scope is on; there is no logo or redirect URI configured (SnapTrade answers ``null``
+    for those on personal keys and unconfigured clients alike).
+    """
+    return {
+        "slug": client.client_id,
+        "name": f"{client.client_id} (SnapTrade emulator)",
+        "logo_url": None,
+        "allowed_brokerages": [render_brokerage(b) for b in brokerages],
+        "can_access_trades": True,
+        "can_access_holdings": True,
+        "can_access_account_history": True,
+        "can_access_reference_data": True,
+        "can_access_portfolio_management": False,
+        "can_access_orders": True,
+        "redirect_uri": None,
+        "pin_required": False,
+    }
+
+
+def render_institution(brokerage: Brokerage) -> JSON:
+    """SnapTrade's ``Institution`` (``/institutions``): the public catalogue entry of a brokerage."""
+    return {
+        "slug": brokerage.slug,
+        "name": brokerage.name,
+        "display_name": brokerage.name,
+        "description": f"{brokerage.name} (SnapTrade emulator)",
+        "website": None,
+        "logo_url": _logo_url(brokerage),
+        "square_logo_url": None,
+        "release_stage": "GENERALLY_AVAILABLE",
+        "is_paper": brokerage.is_paper,
+        "regions": list(brokerage.regions),
+        "connection": {
+            "methods": [_CONNECTION_METHODS.get(brokerage.auth_type, "CREDENTIALS")],
+            "scopes": ["READ", "TRADE"] if brokerage.allows_trading else ["READ"],
+        },
+    }
+
+
+def render_authorization_types(brokerage: Brokerage) -> list[JSON]:
+    """SnapTrade's ``BrokerageAuthorizationTypeReadOnly`` entries of one brokerage: read, and trade
+    where the brokerage trades."""
+    kinds = ("read", "trade") if brokerage.allows_trading else ("read",)
+    return [
+        {
+            "id": ref_id("authorization-type", f"{brokerage.slug}:{kind}"),
+            "type": kind,
+            "auth_type": brokerage.auth_type,
+            "brokerage": {"id": brokerage.id, "name": brokerage.name, "slug": brokerage.slug},
+        }
+        for kind in kinds
+    ]
+
+
+def render_brokerage_instrument(security: Security, brokerage: Brokerage) -> JSON:
+    """SnapTrade's ``BrokerageInstrument`` (``/brokerages/{slug}/instruments``)."""
+    return {
+        "symbol": security.ticker,
+        "exchange_mic": security.exchange.mic_code,
+        "tradeable": brokerage.allows_trading,
+        "fractionable": brokerage.allows_fractional_units,
+        "universal_symbol_id": security.id,
+    }
+
+
+# --- history and returns ------------------------------------------------------------------------
+
+
+def render_return_rates(rates: Iterable[tuple[str, Decimal]], created: datetime) -> JSON:
+    """SnapTrade's ``RateOfReturnResponse`` (percent as a JSON number: ``5.97`` is +5.97 %)."""
+    return {
+        "data": [
+            {"timeframe": timeframe, "return_percent": float(percent), "created_date": iso(created)}
+            for timeframe, percent in rates
+        ]
+    }
+
+
+def render_balance_history(points: Iterable[tuple[date, Decimal]], currency: Currency) -> JSON:
+    """SnapTrade's ``AccountValueHistoryResponse`` (values as decimal strings, oldest first)."""
+    return {
+        "history": [{"date": day.isoformat(), "total_value": str(value)} for day, value in points],
+        "currency": currency.code,
     }

@@ -28,7 +28,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -38,27 +39,37 @@ from aims_snaptrade.operations import OPERATIONS, Operation
 from aims_snaptrade.testing import signing
 from aims_snaptrade.testing.config import API_PREFIX, ClientCredentials, EmulatorConfig
 from aims_snaptrade.testing.faults import Fault, FaultInjector, FaultKind
+from aims_snaptrade.testing.history import BALANCE_HISTORY_DAYS, ValueWalk, combined_rates, parse_timeframes
 from aims_snaptrade.testing.journal import Journal, JournalEntry
 from aims_snaptrade.testing.problems import ApiProblem
 from aims_snaptrade.testing.ratelimit import SlidingWindowLimiter, WindowState
-from aims_snaptrade.testing.records import Account, User
+from aims_snaptrade.testing.records import Account, Authorization, Order, User
 from aims_snaptrade.testing.render import (
     iso,
     render_account,
+    render_account_order,
     render_activity,
     render_authorization,
+    render_authorization_types,
     render_balance,
+    render_balance_history,
     render_balances_v2,
     render_brokerage,
+    render_brokerage_instrument,
     render_connection_account,
+    render_exchange,
     render_holdings,
+    render_institution,
     render_order,
+    render_order_v2,
+    render_partner,
     render_position_v2,
     render_quote,
+    render_return_rates,
     render_trade_impact,
     render_universal_symbol,
 )
-from aims_snaptrade.testing.seed import BROKERAGES, SECURITIES, ConnectionPortalError, Scenario
+from aims_snaptrade.testing.seed import BROKERAGES, EXCHANGES, SECURITIES, ConnectionPortalError, Scenario
 from aims_snaptrade.testing.state import EmulatorState
 
 __all__ = ["Dispatcher", "Route", "RouteTable", "portal_session_id"]
@@ -378,7 +389,9 @@ class Dispatcher:
                 raise ApiProblem.invalid("The request body is not valid JSON.") from None
         if not op.signed:
             self._anonymous_limit(call)
-            return self._handlers[op.name](call)
+            result = self._handlers[op.name](call)
+            call.processed = True
+            return result
         client = self._authenticate(call, raw_query)
         self._customer_limit(call, client)
         if op.name in self._retired:
@@ -724,26 +737,112 @@ class Dispatcher:
                 "pagination": {"offset": offset, "limit": limit, "total": len(selected)},
             }
 
+    def op_update_user_account(self, call: _Call) -> Any:
+        # The SDK sends no body, so there is nothing to change: SnapTrade's schema answers the
+        # account as a one-item list, which is what the emulator returns.
+        with self.state.lock:
+            account = self._account(call)
+            return [render_account(account, self.state.is_ready(self.state.account_authorization(account)))]
+
+    # --- handlers: value history and returns ---------------------------------------------------
+
+    @staticmethod
+    def _value_snapshot(account: Account) -> tuple[str, Decimal, date]:
+        """What a value walk depends on, read under the lock; the walk is built outside it."""
+        return account.id, account.total_value, account.opening_date.date()
+
+    def _walk(self, snapshot: tuple[str, Decimal, date], today: date) -> ValueWalk:
+        account_id, value, opened = snapshot
+        return ValueWalk.build(self.config.seed, account_id, value, opened, today)
+
+    def _timeframes(self, call: _Call) -> tuple[str, ...]:
+        try:
+            return parse_timeframes(call.query.get("timeframes"))
+        except ValueError as exc:
+            raise ApiProblem.invalid(str(exc)) from None
+
+    def op_get_account_balance_history(self, call: _Call) -> Any:
+        now = datetime.now(UTC)
+        with self.state.lock:
+            account = self._account(call)
+            self.state.require_ready(account)
+            snapshot, currency = self._value_snapshot(account), account.currency
+        walk = self._walk(snapshot, now.date())
+        return render_balance_history(walk.history(BALANCE_HISTORY_DAYS), currency)
+
+    def op_get_user_account_return_rates(self, call: _Call) -> Any:
+        timeframes = self._timeframes(call)
+        now = datetime.now(UTC)
+        with self.state.lock:
+            account = self._account(call)
+            self.state.require_ready(account)
+            snapshot = self._value_snapshot(account)
+        return render_return_rates(self._walk(snapshot, now.date()).rates(timeframes), now)
+
+    def op_return_rates(self, call: _Call) -> Any:
+        timeframes = self._timeframes(call)
+        now = datetime.now(UTC)
+        user = call.require_user()
+        with self.state.lock:
+            auth = self.state.authorization(user, call.param("authorizationId"))
+            if not self.state.is_ready(auth):
+                raise ApiProblem.populating()
+            snapshots = [self._value_snapshot(a) for a in self.state.accounts(user, auth.id)]
+        walks = [self._walk(snapshot, now.date()) for snapshot in snapshots]
+        return render_return_rates(combined_rates(walks, timeframes), now)
+
     # --- handlers: orders ---------------------------------------------------------------------
 
-    def op_get_user_account_orders(self, call: _Call) -> Any:
+    # The v1, v2 and "all orders" reads below share one order state and the same filters; only
+    # the rendering differs. Like SnapTrade, the listings answer 425 while a connection populates
+    # and all of them keep serving the last known orders once it is disabled.
+
+    def _listed_orders(self, call: _Call) -> tuple[Authorization, list[Order]]:
+        """``state`` / ``days`` filtered orders of the call's account (newest first)."""
         days = _int_param(call.query, "days", 30, 1, 90)
+        account = self._account(call)
+        auth = self.state.require_ready(account)
+        return auth, self.state.orders(account, call.query.get("state") or "all", days)
+
+    def _recent_orders(self, call: _Call) -> list[Order]:
+        only_executed = _bool_param(call.query, "only_executed", True)
+        account = self._account(call)
+        self.state.require_ready(account)
+        return self.state.recent_orders(account, only_executed)
+
+    def op_get_user_account_orders(self, call: _Call) -> Any:
         with self.state.lock:
-            account = self._account(call)
-            self.state.require_ready(account)
-            return [render_order(o) for o in self.state.orders(account, call.query.get("state") or "all", days)]
+            return [render_order(o) for o in self._listed_orders(call)[1]]
+
+    def op_get_user_account_orders_v2(self, call: _Call) -> Any:
+        with self.state.lock:
+            return {"orders": [render_order_v2(o) for o in self._listed_orders(call)[1]]}
+
+    def op_get_all_account_orders(self, call: _Call) -> Any:
+        with self.state.lock:
+            auth, orders = self._listed_orders(call)
+            return {
+                "results": [render_account_order(o) for o in orders],
+                "data_freshness": {"as_of": iso(auth.updated_at)},
+            }
 
     def op_get_user_account_recent_orders(self, call: _Call) -> Any:
-        only_executed = _bool_param(call.query, "only_executed", True)
         with self.state.lock:
-            account = self._account(call)
-            self.state.require_ready(account)
-            return {"orders": [render_order(o) for o in self.state.recent_orders(account, only_executed)]}
+            return {"orders": [render_order(o) for o in self._recent_orders(call)]}
+
+    def op_get_user_account_recent_orders_v2(self, call: _Call) -> Any:
+        with self.state.lock:
+            return {"orders": [render_order_v2(o) for o in self._recent_orders(call)]}
 
     def op_get_user_account_order_detail(self, call: _Call) -> Any:
         with self.state.lock:
             account = self._account(call)
             return render_order(self.state.order(account, call.body_dict().get("brokerage_order_id")))
+
+    def op_get_user_account_order_detail_v2(self, call: _Call) -> Any:
+        with self.state.lock:
+            account = self._account(call)
+            return render_order_v2(self.state.order(account, call.param("brokerageOrderId")))
 
     def op_place_force_order(self, call: _Call) -> Any:
         with self.state.lock:
@@ -773,6 +872,30 @@ class Dispatcher:
 
     def op_list_all_brokerages(self, call: _Call) -> Any:
         return [render_brokerage(b) for b in BROKERAGES.values()]
+
+    def op_get_partner_info(self, call: _Call) -> Any:
+        return render_partner(call.require_client(), BROKERAGES.values())
+
+    def op_get_stock_exchanges(self, call: _Call) -> Any:
+        return [render_exchange(e) for e in EXCHANGES.values()]
+
+    def op_list_institutions(self, call: _Call) -> Any:
+        return [render_institution(b) for b in BROKERAGES.values()]
+
+    def op_list_all_brokerage_authorization_type(self, call: _Call) -> Any:
+        wanted = {s.strip().upper() for s in call.query.get("brokerage", "").split(",") if s.strip()}
+        return [
+            entry
+            for brokerage in BROKERAGES.values()
+            if not wanted or brokerage.slug in wanted
+            for entry in render_authorization_types(brokerage)
+        ]
+
+    def op_list_all_brokerage_instruments(self, call: _Call) -> Any:
+        brokerage = BROKERAGES.get(call.param("slug").strip().upper())
+        if brokerage is None:
+            raise ApiProblem.not_found("Brokerage")
+        return {"instruments": [render_brokerage_instrument(s, brokerage) for s in SECURITIES.values()]}
 
     def op_get_symbols(self, call: _Call) -> Any:
         substring = str(call.body_dict().get("substring") or "").upper()

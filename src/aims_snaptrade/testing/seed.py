@@ -47,6 +47,7 @@ from aims_snaptrade.testing.records import (
 __all__ = [
     "BROKERAGES",
     "CURRENCIES",
+    "EXCHANGES",
     "HISTORY_ANCHOR",
     "SECURITIES",
     "ConnectionPortalError",
@@ -130,6 +131,11 @@ CURRENCIES: dict[str, Currency] = {c.code: c for c in (USD, CAD)}
 _NASDAQ = Exchange(ref_id("exchange", "XNAS"), "NASDAQ", "XNAS", "Nasdaq All Markets")
 _NYSE = Exchange(ref_id("exchange", "XNYS"), "NYSE", "XNYS", "New York Stock Exchange")
 _ARCA = Exchange(ref_id("exchange", "ARCX"), "ARCA", "ARCX", "NYSE Arca")
+# No seeded security trades on the TSX; it is listed so that /exchanges shows a suffix and a
+# non-US timezone, as SnapTrade's list does.
+_TSX = Exchange(ref_id("exchange", "XTSE"), "TSX", "XTSE", "Toronto Stock Exchange", "America/Toronto", suffix=".TO")
+EXCHANGES: dict[str, Exchange] = {e.mic_code: e for e in (_NASDAQ, _NYSE, _ARCA, _TSX)}
+"""Exchanges (``/exchanges``), by MIC code."""
 
 
 def _security(ticker: str, name: str, kind: str, price: str, exchange: Exchange, figi: str | None) -> Security:
@@ -160,22 +166,29 @@ def security_by_id(security_id: str) -> Security | None:
     return _SECURITIES_BY_ID.get(security_id)
 
 
-def _brokerage(slug: str, name: str, trading: bool, paper: bool = False) -> Brokerage:
-    return Brokerage(ref_id("brokerage", slug), slug, name, trading, True, paper)
+def _brokerage(
+    slug: str,
+    name: str,
+    trading: bool,
+    paper: bool = False,
+    auth_type: str = "OAUTH",
+    regions: tuple[str, ...] = ("US",),
+) -> Brokerage:
+    return Brokerage(ref_id("brokerage", slug), slug, name, trading, True, paper, auth_type, regions)
 
 
 BROKERAGES: dict[str, Brokerage] = {
     b.slug: b
     for b in (
-        _brokerage("SANDBOX", "Sandbox", trading=False),
+        _brokerage("SANDBOX", "Sandbox", trading=False, auth_type="TOKEN"),
         _brokerage("ALPACA", "Alpaca", trading=True),
         _brokerage("ALPACA-PAPER", "Alpaca Paper", trading=True, paper=True),
-        _brokerage("QUESTRADE", "Questrade", trading=False),
-        _brokerage("ROBINHOOD", "Robinhood", trading=False),
+        _brokerage("QUESTRADE", "Questrade", trading=False, regions=("CA",)),
+        _brokerage("ROBINHOOD", "Robinhood", trading=False, auth_type="UNOFFICIAL_API"),
         _brokerage("SCHWAB", "Charles Schwab", trading=True),
         _brokerage("ETRADE", "E*TRADE", trading=True),
-        _brokerage("INTERACTIVE-BROKERS", "Interactive Brokers", trading=False),
-        _brokerage("WEALTHSIMPLETRADE", "Wealthsimple", trading=True),
+        _brokerage("INTERACTIVE-BROKERS", "Interactive Brokers", trading=False, regions=("US", "CA", "EUROPE")),
+        _brokerage("WEALTHSIMPLETRADE", "Wealthsimple", trading=True, auth_type="UNOFFICIAL_API", regions=("CA",)),
     )
 }
 """Brokerages with their real names and whether SnapTrade trades there, by slug."""

@@ -31,7 +31,7 @@ from aims_snaptrade.pipeline import Acquire, CallOptions, Core, Effect, Flow, Ob
 from aims_snaptrade.ratelimit import AsyncRateLimiter, BudgetUsage, RateLimiter, RateLimitPolicy
 from aims_snaptrade.redaction import install_log_redaction
 from aims_snaptrade.retry import RetryPolicy, RetryStats
-from aims_snaptrade.secrets import Keyring, SecretStore, open_secret_store
+from aims_snaptrade.secrets import SecretStore, open_secret_store_from_settings
 from aims_snaptrade.settings import Settings
 
 __all__ = ["AsyncSafeSnapTradeClient", "SafeSnapTradeClient"]
@@ -79,20 +79,18 @@ class _Base:
             settings = Settings.build({**settings.model_dump(), **overrides})
         self.settings = settings
         self._owns_store = secret_store is None
-        if secret_store is None:
-            keys = settings.encryption_keys
-            keyring = Keyring.parse(keys.get_secret_value()) if keys is not None else None
-            secret_store = open_secret_store(settings.secret_store_url, keyring)
-        self.secret_store: SecretStore = secret_store
+        self.secret_store: SecretStore = (
+            open_secret_store_from_settings(settings) if secret_store is None else secret_store
+        )
         try:
-            check_startup(settings, store=secret_store, consent=consent)
-        except e.SnapTradeError:
-            self._close_store()
+            check_startup(settings, store=self.secret_store, consent=consent)
+            policy = retry if isinstance(retry, RetryPolicy) else RetryPolicy.preset(retry or settings.retry_policy)
+            self._core = Core(settings, retry=policy, consent=consent)
+            self._open_io(RateLimitPolicy.from_settings(settings))
+        except BaseException:
+            self._close_store()  # nothing half-built stays open when construction fails
             raise
-        policy = retry if isinstance(retry, RetryPolicy) else RetryPolicy.preset(retry or settings.retry_policy)
-        self._core = Core(settings, retry=policy, consent=consent)
-        self._limit_policy = RateLimitPolicy.from_settings(settings)
-        pending = secret_store.pending_rotations()
+        pending = self.secret_store.pending_rotations()
         if pending:
             log.error(
                 "%d user-secret rotation(s) were interrupted (users: %s): the new secrets may be lost. "
@@ -101,6 +99,16 @@ class _Base:
                 len(pending),
                 ", ".join(sorted(pending)),
             )
+
+    def _open_io(self, limits: RateLimitPolicy) -> None:
+        """Create the shell's transport and rate limiter."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Self:
+        """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor."""
+        passthrough = {k: kwargs.pop(k) for k in ("secret_store", "consent", "retry") if k in kwargs}
+        return cls(Settings.from_env(**kwargs), **passthrough)
 
     def _target(self, effect: Effect) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """What performs ``effect`` in this shell: the same for both, only awaiting differs."""
@@ -154,24 +162,12 @@ class SafeSnapTradeClient(_Base):
         retry: A :class:`~aims_snaptrade.retry.RetryPolicy` or preset name.
     """
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        secret_store: SecretStore | None = None,
-        consent: ConsentChecker | None = None,
-        retry: RetryPolicy | str | None = None,
-        **overrides: Any,
-    ) -> None:
-        super().__init__(settings, secret_store=secret_store, consent=consent, retry=retry, **overrides)
-        self._transport: SyncTransport = SyncTransport(self.settings)
-        self._limiter: RateLimiter = RateLimiter(self._limit_policy, self.settings.rate_limit_storage_url)
+    _transport: SyncTransport
+    _limiter: RateLimiter
 
-    @classmethod
-    def from_env(cls, **kwargs: Any) -> Self:
-        """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor."""
-        passthrough = {k: kwargs.pop(k) for k in ("secret_store", "consent", "retry") if k in kwargs}
-        return cls(Settings.from_env(**kwargs), **passthrough)
+    def _open_io(self, limits: RateLimitPolicy) -> None:
+        self._transport = SyncTransport(self.settings)
+        self._limiter = RateLimiter(limits, self.settings.rate_limit_storage_url)
 
     # --- IO: performing effects --------------------------------------------------------------------
 
@@ -311,24 +307,12 @@ class AsyncSafeSnapTradeClient(_Base):
     ``async with``, or ``await client.aclose()``.
     """
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        secret_store: SecretStore | None = None,
-        consent: ConsentChecker | None = None,
-        retry: RetryPolicy | str | None = None,
-        **overrides: Any,
-    ) -> None:
-        super().__init__(settings, secret_store=secret_store, consent=consent, retry=retry, **overrides)
-        self._transport: AsyncTransport = AsyncTransport(self.settings)
-        self._limiter: AsyncRateLimiter = AsyncRateLimiter(self._limit_policy, self.settings.rate_limit_storage_url)
+    _transport: AsyncTransport
+    _limiter: AsyncRateLimiter
 
-    @classmethod
-    def from_env(cls, **kwargs: Any) -> Self:
-        """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor."""
-        passthrough = {k: kwargs.pop(k) for k in ("secret_store", "consent", "retry") if k in kwargs}
-        return cls(Settings.from_env(**kwargs), **passthrough)
+    def _open_io(self, limits: RateLimitPolicy) -> None:
+        self._transport = AsyncTransport(self.settings)
+        self._limiter = AsyncRateLimiter(limits, self.settings.rate_limit_storage_url)
 
     _sleep = staticmethod(asyncio.sleep)
 

@@ -222,3 +222,14 @@ def test_sdk_schema_validation_is_a_typed_error_before_sending(make_client, emu,
         )
     assert "units=1.0" in str(info.value)
     assert len(emu.journal) == 0
+
+
+def test_bad_construction_is_a_typed_error_naming_the_fix(make_client):
+    from aims_snaptrade import SnapTradeConfigurationError
+
+    with pytest.raises(SnapTradeConfigurationError, match="retry"):
+        make_client(retry="reckless")
+    with pytest.raises(SnapTradeConfigurationError, match="[Rr]edis"):
+        make_client(rate_limit_storage_url="redis://127.0.0.1:1/0")
+    with pytest.raises(SnapTradeConfigurationError, match="SNAPTRADE_RATE_LIMIT_PLAN|plan"):
+        make_client(rate_limit_plan="gold")

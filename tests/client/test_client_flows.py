@@ -231,5 +231,5 @@ def test_bad_construction_is_a_typed_error_naming_the_fix(make_client):
         make_client(retry="reckless")
     with pytest.raises(SnapTradeConfigurationError, match=r"[Rr]edis"):
         make_client(rate_limit_storage_url="redis://127.0.0.1:1/0")
-    with pytest.raises(SnapTradeConfigurationError, match="SNAPTRADE_RATE_LIMIT_PLAN"):
+    with pytest.raises(SnapTradeConfigurationError, match="rate_limit_plan must be one of"):
         make_client(rate_limit_plan="gold")

@@ -17,6 +17,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import tenacity
 
@@ -37,6 +38,7 @@ from aims_snaptrade.operations import Operation, get_operation
 from aims_snaptrade.redaction import register_secret
 from aims_snaptrade.retry import RetryPolicy
 from aims_snaptrade.settings import Settings
+from aims_snaptrade.telemetry import CallTelemetry
 
 __all__ = ["CallOptions", "Core", "Flow"]
 
@@ -160,6 +162,7 @@ class Core:
         self.settings = settings
         self.retry = retry
         self.consent = consent
+        self._server = urlsplit(settings.base_url).hostname
 
     # --- the road ------------------------------------------------------------------------------
 
@@ -173,7 +176,24 @@ class Core:
     ) -> Flow[Response]:
         """The one road: every request, from a helper or :meth:`SafeSnapTradeClient.call`."""
         operation = get_operation(name)
-        options = options or CallOptions()
+        telemetry = CallTelemetry(operation, self._server)
+        try:
+            response = yield from self._road(operation, arguments, confirm, options or CallOptions(), telemetry)
+        except BaseException as error:
+            telemetry.failed(error)
+            raise
+        telemetry.succeeded(response)
+        return response
+
+    def _road(
+        self,
+        operation: Operation,
+        arguments: Mapping[str, Any],
+        confirm: bool,
+        options: CallOptions,
+        telemetry: CallTelemetry,
+    ) -> Flow[Response]:
+        name = operation.name
         args = dict(arguments)
         for reserved in ("query_params", "header_params", "path_params"):
             if reserved in args:
@@ -216,6 +236,7 @@ class Core:
                     yield Acquire(operation, budget_user, account_id, options.rate_limit_mode, options.max_wait)
                     response = yield Send(operation, args, timeouts)
                 except e.SnapTradeError as error:
+                    telemetry.attempt_failed(error)
                     if error.status is not None:
                         yield Observe(operation, account_id, error.status, error.headers or {})
                     state.set_exception((type(error), error, error.__traceback__))
@@ -224,6 +245,7 @@ class Core:
                     state.set_result(response)
             elif isinstance(do, tenacity.DoSleep):
                 state.prepare_for_next_attempt()
+                telemetry.retrying(float(do))
                 yield Sleep(float(do))
             else:
                 # tenacity hands back the successful result; failures were raised by iter() above.

@@ -12,7 +12,6 @@ tenacity's (``Retrying.iter``) over our errors; only who sleeps differs.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,21 +41,10 @@ from aims_snaptrade.telemetry import CallTelemetry
 
 __all__ = ["CallOptions", "Core", "Flow"]
 
-log = logging.getLogger("aims_snaptrade.calls")
-
 T = TypeVar("T")
 
 PORTAL_LINK_LIFETIME = timedelta(minutes=5)
 ACTIVITIES_PAGE_SIZE = 1000
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-"""Sentinel telling "not given" apart from ``None``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +62,32 @@ class CallOptions:
     rate_limit_mode: Literal["wait", "fail"] | None = None
     max_wait: float | None = None
     retry: RetryPolicy | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.timeout is not None:
+            pair = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
+            if len(pair) != 2 or not all(_positive_number(t) for t in pair):
+                problems.append(f"timeout must be positive seconds or a (connect, read) pair, got {self.timeout!r}")
+        if self.rate_limit_mode not in (None, "wait", "fail"):
+            problems.append(f"rate_limit_mode must be 'wait' or 'fail', got {self.rate_limit_mode!r}")
+        if self.max_wait is not None and not (_positive_number(self.max_wait) or self.max_wait == 0):
+            problems.append(f"max_wait must be seconds >= 0, got {self.max_wait!r}")
+        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
+            problems.append(f"retry must be a RetryPolicy, got {type(self.retry).__name__}")
+        if problems:
+            raise e.SnapTradeValidationError("Invalid CallOptions: " + "; ".join(problems) + ".")
+
+    def timeouts(self, settings: Settings) -> Timeouts:
+        """The connect and read timeouts of this call."""
+        if self.timeout is None:
+            return Timeouts(settings.connect_timeout, settings.read_timeout)
+        connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
+        return Timeouts(float(connect), float(read))
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 # --- effects -----------------------------------------------------------------------------------
@@ -127,20 +141,6 @@ class StoreCall:
 Effect = Send | Acquire | Observe | Sleep | StoreCall
 Flow = Generator[Effect, Any, T]
 """A flow yields effects, receives their results, and returns its value."""
-
-
-def _timeouts(settings: Settings, timeout: float | tuple[float, float] | None) -> Timeouts:
-    if timeout is None:
-        return Timeouts(settings.connect_timeout, settings.read_timeout)
-    if isinstance(timeout, tuple):
-        connect, read = timeout
-    else:
-        connect = read = timeout
-    if not (connect > 0 and read > 0):
-        raise e.SnapTradeValidationError(
-            f"timeout must be positive seconds or a (connect, read) pair, got {timeout!r}."
-        )
-    return Timeouts(float(connect), float(read))
 
 
 def _require_text(name: str, value: Any) -> str:
@@ -200,7 +200,7 @@ class Core:
                 raise e.SnapTradeValidationError(
                     f"{reserved} is not accepted; pass parameters by their SDK keyword names.", operation=name
                 )
-        timeouts = _timeouts(self.settings, options.timeout)
+        timeouts = options.timeouts(self.settings)
         check_call(self.settings, operation, args, confirm=confirm, consent=self.consent)
         user_id = args.get("user_id")
         if operation.user_scoped and self.settings.key_type == "commercial":

@@ -84,6 +84,8 @@ def test_pass_through_rejects_bad_input_before_sending(client, emu, alice):
         client.list_accounts("")
     with pytest.raises(SnapTradeValidationError, match="timeout"):
         client.list_accounts(alice.user_id, options=CallOptions(timeout=-1))
+    with pytest.raises(SnapTradeValidationError, match=r"rate_limit_mode.*max_wait"):
+        CallOptions(rate_limit_mode="sometimes", max_wait=-2)  # type: ignore[arg-type]
     assert len(emu.journal) == before
 
 

@@ -41,7 +41,7 @@ def test_generate_key_prints_a_usable_keyring():
     from aims_snaptrade.secrets import Keyring
 
     out = subprocess.run(
-        [sys.executable, "-m", "aims_snaptrade.cli", "generate-key", "--version", "v7"],
+        [sys.executable, "-m", "aims_snaptrade", "generate-key", "--version", "v7"],
         capture_output=True,
         text=True,
         check=True,

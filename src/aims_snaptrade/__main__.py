@@ -1,0 +1,7 @@
+"""``python -m aims_snaptrade``: the ``aims-snaptrade`` command, without relying on PATH."""
+
+import sys
+
+from aims_snaptrade.cli import main
+
+sys.exit(main())

@@ -304,13 +304,15 @@ class AsyncSafeSnapTradeClient(_Base):
     """The asyncio client: same constructor and methods as :class:`SafeSnapTradeClient`, awaited.
 
     One pooled aiohttp session serves every call (the SDK alone opens one per call). Use
-    ``async with``, or ``await client.aclose()``.
+    ``async with``, or ``await client.aclose()``. A client belongs to the event loop it first
+    runs in: use from another loop raises :class:`~aims_snaptrade.errors.SnapTradeConfigurationError`.
     """
 
     _transport: AsyncTransport
     _limiter: AsyncRateLimiter
 
     def _open_io(self, limits: RateLimitPolicy) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._transport = AsyncTransport(self.settings)
         self._limiter = AsyncRateLimiter(limits, self.settings.rate_limit_storage_url)
 
@@ -328,6 +330,7 @@ class AsyncSafeSnapTradeClient(_Base):
         raise failure
 
     async def _run(self, flow: Flow[T]) -> T:
+        self._check_loop()
         value: Any = None
         error: BaseException | None = None
         while True:
@@ -432,10 +435,24 @@ class AsyncSafeSnapTradeClient(_Base):
         """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""
         return await self._limiter.usage()
 
+    def _check_loop(self) -> None:
+        # The pooled session and the async Redis client belong to the event loop they were made
+        # in; used from another loop they fail in obscure ways, so say so plainly instead.
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise e.SnapTradeConfigurationError(
+                "This AsyncSafeSnapTradeClient is bound to the event loop it first ran in and was used from another.",
+                hint="Create one client per event loop, e.g. `async with AsyncSafeSnapTradeClient(...)` inside the "
+                "coroutine that asyncio.run() runs.",
+            )
+
     async def aclose(self) -> None:
         """Release the pooled session, the rate limiter and (if the client opened it) the secret store."""
-        await self._transport.aclose()
-        await self._limiter.close()
+        if self._loop in (None, asyncio.get_running_loop()):
+            await self._transport.aclose()
+            await self._limiter.close()
         self._close_store()
 
     async def __aenter__(self) -> Self:

@@ -135,3 +135,13 @@ def test_a_5xx_answer_to_a_write_is_an_unknown_outcome_not_a_retryable_failure(m
         )
     assert info.value.status == 500 and info.value.request_id and not info.value.retryable
     assert emu.journal.count(operation="place_force_order") == 1
+
+
+def test_async_client_used_from_a_second_event_loop_says_so(make_async_client, alice):
+    from aims_snaptrade import SnapTradeConfigurationError
+
+    client = make_async_client()
+    assert asyncio.run(client.list_accounts(alice.user_id))
+    with pytest.raises(SnapTradeConfigurationError, match="one client per event loop"):
+        asyncio.run(client.list_accounts(alice.user_id))
+    asyncio.run(client.aclose())

@@ -145,3 +145,16 @@ def test_async_client_used_from_a_second_event_loop_says_so(make_async_client, a
     with pytest.raises(SnapTradeConfigurationError, match="one client per event loop"):
         asyncio.run(client.list_accounts(alice.user_id))
     asyncio.run(client.aclose())
+
+
+def test_one_sync_client_serves_many_threads(client, emu, alice):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(i: int) -> int:
+        timeout = CallOptions(timeout=5.0 + i % 3)  # per-call timeouts must not bleed across threads
+        return len(client.list_accounts(alice.user_id, options=timeout))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = list(pool.map(work, range(120)))
+    assert counts == [len(alice.account_ids)] * 120
+    assert emu.journal.count(operation="list_all_user_accounts", status=200) == 120

@@ -168,9 +168,9 @@ def test_recent_orders_v2_follow_v1(sdk: Any, alice: ConnectedUser) -> None:
             account_id=account, only_executed=only_executed, **_who(alice)
         ).body["orders"]
         assert [o["brokerage_order_id"] for o in v2] == [o["brokerage_order_id"] for o in v1]
-    # Default: only orders with fills (the executed and the partly filled one).
+    # Default: only executed orders (as state=executed on /orders); the partly filled one is left out.
     default = sdk.experimental_endpoints.get_user_account_recent_orders_v2(account_id=account, **_who(alice)).body
-    assert {o["status"] for o in default["orders"]} == {"EXECUTED", "PARTIAL"}
+    assert {o["status"] for o in default["orders"]} == {"EXECUTED"}
 
 
 def test_order_detail_v2_unknown_or_foreign_is_404(emu: SnapTradeEmulator, sdk: Any, alice: ConnectedUser) -> None:

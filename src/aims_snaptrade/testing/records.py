@@ -134,6 +134,7 @@ class PortalSession:
     broker: str | None
     custom_redirect: str | None
     reconnect: str | None
+    locale: str = "en"  # the portal language: en or pt-BR
     used: bool = False
 
 

@@ -311,6 +311,9 @@ def render_order(order: Order) -> JSON:
         "expiry_date": iso(order.expiry_date) if order.expiry_date else None,
         "symbol": order.security.id,
         "child_brokerage_order_ids": None,
+        # Emulated orders never belong to a complex (OCO/OTO/OTOCO) group. order_role is left out
+        # rather than null, as in v2: the SDK's nullable enum refuses None.
+        "brokerage_group_order_id": None,
     }
 
 

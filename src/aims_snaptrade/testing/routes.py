@@ -79,6 +79,8 @@ logger = logging.getLogger("aims_snaptrade.testing")
 _JSON = "application/json"
 _ACTIVITIES_DEPRECATION = "@1781222400"  # SnapTrade's header on /api/v1/.../activities
 _MAX_ACTIVITY_PAGE = 1000
+_MAX_ORDER_DAYS = 90  # "Values greater than 90 will be capped at 90" (orders' ``days``)
+_MAX_QUOTE_SYMBOLS = 10  # "Maximum of 10 values allowed" (quotes' ``symbols``)
 # Operations whose userId / userSecret travel in the body, checked by the handler itself.
 _BODY_CREDENTIALS = frozenset({"reset_snap_trade_user_secret"})
 
@@ -212,11 +214,20 @@ def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high
     return value
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
 def _bool_param(query: Mapping[str, str], name: str, default: bool) -> bool:
+    # Django REST framework's BooleanField spellings; anything else is a 400, not a silent default.
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    return raw.lower() in ("1", "true", "yes")
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ApiProblem.invalid(f"{name} must be a boolean")
 
 
 def _date_param(query: Mapping[str, str], name: str) -> str | None:
@@ -489,9 +500,14 @@ class Dispatcher:
     # --- connection portal (the page a user would open) -------------------------------------
 
     def portal_uri(self, session_id: str, client_id: str, connection_type: str, broker: str | None) -> str:
-        """The ``redirectURI`` handed out by ``loginSnapTradeUser``."""
+        """The ``redirectURI`` handed out by ``loginSnapTradeUser``.
+
+        Its query mirrors SnapTrade's documented example (``clientId``, ``broker``,
+        ``connectionPortalVersion=v4``, ``sessionId``); the session id is also the path segment.
+        """
         uri = f"{self.root_url}/portal/{session_id}?clientId={quote(client_id)}&connectionType={connection_type}"
-        return uri + (f"&broker={quote(broker)}" if broker else "")
+        uri += f"&broker={quote(broker)}" if broker else ""
+        return uri + f"&connectionPortalVersion=v4&sessionId={session_id}"
 
     def _portal(self, call: _Call) -> web.Response:
         """``GET /portal/{session}`` lists scenarios; ``GET /portal/{session}/connect?scenario=...`` connects."""
@@ -543,7 +559,10 @@ class Dispatcher:
             )
         )
         return web.Response(
-            text=f"<!doctype html>{text}", status=status, headers=call.headers, content_type="text/html"
+            text=f'<!doctype html><html lang="{session.locale if session else "en"}">{text}',
+            status=status,
+            headers=call.headers,
+            content_type="text/html",
         )
 
     def _redirect(self, call: _Call, location: str) -> web.Response:
@@ -582,6 +601,8 @@ class Dispatcher:
 
     def op_delete_snap_trade_user(self, call: _Call) -> Any:
         user_id = call.query.get("userId")
+        if not user_id:
+            raise ApiProblem.invalid("userId is required")  # a required query parameter, not an unknown user
         self.state.delete_user(call.require_client(), user_id)
         return {
             "status": "deleted",
@@ -799,7 +820,8 @@ class Dispatcher:
 
     def _listed_orders(self, call: _Call) -> tuple[Authorization, list[Order]]:
         """``state`` / ``days`` filtered orders of the call's account (newest first)."""
-        days = _int_param(call.query, "days", 30, 1, 90)
+        # SnapTrade caps ``days`` rather than refusing it (the SDK refuses >90 before sending).
+        days = min(_int_param(call.query, "days", 30, 1), _MAX_ORDER_DAYS)
         account = self._account(call)
         auth = self.state.require_ready(account)
         return auth, self.state.orders(account, call.query.get("state") or "all", days)
@@ -919,6 +941,10 @@ class Dispatcher:
     def op_get_user_account_quotes(self, call: _Call) -> Any:
         self._account(call)
         wanted = [s.strip() for s in call.query.get("symbols", "").split(",") if s.strip()]
+        if not wanted:
+            raise ApiProblem.invalid("symbols is required")
+        if len(wanted) > _MAX_QUOTE_SYMBOLS:
+            raise ApiProblem.invalid(f"A maximum of {_MAX_QUOTE_SYMBOLS} symbols is allowed")
         by_ticker = _bool_param(call.query, "use_ticker", False)
         quotes = []
         for item in wanted:

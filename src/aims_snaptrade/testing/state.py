@@ -45,13 +45,40 @@ __all__ = ["EmulatorState"]
 
 _NS = uuid.UUID("0b8e7c1e-51a6-4c39-8a8a-3f5d0f6f1c55")
 _CONNECTION_TYPES = ("read", "trade", "trade-if-available")
+_PORTAL_VERSIONS = ("v4", "v3", "v2")  # the enum; every one of them renders v4
+_PORTAL_LANGUAGES = {"en": "en", "pt-br": "pt-BR"}  # the languages SnapTrade ships, by folded tag
 _OPEN_STATUSES = frozenset({"PENDING", "ACCEPTED", "PARTIAL", "CANCEL_PENDING", "REPLACE_PENDING"})
 _ORDER_TYPES = frozenset({"Market", "Limit", "Stop", "StopLimit"})
 _UNITS = Decimal("0.0001")
+_RECENT_ORDERS_PAGE = 100  # recentOrders: "the default page size is 100"
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _portal_locale(value: object) -> str:
+    """The portal language for a ``locale`` (default ``en``); 400 for a language not shipped.
+
+    Matching ignores case and ``_`` versus ``-``; a regional tag falls back to its language
+    (``en-US`` is ``en``), but ``pt-BR`` is only ``pt-BR``: plain ``pt`` or ``pt-PT`` is not shipped.
+    """
+    if value is None or value == "":
+        return "en"
+    if not isinstance(value, str):
+        raise ApiProblem.invalid("locale must be a string")
+    tag = value.strip().replace("_", "-").lower()
+    found = _PORTAL_LANGUAGES.get(tag) or _PORTAL_LANGUAGES.get(tag.split("-", 1)[0])
+    if found is None:
+        raise ApiProblem.invalid(f"Unsupported locale {value!r}: use en or pt-BR")
+    return found
+
+
+def _required_text(value: object, name: str) -> str:
+    """A required string field of a request body (400 code 1012 when missing, empty or not text)."""
+    if not isinstance(value, str) or not value:
+        raise ApiProblem.invalid(f"{name} is required")
+    return value
 
 
 def _decimal(body: Mapping[str, Any], key: str) -> Decimal | None:
@@ -172,20 +199,28 @@ class EmulatorState:
             del self._users[(client.client_id, user.user_id)]
 
     def reset_secret(self, client: ClientCredentials, user_id: object, secret: object) -> User:
-        """Rotate a user's secret (401 code 1083 unless the current secret is given)."""
+        """Rotate a user's secret.
+
+        Both travel in the body: 400 (code 1012) when either is missing or not a string, 401
+        (code 1083) when they do not match a user, 403 (code 1141) for personal keys.
+        """
+        if client.personal:
+            raise ApiProblem(403, "1141", "Personal API keys have no user secret to reset.")
+        user_id, secret = _required_text(user_id, "userId"), _required_text(secret, "userSecret")
         with self.lock:
-            user = self.authenticate_user(
-                client, user_id if isinstance(user_id, str) else None, secret if isinstance(secret, str) else None
-            )
-            if client.personal:
-                raise ApiProblem(403, "1141", "Personal API keys have no user secret to reset.")
+            user = self.authenticate_user(client, user_id, secret)
             user.secret = self.new_id("user-secret")
             return user
 
     # --- connection portal ----------------------------------------------------------------------
 
     def create_session(self, user: User, body: Mapping[str, Any]) -> PortalSession:
-        """A Connection Portal session for ``loginSnapTradeUser``."""
+        """A Connection Portal session for ``loginSnapTradeUser``; 400 (code 1012) on a bad field.
+
+        Every body field is optional. ``connectionType`` defaults to ``read``; deprecated
+        ``connectionPortalVersion`` values are accepted and served as ``v4``; ``locale`` must name
+        a shipped language (``en``, ``pt-BR``) in any case or separator, or a regional tag of one.
+        """
         connection_type = body.get("connectionType") or "read"
         if connection_type not in _CONNECTION_TYPES:
             raise ApiProblem.invalid("connectionType must be one of read, trade, trade-if-available")
@@ -195,6 +230,13 @@ class EmulatorState:
         for name, value in (("reconnect", reconnect), ("broker", broker), ("customRedirect", custom_redirect)):
             if value is not None and not isinstance(value, str):
                 raise ApiProblem.invalid(f"{name} must be a string")
+        for flag in ("immediateRedirect", "showCloseButton", "darkMode"):
+            if body.get(flag) is not None and not isinstance(body[flag], bool):
+                raise ApiProblem.invalid(f"{flag} must be a boolean")
+        version = body.get("connectionPortalVersion")
+        if version is not None and version not in _PORTAL_VERSIONS:
+            raise ApiProblem.invalid("connectionPortalVersion must be one of v4, v3, v2")
+        locale = _portal_locale(body.get("locale"))
         with self.lock:
             if reconnect is not None:
                 self.authorization(user, reconnect)  # 404 unless the user owns it
@@ -208,6 +250,7 @@ class EmulatorState:
                 broker=broker,
                 custom_redirect=custom_redirect,
                 reconnect=reconnect,
+                locale=locale,
             )
             self._sessions[session.session_id] = session
             return session
@@ -416,13 +459,17 @@ class EmulatorState:
         return sorted(found, key=lambda o: o.time_placed, reverse=True)
 
     def recent_orders(self, account: Account, only_executed: bool = True) -> list[Order]:
-        """Orders placed in the last 24 hours (only those with fills unless ``only_executed`` is off)."""
+        """The latest page (100) of orders placed in the last 24 hours, newest first.
+
+        ``only_executed`` keeps what ``state=executed`` keeps on ``/orders`` (status ``EXECUTED``),
+        so a partly filled order that is still working shows only with ``only_executed=false``.
+        """
         horizon = _utcnow() - timedelta(hours=24)
         with self.lock:
             found = [o for o in account.orders if o.time_placed >= horizon]
         if only_executed:
-            found = [o for o in found if o.filled_quantity > 0]
-        return sorted(found, key=lambda o: o.time_placed, reverse=True)
+            found = [o for o in found if o.status == "EXECUTED"]
+        return sorted(found, key=lambda o: o.time_placed, reverse=True)[:_RECENT_ORDERS_PAGE]
 
     def order(self, account: Account, brokerage_order_id: object) -> Order:
         """One order of the account (404 code 1011 otherwise)."""
@@ -580,6 +627,8 @@ class EmulatorState:
         """``/trade/impact``: validate an order and keep it as a trade to place later."""
         with self.lock:
             account = self._trading_account(user, body.get("account_id"))
+            # Unlike /trade/place, the impact form has no ``symbol``: universal_symbol_id is required.
+            _required_text(body.get("universal_symbol_id"), "universal_symbol_id")
             security = self._security(body)
             action, order_type, time_in_force, units, price, stop = self._order_terms(body, security)
             trade = CheckedTrade(

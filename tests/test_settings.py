@@ -77,3 +77,15 @@ def test_every_setting_is_documented():
     doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
     for name in Settings.model_fields:
         assert f"`SNAPTRADE_{name.upper()}`" in doc, name
+
+
+def test_credentials_can_come_from_mounted_files(tmp_path):
+    key_file = tmp_path / "consumer_key"
+    key_file.write_text(KEY + "\n")
+    env = {**GOOD, "SNAPTRADE_CONSUMER_KEY_FILE": str(key_file)}
+    del env["SNAPTRADE_CONSUMER_KEY"]
+    assert Settings.from_env(env).consumer_key.get_secret_value() == KEY
+    with pytest.raises(SnapTradeConfigurationError, match="both SNAPTRADE_CONSUMER_KEY and"):
+        Settings.from_env({**env, "SNAPTRADE_CONSUMER_KEY": KEY})
+    with pytest.raises(SnapTradeConfigurationError, match="cannot be read"):
+        Settings.from_env({**env, "SNAPTRADE_CONSUMER_KEY_FILE": str(tmp_path / "missing")})

@@ -27,6 +27,9 @@ DEFAULT_BASE_URL = "https://api.snaptrade.com/api/v1"
 Environment = Literal["sandbox", "production"]
 KeyType = Literal["commercial", "personal"]
 
+_FILE_CAPABLE = frozenset({"client_id", "consumer_key", "encryption_keys"})
+"""Settings that may also be read from the file named by ``SNAPTRADE_<NAME>_FILE``."""
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -147,13 +150,19 @@ class Settings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``SNAPTRADE_*`` variables (``os.environ`` by default).
 
-        Keyword ``overrides`` win over the environment. Raises
+        ``SNAPTRADE_CLIENT_ID``, ``SNAPTRADE_CONSUMER_KEY`` and ``SNAPTRADE_ENCRYPTION_KEYS`` may
+        instead name a file with ``SNAPTRADE_<NAME>_FILE`` (mounted secrets; one trailing line
+        break is dropped). Keyword ``overrides`` win over the environment. Raises
         :class:`SnapTradeConfigurationError` listing every missing or malformed variable.
         """
+        # Credentials may come from files (Docker/Kubernetes secrets): SNAPTRADE_CONSUMER_KEY_FILE.
+        from aims_snaptrade.secrets.env import read_env_or_file
+
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name in cls.model_fields:
-            raw = env.get(ENV_PREFIX + name.upper())
+            variable = ENV_PREFIX + name.upper()
+            raw = read_env_or_file(variable, env) if name in _FILE_CAPABLE else env.get(variable)
             if raw is not None:
                 values[name] = _coerce(cls.model_fields[name].annotation, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -31,6 +31,20 @@ def alice(emu: SnapTradeEmulator, store: MemorySecretStore) -> ConnectedUser:
     return user
 
 
+@pytest.fixture
+def market_order(alice: ConnectedUser) -> dict[str, Any]:
+    """Arguments of a valid ``place_force_order`` for ``alice``: buy one AAPL at market."""
+    return {
+        "user_id": alice.user_id,
+        "account_id": alice.account_ids[0],
+        "action": "BUY",
+        "order_type": "Market",
+        "time_in_force": "Day",
+        "symbol": "AAPL",
+        "units": 1.0,
+    }
+
+
 def client_kwargs(emu: SnapTradeEmulator, store: MemorySecretStore, **overrides: Any) -> dict[str, Any]:
     return {
         "client_id": emu.client_id,

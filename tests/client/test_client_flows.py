@@ -209,19 +209,10 @@ def test_rotation_that_never_reached_snaptrade_resolves_to_the_stored_secret(mak
     assert client.list_accounts(alice.user_id)
 
 
-def test_sdk_schema_validation_is_a_typed_error_before_sending(make_client, emu, alice):
+def test_sdk_schema_validation_is_a_typed_error_before_sending(make_client, emu, market_order):
     client = make_client(trading_enabled=True)
     with pytest.raises(SnapTradeValidationError, match="units") as info:
-        client.call(
-            "place_force_order",
-            user_id=alice.user_id,
-            account_id=alice.account_ids[0],
-            action="BUY",
-            order_type="Market",
-            time_in_force="Day",
-            symbol="AAPL",
-            units=1,  # the SDK wants a float
-        )
+        client.call("place_force_order", **{**market_order, "units": 1})  # the SDK wants a float
     assert "units=1.0" in str(info.value)
     assert len(emu.journal) == 0
 

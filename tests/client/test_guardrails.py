@@ -90,35 +90,23 @@ def test_environment_must_be_explicit():
         SafeSnapTradeClient(client_id="c", consumer_key=KEY, secret_store=MemorySecretStore())
 
 
-def test_trading_is_refused_with_zero_requests(make_client, emu, alice):
+def test_trading_is_refused_with_zero_requests(make_client, emu, alice, market_order):
     client = make_client()
     with pytest.raises(SnapTradeGuardrailError, match="SNAPTRADE_TRADING_ENABLED"):
         client.call(
             "place_force_order",
-            user_id=alice.user_id,
-            account_id=alice.account_ids[0],
-            action="BUY",
-            order_type="Market",
-            time_in_force="Day",
-            symbol="AAPL",
-            units=1.0,
+            **market_order,
         )
     with pytest.raises(SnapTradeGuardrailError):
         client.connection_portal_url(alice.user_id, connection_type="trade")
     assert len(emu.journal) == 0
 
 
-def test_trading_works_once_enabled(make_client, emu, alice):
+def test_trading_works_once_enabled(make_client, emu, alice, market_order):
     client = make_client(trading_enabled=True)
     response = client.call(
         "place_force_order",
-        user_id=alice.user_id,
-        account_id=alice.account_ids[0],
-        action="BUY",
-        order_type="Market",
-        time_in_force="Day",
-        symbol="AAPL",
-        units=1.0,
+        **market_order,
     )
     assert response.status == 200
     assert emu.journal.count(operation="place_force_order") == 1

@@ -60,19 +60,13 @@ def test_lost_registration_is_an_unknown_outcome_sent_once(make_client, emu, sto
     assert store.get("erin") is None
 
 
-def test_lost_order_without_key_is_never_resent(make_client, emu, alice):
+def test_lost_order_without_key_is_never_resent(make_client, emu, alice, market_order):
     client = make_client(retry="patient", trading_enabled=True)
     emu.faults.add(Fault.lost_response(), operation="place_force_order")
     with pytest.raises(SnapTradeUnknownOutcomeError):
         client.call(
             "place_force_order",
-            user_id=alice.user_id,
-            account_id=alice.account_ids[0],
-            action="BUY",
-            order_type="Market",
-            time_in_force="Day",
-            symbol="AAPL",
-            units=1.0,
+            **market_order,
         )
     assert emu.journal.count(operation="place_force_order") == 1
 
@@ -119,19 +113,13 @@ async def test_async_signatures_survive_reserved_characters_in_user_ids(make_asy
     assert make_client().list_accounts(user_id) == []
 
 
-def test_a_5xx_answer_to_a_write_is_an_unknown_outcome_not_a_retryable_failure(make_client, emu, alice):
+def test_a_5xx_answer_to_a_write_is_an_unknown_outcome_not_a_retryable_failure(make_client, emu, alice, market_order):
     client = make_client(retry="patient", trading_enabled=True)
     emu.faults.add(Fault.status(500), operation="place_force_order")
     with pytest.raises(SnapTradeUnknownOutcomeError) as info:
         client.call(
             "place_force_order",
-            user_id=alice.user_id,
-            account_id=alice.account_ids[0],
-            action="BUY",
-            order_type="Market",
-            time_in_force="Day",
-            symbol="AAPL",
-            units=1.0,
+            **market_order,
         )
     assert info.value.status == 500 and info.value.request_id and not info.value.retryable
     assert emu.journal.count(operation="place_force_order") == 1

@@ -235,6 +235,18 @@ class _Shared:
         self._pauses = PauseBook()
         self._subjects = SubjectTracker()
 
+    def _connect(self, *, asynchronous: bool) -> Any:
+        """Check the storage answers, open it, and return the strategy over it (limits or limits.aio)."""
+        _check_reachable(self._url, self._scheme)
+        self._storage, self._pool = _open(self._url, self._scheme, asynchronous=asynchronous)
+        if asynchronous:
+            from limits.aio import strategies as chosen
+        else:
+            from limits import strategies as chosen  # type: ignore[no-redef]
+        if self.policy.strategy == "moving-window":
+            return chosen.MovingWindowRateLimiter(self._storage)
+        return chosen.SlidingWindowCounterRateLimiter(self._storage)
+
     def _options(
         self, mode: Literal["wait", "fail"] | None, max_wait: float | None
     ) -> tuple[Literal["wait", "fail"], float]:
@@ -335,16 +347,9 @@ class RateLimiter(_Shared):
     ) -> None:
         super().__init__(policy, storage_url, clock)
         self._sleep = sleep
-        _check_reachable(self._url, self._scheme)
-        storage, self._pool = _open(self._url, self._scheme, asynchronous=False)
-        self._storage = storage
         from limits import strategies
 
-        self._strategy: strategies.RateLimiter = (
-            strategies.MovingWindowRateLimiter(storage)
-            if policy.strategy == "moving-window"
-            else strategies.SlidingWindowCounterRateLimiter(storage)
-        )
+        self._strategy: strategies.RateLimiter = self._connect(asynchronous=False)
 
     def _perform(self, step: Step) -> object:
         if isinstance(step, Probe):
@@ -433,16 +438,9 @@ class AsyncRateLimiter(_Shared):
         import asyncio
 
         self._sleep: Callable[[float], Awaitable[object]] = sleep or asyncio.sleep
-        _check_reachable(self._url, self._scheme)
-        storage, self._pool = _open(self._url, self._scheme, asynchronous=True)
-        self._storage = storage
         from limits.aio import strategies
 
-        self._strategy: strategies.RateLimiter = (
-            strategies.MovingWindowRateLimiter(storage)
-            if policy.strategy == "moving-window"
-            else strategies.SlidingWindowCounterRateLimiter(storage)
-        )
+        self._strategy: strategies.RateLimiter = self._connect(asynchronous=True)
 
     async def _perform(self, step: Step) -> object:
         if isinstance(step, Probe):

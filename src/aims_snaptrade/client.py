@@ -49,8 +49,9 @@ def _failure(effect: Effect, exc: Exception) -> e.SnapTradeError:
     if isinstance(effect, Send):
         return with_upstream_cause(map_exception(effect.operation, exc, effect.arguments), exc)
     if isinstance(effect, StoreCall):
+        kind = e.SnapTradeSecretStoreError if effect.store == "secrets" else e.SnapTradeStoreError
         return with_upstream_cause(
-            e.SnapTradeSecretStoreError(f"The secret store failed during {effect.method} ({type(exc).__name__})."),
+            kind(f"The {effect.store} store failed during {effect.method} ({type(exc).__name__})."),
             exc,
         )
     return with_upstream_cause(e.SnapTradeError(f"Unexpected failure ({type(exc).__name__})."), exc)
@@ -78,17 +79,20 @@ class _Base:
         elif overrides:
             settings = Settings.build({**settings.model_dump(), **overrides})
         self.settings = settings
-        self._owns_store = secret_store is None
         self.secret_store: SecretStore = (
             open_secret_store_from_settings(settings) if secret_store is None else secret_store
         )
+        # Every store a StoreCall effect may name; features add theirs (consent, audit, ...).
+        self._stores: dict[str, Any] = {"secrets": self.secret_store}
+        # The stores this client opened, closed with it (a store passed in belongs to the caller).
+        self._owned_stores: list[Any] = [self.secret_store] if secret_store is None else []
         try:
             check_startup(settings, store=self.secret_store, consent=consent)
             policy = retry if isinstance(retry, RetryPolicy) else RetryPolicy.preset(retry or settings.retry_policy)
             self._core = Core(settings, retry=policy, consent=consent)
             self._open_io(RateLimitPolicy.from_settings(settings))
         except BaseException:
-            self._close_store()  # nothing half-built stays open when construction fails
+            self._close_stores()  # nothing half-built stays open when construction fails
             raise
         pending = self.secret_store.pending_rotations()
         if pending:
@@ -122,7 +126,7 @@ class _Base:
             return self._limiter.observe, (effect.operation,), feedback
         if isinstance(effect, Sleep):
             return self._sleep, (effect.seconds,), {}
-        return getattr(self.secret_store, effect.method), effect.args, {}
+        return getattr(self._stores[effect.store], effect.method), effect.args, {}
 
     @property
     def retry_stats(self) -> RetryStats:
@@ -134,9 +138,9 @@ class _Base:
         """Users whose secret rotation was interrupted (see :meth:`rotate_user_secret`)."""
         return list(self.secret_store.pending_rotations())
 
-    def _close_store(self) -> None:
-        if self._owns_store:
-            self.secret_store.close()
+    def _close_stores(self) -> None:
+        while self._owned_stores:
+            self._owned_stores.pop().close()
 
     def __repr__(self) -> str:
         s = self.settings
@@ -291,7 +295,7 @@ class SafeSnapTradeClient(_Base):
         """Release connections, the rate limiter and (if the client opened it) the secret store."""
         self._transport.close()
         self._limiter.close()
-        self._close_store()
+        self._close_stores()
 
     def __enter__(self) -> Self:
         return self
@@ -453,7 +457,7 @@ class AsyncSafeSnapTradeClient(_Base):
         if self._loop in (None, asyncio.get_running_loop()):
             await self._transport.aclose()
             await self._limiter.close()
-        self._close_store()
+        self._close_stores()
 
     async def __aenter__(self) -> Self:
         return self

@@ -317,7 +317,13 @@ class SnapTradeDataNotReadyError(SnapTradeBrokerageError):
     default_hint = "The connection is still syncing; retry in a few seconds or wait for the webhook."
 
 
-class SnapTradeSecretStoreError(SnapTradeError):
+class SnapTradeStoreError(SnapTradeError):
+    """A local store failed (secrets, consent, audit, order intents, sync ledger, webhook dedupe)."""
+
+    default_hint = "Check the store's configuration and health."
+
+
+class SnapTradeSecretStoreError(SnapTradeStoreError):
     """The secret store failed (unreachable, corrupt, or the secret is missing)."""
 
     default_hint = "Check the secret store's configuration and health."

@@ -132,10 +132,16 @@ class Sleep:
 
 @dataclass(frozen=True, slots=True)
 class StoreCall:
-    """Call a secret-store method (``get``, ``put``, ``delete``, ``begin_rotation``, ...)."""
+    """Call a method of one of the stores the shell owns (blocking IO, so the shell performs it).
+
+    ``store`` names the store: ``"secrets"`` (``get``, ``put``, ``delete``, ``begin_rotation``,
+    ...) and whatever else a feature registers on the shell (consent, audit, order intents, sync
+    ledger). The async shell runs every store call off its event loop.
+    """
 
     method: str
     args: tuple[Any, ...] = field(repr=False)
+    store: str = "secrets"
 
 
 Effect = Send | Acquire | Observe | Sleep | StoreCall

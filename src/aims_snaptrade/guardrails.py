@@ -54,8 +54,9 @@ def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | N
     """Refuse unsafe set-ups, listing every violation at once with its fix.
 
     In production: the base URL must be HTTPS, the secret store persistent and encrypted, and
-    consent checks on (with a consent checker given). A secret store object may declare
-    ``persistent`` and ``encrypted`` attributes; stores that do not are trusted to be both.
+    consent checks on (with a consent checker given). The secret store must declare
+    ``persistent = True`` and ``encrypted = True``; a store that does not declare them (a custom
+    store written without them) is refused: production fails closed.
     """
     if not settings.is_production:
         return
@@ -67,16 +68,8 @@ def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | N
         )
     elif url.hostname in _LOOPBACK:
         violations.append("SNAPTRADE_BASE_URL points at this machine in production; remove it to use SnapTrade")
-    if store is not None and not getattr(store, "persistent", True):
-        violations.append(
-            "the secret store is in memory (user secrets would be lost on restart); "
-            "set SNAPTRADE_SECRET_STORE_URL to sqlite:///path or postgresql://..."
-        )
-    if store is not None and not getattr(store, "encrypted", True):
-        violations.append(
-            "the secret store is not encrypted; set SNAPTRADE_ENCRYPTION_KEYS "
-            "(generate one with `aims-snaptrade generate-key`)"
-        )
+    if store is not None:
+        violations.extend(_store_violations(store))
     if not settings.consent_required:
         violations.append("consent checks are disabled; unset SNAPTRADE_CONSENT_REQUIRED (production needs them)")
     elif consent is None:
@@ -87,6 +80,34 @@ def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | N
             f"Refusing an unsafe production set-up: {numbered}.",
             hint="Fix every item listed; the client was not created.",
         )
+
+
+def _store_violations(store: Any) -> list[str]:
+    name = type(store).__name__
+    found: list[str] = []
+    persistent = getattr(store, "persistent", None)
+    if persistent is None:
+        found.append(
+            f"the secret store {name} does not declare `persistent`; give the class `persistent = True` "
+            "if it keeps secrets across restarts (production refuses stores that do not say so)"
+        )
+    elif persistent is not True:
+        found.append(
+            f"the secret store {name} is not persistent (in memory: user secrets would be lost on restart); "
+            "set SNAPTRADE_SECRET_STORE_URL to sqlite:///path or postgresql://..."
+        )
+    encrypted = getattr(store, "encrypted", None)
+    if encrypted is None:
+        found.append(
+            f"the secret store {name} does not declare `encrypted`; give the class `encrypted = True` "
+            "if it encrypts secrets at rest (production refuses stores that do not say so)"
+        )
+    elif encrypted is not True:
+        found.append(
+            f"the secret store {name} is not encrypted; set SNAPTRADE_ENCRYPTION_KEYS "
+            "(generate one with `aims-snaptrade generate-key`)"
+        )
+    return found
 
 
 def check_call(

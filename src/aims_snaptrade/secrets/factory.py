@@ -1,5 +1,9 @@
 """Choose a store from a URL, like ``limits`` chooses a storage.
 
+The scheme is resolved by :func:`aims_snaptrade.store_registry.resolve_store_factory` in the
+``aims_snaptrade.secret_stores`` entry-point group: the built-in schemes below, then any
+installed package's entry point of that name, called as ``factory(url, keyring)``.
+
 * ``memory://`` - :class:`MemorySecretStore` (tests only).
 * ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` (SQLAlchemy's convention:
   three slashes then the path) - :class:`SQLiteSecretStore`.
@@ -9,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -16,11 +21,20 @@ from aims_snaptrade.errors import SnapTradeConfigurationError
 from aims_snaptrade.secrets.crypto import Keyring
 from aims_snaptrade.secrets.memory import MemorySecretStore
 from aims_snaptrade.secrets.protocol import SecretStore
+from aims_snaptrade.store_registry import resolve_store_factory, url_scheme
 
 if TYPE_CHECKING:
     from aims_snaptrade.settings import Settings
 
-__all__ = ["keyring_from_settings", "open_secret_store", "open_secret_store_from_settings"]
+__all__ = [
+    "SECRET_STORE_GROUP",
+    "keyring_from_settings",
+    "open_secret_store",
+    "open_secret_store_from_settings",
+]
+
+SECRET_STORE_GROUP = "aims_snaptrade.secret_stores"
+"""The entry-point group custom secret stores register their URL scheme in."""
 
 _HELP = (
     "set SNAPTRADE_SECRET_STORE_URL to sqlite:///path/to/secrets.db, "
@@ -35,23 +49,22 @@ def open_secret_store(url: str, keyring: Keyring | None = None) -> SecretStore:
     an unreachable database, or a missing keyring where one is required (PostgreSQL, or a SQLite
     file that is already encrypted).
     """
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep:
-        raise SnapTradeConfigurationError(f"secret store URL {url!r} has no scheme; {_HELP}")
-    if scheme == "memory":
-        if rest.strip("/"):
-            raise SnapTradeConfigurationError(f"memory secret store URL takes no path: use memory://; {_HELP}")
-        return MemorySecretStore(keyring)
-    if scheme == "sqlite":
-        return _open_sqlite(url, rest, keyring)
-    if scheme in {"postgresql", "postgres"}:
-        return _open_postgres(url, keyring)
-    raise SnapTradeConfigurationError(f"unknown secret store scheme {scheme!r}; {_HELP}")
+    scheme = url_scheme(url, setting="secret store URL (SNAPTRADE_SECRET_STORE_URL)")
+    factory = resolve_store_factory(SECRET_STORE_GROUP, scheme, _BUILTINS)
+    store: SecretStore = factory(url, keyring)
+    return store
 
 
-def _open_sqlite(url: str, rest: str, keyring: Keyring | None) -> SecretStore:
+def _open_memory(url: str, keyring: Keyring | None) -> SecretStore:
+    if url.partition("://")[2].strip("/"):
+        raise SnapTradeConfigurationError(f"memory secret store URL takes no path: use memory://; {_HELP}")
+    return MemorySecretStore(keyring)
+
+
+def _open_sqlite(url: str, keyring: Keyring | None) -> SecretStore:
     from aims_snaptrade.secrets.sqlite import SQLiteSecretStore
+
+    rest = url.partition("://")[2]
 
     if not rest.startswith("/") or "?" in rest or "#" in rest:
         raise SnapTradeConfigurationError(
@@ -80,6 +93,14 @@ def _open_postgres(url: str, keyring: Keyring | None) -> SecretStore:
         schema=ours.get("schema", DEFAULT_SCHEMA),
         table=ours.get("table", DEFAULT_TABLE),
     )
+
+
+_BUILTINS: Mapping[str, Callable[[str, Keyring | None], SecretStore]] = {
+    "memory": _open_memory,
+    "sqlite": _open_sqlite,
+    "postgresql": _open_postgres,
+    "postgres": _open_postgres,
+}
 
 
 def keyring_from_settings(settings: Settings) -> Keyring | None:

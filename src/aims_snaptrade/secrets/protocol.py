@@ -4,10 +4,14 @@
 secrets manager, a team's own database); run
 :class:`aims_snaptrade.testing.secret_store_conformance.SecretStoreConformance` against it.
 
-Stores should also declare three plain attributes that guardrails read (the conformance suite
+Stores must also declare three plain attributes that guardrails read (the conformance suite
 checks them): ``kind`` (a short name such as ``"sqlite"``), ``persistent`` (``False`` for stores
 that forget everything when the process exits) and ``encrypted`` (``True`` when secrets are
-encrypted at rest). Production guardrails refuse stores that are not persistent and encrypted.
+encrypted at rest). Production guardrails refuse a store unless it declares both ``persistent``
+and ``encrypted`` as ``True``: a store without the attributes is refused (fails closed).
+
+Name a custom store by URL scheme by registering its factory in the
+``aims_snaptrade.secret_stores`` entry-point group (see :mod:`aims_snaptrade.store_registry`).
 
 The async client calls a synchronous store through :class:`AsyncSecretStoreAdapter`, which runs
 each call in a worker thread (``asyncio.to_thread``), so every store must be thread-safe.

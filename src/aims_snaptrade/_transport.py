@@ -9,6 +9,11 @@ It builds the official ``SnapTrade`` client and fixes, in one place, what the SD
   the user secret); the library owns retries, so the pool is built with ``retries=False``.
 * **connection reuse in async**: the SDK opens a new ``aiohttp.ClientSession`` (a new TCP
   connection) per call and leaks it on error; one pooled session per client is used instead.
+* **start-up**: ``import snaptrade_client`` runs a package ``__init__`` that imports all 63
+  operations' generated code (about half a second). The transport builds the SDK's
+  ``ApiClient`` itself and imports an operation's generated module when that operation is first
+  sent, calling the very method the ``SnapTrade`` facade would (the facade's API classes are
+  mixins of these endpoint classes). See :func:`_load_sdk_package`.
 
 When the SDK changes its internals, this file is the one that changes.
 """
@@ -16,7 +21,12 @@ When the SDK changes its internals, this file is the one that changes.
 from __future__ import annotations
 
 import contextvars
+import importlib
+import importlib.util
 import json
+import re
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,17 +77,86 @@ _current_timeouts: contextvars.ContextVar[Timeouts | None] = contextvars.Context
 )
 
 
-def _sdk_client(settings: Settings) -> Any:
-    from snaptrade_client.auth import AuthMode, SnapTradeAuth
-    from snaptrade_client.client import SnapTrade
+_SDK = "snaptrade_client"
+_sdk_package_lock = threading.Lock()
 
-    key = settings.consumer_key.get_secret_value()
-    auth: AuthMode
-    if settings.key_type == "personal":
-        auth = SnapTradeAuth.personal_api_key(consumer_key=key, client_id=settings.client_id)
-    else:
-        auth = SnapTradeAuth.commercial_api_key(consumer_key=key, client_id=settings.client_id)
-    return SnapTrade(host=settings.base_url, auth=auth)
+
+def _load_sdk_package() -> None:
+    """Make ``snaptrade_client.<module>`` importable without running the package's ``__init__``.
+
+    The ``__init__`` only re-exports names (``SnapTrade``, ``ApiClient``, ``__version__``, ...),
+    but importing ``SnapTrade`` imports every operation's generated module. The package module is
+    created from its spec without executing it; the first time anybody asks it for a name that is
+    not a submodule (``from snaptrade_client import SnapTrade`` in the service's own code), a
+    PEP 562 ``__getattr__`` runs the real ``__init__`` then, so the package ends up exactly as a
+    plain import leaves it. If the package was imported already, nothing changes.
+    """
+    with _sdk_package_lock:
+        if _SDK in sys.modules:
+            return
+        spec = importlib.util.find_spec(_SDK)
+        if spec is None or spec.loader is None:  # pragma: no cover - a declared dependency
+            raise ModuleNotFoundError(_SDK)
+        package = importlib.util.module_from_spec(spec)
+        loader = spec.loader
+
+        def complete(name: str) -> Any:
+            if importlib.util.find_spec(f"{_SDK}.{name}") is not None:
+                # `from snaptrade_client import api_client` asks the package first: a submodule.
+                return importlib.import_module(f"{_SDK}.{name}")
+            with _sdk_package_lock:
+                if package.__dict__.pop("__getattr__", None) is not None:
+                    loader.exec_module(package)
+            try:
+                return package.__dict__[name]
+            except KeyError:
+                raise AttributeError(f"module {_SDK!r} has no attribute {name!r}") from None
+
+        package.__getattr__ = complete  # type: ignore[method-assign]
+        sys.modules[_SDK] = package
+
+
+def _endpoint_module(operation: Operation) -> str:
+    """The SDK module of one operation: ``paths/<path in snake case>/<method>.py``."""
+    path = operation.path.strip("/").replace("{", "").replace("}", "")
+    path = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", path).lower()
+    return f"{_SDK}.paths.{re.sub(r'[^a-z0-9]+', '_', path).strip('_') or 'root'}.{operation.method.lower()}"
+
+
+def _endpoint_class(operation: Operation) -> type:
+    """The generated class defining the operation's sync and async methods."""
+    _load_sdk_package()
+    module = importlib.import_module(_endpoint_module(operation))
+    for value in vars(module).values():
+        if isinstance(value, type) and operation.name in vars(value) and operation.async_name in vars(value):
+            return value
+    raise LookupError(f"{operation.name} is not in {module.__name__}")  # pragma: no cover - test_operations
+
+
+class _Sdk:
+    """The SDK's ``ApiClient`` and, per operation, an instance of its endpoint class (made on first use)."""
+
+    def __init__(self, settings: Settings) -> None:
+        _load_sdk_package()
+        from snaptrade_client.api_client import ApiClient
+        from snaptrade_client.auth import AuthMode, SnapTradeAuth
+        from snaptrade_client.configuration import Configuration
+
+        key = settings.consumer_key.get_secret_value()
+        auth: AuthMode
+        if settings.key_type == "personal":
+            auth = SnapTradeAuth.personal_api_key(consumer_key=key, client_id=settings.client_id)
+        else:
+            auth = SnapTradeAuth.commercial_api_key(consumer_key=key, client_id=settings.client_id)
+        self.api_client: Any = ApiClient(Configuration(host=settings.base_url, auth=auth))
+        self._endpoints: dict[str, Any] = {}
+
+    def method(self, operation: Operation, name: str) -> Any:
+        """The bound SDK method ``name`` (the operation's sync or async name)."""
+        endpoint = self._endpoints.get(operation.name)
+        if endpoint is None:
+            endpoint = self._endpoints[operation.name] = _endpoint_class(operation)(self.api_client)
+        return getattr(endpoint, name)
 
 
 class _TimeoutPoolManager(urllib3.PoolManager):
@@ -121,8 +200,8 @@ class SyncTransport:
     """Sends one request through the SDK's sync methods (urllib3)."""
 
     def __init__(self, settings: Settings, *, pool_size: int = 10) -> None:
-        self._sdk = _sdk_client(settings)
-        api_client = self._sdk.api_status.api_client
+        self._sdk = _Sdk(settings)
+        api_client = self._sdk.api_client
         old = api_client.rest_client.pool_manager
         api_client.rest_client.pool_manager = _TimeoutPoolManager(
             num_pools=4,
@@ -136,7 +215,7 @@ class SyncTransport:
 
     def send(self, operation: Operation, arguments: Mapping[str, Any], timeouts: Timeouts) -> Response:
         """Send ``operation`` with SDK keyword ``arguments``; SDK and urllib3 errors propagate raw."""
-        method = getattr(getattr(self._sdk, operation.tag), operation.name)
+        method = self._sdk.method(operation, operation.name)
         token = _current_timeouts.set(timeouts)
         started = time.perf_counter()
         try:
@@ -147,7 +226,7 @@ class SyncTransport:
 
     def close(self) -> None:
         """Close pooled connections."""
-        self._sdk.api_status.api_client.rest_client.pool_manager.clear()
+        self._sdk.api_client.rest_client.pool_manager.clear()
 
 
 class _SharedSession:
@@ -163,10 +242,10 @@ class AsyncTransport:
     """Sends one request through the SDK's async methods over one pooled aiohttp session."""
 
     def __init__(self, settings: Settings, *, pool_size: int = 100) -> None:
-        self._sdk = _sdk_client(settings)
+        self._sdk = _Sdk(settings)
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
-        api_client = self._sdk.api_status.api_client
+        api_client = self._sdk.api_client
         # The SDK calls `self.async_request(...)`; an instance attribute shadows its method.
         api_client.async_request = self._async_request
 
@@ -206,7 +285,7 @@ class AsyncTransport:
 
     async def send(self, operation: Operation, arguments: Mapping[str, Any], timeouts: Timeouts) -> Response:
         """Send ``operation`` with SDK keyword ``arguments``; SDK and aiohttp errors propagate raw."""
-        method = getattr(getattr(self._sdk, operation.tag), operation.async_name)
+        method = self._sdk.method(operation, operation.async_name)
         token = _current_timeouts.set(timeouts)
         started = time.perf_counter()
         try:

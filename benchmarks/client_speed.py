@@ -1,0 +1,261 @@
+"""Client speed: aims-snaptrade against the raw official SDK, per call and at start-up, in one run.
+
+A client's cost can only be measured against a server much faster than the client, so this
+benchmark does not use the emulator (its own CPU would be measured): a minimal HTTP/1.1 server
+runs in its own process and answers every request with the same canned ``list_all_user_accounts``
+body (it checks nothing). Both clients list one user's accounts; ours through the typed
+``list_accounts`` with the secret in its store and the rate limiter on, with a budget the run
+cannot exhaust.
+
+Printed, each with the raw SDK's figure beside it:
+
+- sync: microseconds per call (``rounds`` x ``calls``), ratio ours/raw (goal <= 1.10);
+- async: calls per second with ``concurrency`` in flight, ratio ours/raw (goal >= 2.0);
+- cold start: a fresh interpreter importing the client, building it and making the first call,
+  median of ``--cold`` runs each (alternated), ratio ours/raw (goal <= 1.05).
+
+The figures are also written as JSON (``--json PATH``). Bounded: fixed counts, loopback only.
+
+    python benchmarks/client_speed.py [--calls 300] [--rounds 5] [--async-calls 2000] [--cold 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+USER_ID = "bench-user"
+USER_SECRET = "bench-secret-0123456789"  # a made-up secret for a loopback server
+CLIENT_ID = "BENCH"
+CONSUMER_KEY = "bench-consumer-key"
+
+ACCOUNT = {
+    "kind": "investment",
+    "connection_id": "5cd082a8-083f-5208-b8b6-2b1abe60f299",
+    "masked_account_number": "****9475",
+    "display_name": "Individual Brokerage",
+    "institution_account_id": "91479475",
+    "institution_id": "f8256340-f806-5ac4-a5d2-15efad1a143e",
+    "opening_date": "2019-03-01T00:00:00Z",
+    "raw_type": "Margin",
+    "net_value": {"amount": 39077.9, "currency": "USD"},
+    "sync_status": {
+        "transactions": {
+            "initial_sync_completed": True,
+            "last_successful_sync": "2026-11-30",
+            "first_transaction_date": "2021-11-24",
+        },
+        "orders": "2026-11-30T10:30:27.675853Z",
+        "positions": "2026-11-30T10:30:27.675853Z",
+        "balances": "2026-11-30T10:30:27.675853Z",
+    },
+    "is_paper": False,
+    "funding_date": "2019-03-01T00:00:00Z",
+    "cash_or_margin": "margin",
+}
+BODY = json.dumps({"results": [{**ACCOUNT, "id": f"2ade4cc6-f16f-50a6-ba0f-f827adbc2f9{i}"} for i in range(2)]})
+
+# The server: asyncio protocol, keep-alive, pipelining-safe, one canned answer. It parses only
+# what it must to find where each request ends (headers, then Content-Length bytes).
+SERVER = r"""
+import asyncio, sys
+BODY = sys.argv[1].encode()
+ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-ID: bench\r\n"
+          b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+
+class Http(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buffer = transport, b""
+    def data_received(self, data):
+        self.buffer += data
+        out = []
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = self.buffer[:end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                break
+            self.buffer = self.buffer[end + 4 + length:]
+            out.append(ANSWER)
+        if out:
+            self.transport.write(b"".join(out))
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Http, "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+# One cold start: a fresh interpreter; the figure is the whole process's wall time, measured
+# by the parent (interpreter start, imports, client construction, first call, exit).
+COLD_RAW = """
+import sys
+from snaptrade_client import SnapTrade, SnapTradeAuth
+auth = SnapTradeAuth.commercial_api_key(consumer_key=sys.argv[2], client_id=sys.argv[3])
+sdk = SnapTrade(host=sys.argv[1], auth=auth)
+sdk.account_information.list_all_user_accounts(user_id=sys.argv[4], user_secret=sys.argv[5])
+"""
+COLD_OURS = """
+import sys
+from aims_snaptrade import SafeSnapTradeClient
+from aims_snaptrade.secrets import MemorySecretStore
+store = MemorySecretStore()
+store.put(sys.argv[4], sys.argv[5])
+with SafeSnapTradeClient(base_url=sys.argv[1], consumer_key=sys.argv[2], client_id=sys.argv[3],
+                         environment="sandbox", secret_store=store) as client:
+    client.list_accounts(sys.argv[4])
+"""
+
+
+def _per_call_us(calls: int, rounds: int, fn: Callable[[], Any]) -> list[float]:
+    fn()  # warm up: connection, lazy imports
+    figures = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        figures.append((time.perf_counter() - start) / calls * 1e6)
+    return figures
+
+
+async def _calls_per_s(calls: int, concurrency: int, fn: Callable[[], Awaitable[Any]]) -> float:
+    await fn()  # warm up
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            await fn()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(calls)))
+    return calls / (time.perf_counter() - start)
+
+
+def _cold(script: str, base_url: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", script, base_url, CONSUMER_KEY, CLIENT_ID, USER_ID, USER_SECRET],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300, help="sync calls per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of sync calls and of async batches")
+    parser.add_argument("--async-calls", type=int, default=2000, help="async calls per round")
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--cold", type=int, default=7, help="fresh processes per client (median)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    from snaptrade_client import SnapTrade, SnapTradeAuth
+
+    from aims_snaptrade import AsyncSafeSnapTradeClient, SafeSnapTradeClient
+    from aims_snaptrade.secrets import MemorySecretStore
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, BODY], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        base_url = f"http://127.0.0.1:{int(server.stdout.readline())}"
+        auth = SnapTradeAuth.commercial_api_key(consumer_key=CONSUMER_KEY, client_id=CLIENT_ID)
+        store = MemorySecretStore()
+        store.put(USER_ID, USER_SECRET)
+        options: dict[str, Any] = {
+            "client_id": CLIENT_ID,
+            "consumer_key": CONSUMER_KEY,
+            "environment": "sandbox",
+            "base_url": base_url,
+            "secret_store": store,
+            "customer_limit": 1_000_000,
+        }
+        results: dict[str, Any] = {"machine": f"{platform.machine()}, {platform.python_version()}"}
+
+        raw_sdk = SnapTrade(host=base_url, auth=auth)
+        raw = _per_call_us(
+            args.calls,
+            args.rounds,
+            lambda: raw_sdk.account_information.list_all_user_accounts(user_id=USER_ID, user_secret=USER_SECRET),
+        )
+        with SafeSnapTradeClient(**options) as client:
+            ours = _per_call_us(args.calls, args.rounds, lambda: client.list_accounts(USER_ID))
+        sync = {"raw_us": statistics.median(raw), "ours_us": statistics.median(ours)}
+        sync["ratio"] = sync["ours_us"] / sync["raw_us"]
+        results["sync_per_call"] = sync
+        print(
+            f"sync, per call      raw SDK {sync['raw_us']:8.0f} us    aims-snaptrade {sync['ours_us']:8.0f} us"
+            f"    ratio {sync['ratio']:.2f} (goal <= 1.10)"
+        )
+
+        async def raw_async() -> list[float]:
+            return [
+                await _calls_per_s(
+                    args.async_calls,
+                    args.concurrency,
+                    lambda: raw_sdk.account_information.alist_all_user_accounts(
+                        user_id=USER_ID, user_secret=USER_SECRET
+                    ),
+                )
+                for _ in range(args.rounds)
+            ]
+
+        async def ours_async() -> list[float]:
+            async with AsyncSafeSnapTradeClient(**options) as aclient:
+                return [
+                    await _calls_per_s(args.async_calls, args.concurrency, lambda: aclient.list_accounts(USER_ID))
+                    for _ in range(args.rounds)
+                ]
+
+        raw_a, ours_a = asyncio.run(raw_async()), asyncio.run(ours_async())
+        asy = {"raw_calls_s": statistics.median(raw_a), "ours_calls_s": statistics.median(ours_a)}
+        asy["ratio"] = asy["ours_calls_s"] / asy["raw_calls_s"]
+        results[f"async_{args.concurrency}_in_flight"] = asy
+        print(
+            f"async, {args.concurrency} in flight raw SDK {asy['raw_calls_s']:8.0f} /s    "
+            f"aims-snaptrade {asy['ours_calls_s']:8.0f} /s    ratio {asy['ratio']:.2f} (goal >= 2.0)"
+        )
+
+        cold_raw, cold_ours = [], []
+        for _ in range(args.cold):
+            cold_raw.append(_cold(COLD_RAW, base_url))
+            cold_ours.append(_cold(COLD_OURS, base_url))
+        cold = {"raw_ms": statistics.median(cold_raw) * 1e3, "ours_ms": statistics.median(cold_ours) * 1e3}
+        cold["ratio"] = cold["ours_ms"] / cold["raw_ms"]
+        results["cold_start"] = cold
+        print(
+            f"cold start (median of {args.cold}) raw SDK {cold['raw_ms']:6.0f} ms    "
+            f"aims-snaptrade {cold['ours_ms']:6.0f} ms    ratio {cold['ratio']:.2f} (goal <= 1.05)"
+        )
+        print(
+            f"({args.rounds} rounds; {args.calls} sync calls, {args.async_calls} async calls per round; "
+            f"minimal server in its own process on loopback; {results['machine']})"
+        )
+        if args.json is not None:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        server.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

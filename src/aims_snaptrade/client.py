@@ -33,6 +33,7 @@ from aims_snaptrade.redaction import install_log_redaction
 from aims_snaptrade.retry import RetryPolicy, RetryStats
 from aims_snaptrade.secrets import SecretStore, open_secret_store_from_settings
 from aims_snaptrade.settings import Settings
+from aims_snaptrade.telemetry import CallObserver, watch_budgets
 
 __all__ = ["AsyncSafeSnapTradeClient", "SafeSnapTradeClient"]
 
@@ -108,6 +109,14 @@ class _Base:
         """Create the shell's transport and rate limiter."""
         raise NotImplementedError
 
+    def add_call_observer(self, observer: CallObserver) -> Callable[[], None]:
+        """Call ``observer`` with every finished attempt and call of this client; returns the undo.
+
+        Observers run on the calling thread (the event loop for the async client): keep them quick.
+        """
+        self._core.observers.append(observer)
+        return lambda: self._core.observers.remove(observer) if observer in self._core.observers else None
+
     @classmethod
     def from_env(cls, **kwargs: Any) -> Self:
         """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor."""
@@ -172,6 +181,7 @@ class SafeSnapTradeClient(_Base):
     def _open_io(self, limits: RateLimitPolicy) -> None:
         self._transport = SyncTransport(self.settings)
         self._limiter = RateLimiter(limits, self.settings.rate_limit_storage_url)
+        self._unwatch_budgets = watch_budgets(self._limiter.usage)
 
     # --- IO: performing effects --------------------------------------------------------------------
 
@@ -293,6 +303,7 @@ class SafeSnapTradeClient(_Base):
 
     def close(self) -> None:
         """Release connections, the rate limiter and (if the client opened it) the secret store."""
+        self._unwatch_budgets()
         self._transport.close()
         self._limiter.close()
         self._close_stores()
@@ -319,6 +330,13 @@ class AsyncSafeSnapTradeClient(_Base):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport = AsyncTransport(self.settings)
         self._limiter = AsyncRateLimiter(limits, self.settings.rate_limit_storage_url)
+        # The gauge is read from the exporter's thread and cannot await: it shows the usage last
+        # read by rate_limit_usage() (HealthMonitor.acheck() reads it on every poll).
+        self._last_usage: list[BudgetUsage] = []
+        self._unwatch_budgets = watch_budgets(self._sampled_usage)
+
+    def _sampled_usage(self) -> list[BudgetUsage]:
+        return self._last_usage
 
     _sleep = staticmethod(asyncio.sleep)
 
@@ -437,7 +455,8 @@ class AsyncSafeSnapTradeClient(_Base):
 
     async def rate_limit_usage(self) -> list[BudgetUsage]:
         """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""
-        return await self._limiter.usage()
+        self._last_usage = await self._limiter.usage()
+        return self._last_usage
 
     def _check_loop(self) -> None:
         # The pooled session and the async Redis client belong to the event loop they were made
@@ -454,6 +473,7 @@ class AsyncSafeSnapTradeClient(_Base):
 
     async def aclose(self) -> None:
         """Release the pooled session, the rate limiter and (if the client opened it) the secret store."""
+        self._unwatch_budgets()
         if self._loop in (None, asyncio.get_running_loop()):
             await self._transport.aclose()
             await self._limiter.close()

@@ -16,7 +16,6 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 import tenacity
 
@@ -37,7 +36,7 @@ from aims_snaptrade.operations import Operation, get_operation
 from aims_snaptrade.redaction import register_secret
 from aims_snaptrade.retry import RetryPolicy
 from aims_snaptrade.settings import Settings
-from aims_snaptrade.telemetry import CallTelemetry
+from aims_snaptrade.telemetry import CallObserver, CallTelemetry, Endpoint
 
 __all__ = ["CallOptions", "Core", "Flow"]
 
@@ -168,7 +167,9 @@ class Core:
         self.settings = settings
         self.retry = retry
         self.consent = consent
-        self._server = urlsplit(settings.base_url).hostname
+        self._endpoint = Endpoint.of(settings.base_url)
+        self.observers: list[CallObserver] = []
+        """Called with every finished attempt and call (see :class:`~aims_snaptrade.health.HealthMonitor`)."""
 
     # --- the road ------------------------------------------------------------------------------
 
@@ -182,13 +183,18 @@ class Core:
     ) -> Flow[Response]:
         """The one road: every request, from a helper or :meth:`SafeSnapTradeClient.call`."""
         operation = get_operation(name)
-        telemetry = CallTelemetry(operation, self._server)
+        telemetry = CallTelemetry(
+            operation,
+            self._endpoint,
+            observers=self.observers,
+            include_ids=self.settings.telemetry_include_user_ids,
+        )
         try:
             response = yield from self._road(operation, arguments, confirm, options or CallOptions(), telemetry)
         except BaseException as error:
             telemetry.failed(error)
             raise
-        telemetry.succeeded(response)
+        telemetry.succeeded(response.status, response.request_id)
         return response
 
     def _road(
@@ -227,6 +233,7 @@ class Core:
             args.pop("user_secret", None)
         account_id = args.get("account_id") if isinstance(args.get("account_id"), str) else None
         budget_user = user_id if isinstance(user_id, str) else None
+        telemetry.subject(budget_user, account_id)
         idempotency_key = args.get(operation.idempotency_param) if operation.idempotency_param else None
         policy = options.retry or self.retry
         retrying = tenacity.Retrying(**policy.tenacity_kwargs(operation, has_idempotency_key=bool(idempotency_key)))
@@ -239,7 +246,9 @@ class Core:
                 raise _final(operation, error) from error.__cause__
             if isinstance(do, tenacity.DoAttempt):
                 try:
+                    telemetry.acquiring()
                     yield Acquire(operation, budget_user, account_id, options.rate_limit_mode, options.max_wait)
+                    telemetry.sending()
                     response = yield Send(operation, args, timeouts)
                 except e.SnapTradeError as error:
                     telemetry.attempt_failed(error)
@@ -247,6 +256,7 @@ class Core:
                         yield Observe(operation, account_id, error.status, error.headers or {})
                     state.set_exception((type(error), error, error.__traceback__))
                 else:
+                    telemetry.attempt_succeeded(response.status)
                     yield Observe(operation, account_id, response.status, response.headers)
                     state.set_result(response)
             elif isinstance(do, tenacity.DoSleep):

@@ -97,6 +97,10 @@ class Settings(BaseModel):
         default=30.0, ge=0, description="verify warns when the clock differs from SnapTrade's by more."
     )
     consent_max_age_days: int = Field(default=365, ge=1, description="Consent older than this has expired.")
+    telemetry_include_user_ids: bool = Field(
+        default=False,
+        description="Put user and account ids on spans (snaptrade.user_id/account_id); they identify people.",
+    )
 
     @field_validator("client_id")
     @classmethod

@@ -1,85 +1,240 @@
-"""Spans and metrics of the road, read back through the OpenTelemetry SDK's in-memory exporters."""
+"""Spans and metrics of the road, read back through the OpenTelemetry SDK's in-memory exporters.
+
+Every case checks the recorded instruments and attributes against ``metric_table.METRICS``.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import urllib.parse
 
 import pytest
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from otel_helpers import SPANS, check_against_table, delta, finished, install, points, snapshot, spec
 
-from aims_snaptrade import SnapTradeGuardrailError
-from aims_snaptrade.testing import Fault
+from aims_snaptrade import CallOptions, SafeSnapTradeClient, SnapTradeGuardrailError
+from aims_snaptrade import errors as e
+from aims_snaptrade.metric_table import metrics_markdown
+from aims_snaptrade.secrets import MemorySecretStore
+from aims_snaptrade.testing import Fault, SnapTradeEmulator
+from aims_snaptrade.testing.config import ClientCredentials
 
-_spans = InMemorySpanExporter()
-_metrics = InMemoryMetricReader()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _providers():
-    # Global providers can be set once per process; the library's proxies pick them up.
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(_spans))
-    trace.set_tracer_provider(provider)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[_metrics]))
+ACCOUNTS = "SnapTrade list_all_user_accounts"
 
 
 @pytest.fixture(autouse=True)
-def _clear():
-    _spans.clear()
+def _otel():
+    install()
+    SPANS.clear()
 
 
-def _points(name):
-    data = _metrics.get_metrics_data()
-    found = []
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == name:
-                    found.extend(metric.data.data_points)
-    return found
+def _one(name: str) -> trace.Span:
+    [span] = finished(name)
+    return span
 
 
-def test_a_call_is_one_client_span_with_safe_attributes(make_client, emu, alice):
-    client = make_client(retry="standard")
-    emu.faults.add(Fault.status(503), operation="list_all_user_accounts", times=1)
+def test_a_successful_call_is_one_client_span_by_the_http_conventions(make_client, emu, alice):
+    client = make_client()
+    before = snapshot()
     client.list_accounts(alice.user_id)
-    [span] = [s for s in _spans.get_finished_spans() if s.name == "SnapTrade list_all_user_accounts"]
+    changes = delta(before, snapshot())
+    span = _one(ACCOUNTS)
     assert span.kind == trace.SpanKind.CLIENT
     attributes = dict(span.attributes)
     assert attributes["http.request.method"] == "GET"
+    assert attributes["server.address"] == "127.0.0.1"
+    assert attributes["server.port"] == emu.port
     assert attributes["url.template"] == "/api/v1/accounts/all"
     assert attributes["http.response.status_code"] == 200
-    assert attributes["snaptrade.request_id"]
-    assert [e.name for e in span.events] == ["attempt failed", "retry"]
-    everything = json.dumps([dict(s.attributes) for s in _spans.get_finished_spans()], default=str) + json.dumps(
-        [dict(e.attributes) for s in _spans.get_finished_spans() for e in s.events], default=str
-    )
-    for secret in (alice.user_secret, emu.consumer_key):
-        assert secret not in everything
-    retries = sum(p.value for p in _points("snaptrade.client.retries"))
-    assert retries >= 1
-    outcomes = {p.attributes["outcome"] for p in _points("snaptrade.client.attempts")}
-    assert {"ok", "SnapTradeBrokerageUnavailableError"} <= outcomes
+    assert attributes["snaptrade.operation"] == "list_all_user_accounts"
+    assert re.fullmatch(r"[0-9a-f]{32}", attributes["snaptrade.request_id"])
+    assert "http.request.resend_count" not in attributes
+    assert "snaptrade.user_id" not in attributes  # ids only when the setting allows it
+    check_against_table(changes)
+    [(call, n)] = points(changes, spec("calls").name)
+    assert n == 1 and call["http.response.status_code"] == 200 and "error.type" not in call
+    [(request, n)] = points(changes, spec("request_duration").name)
+    assert n == 1 and request["http.response.status_code"] == 200 and request["server.port"] == emu.port
+    assert not points(changes, spec("errors").name)
+    # In flight during the request, back to zero after it.
+    assert sum(v for _, v in points(changes, spec("active_requests").name)) == 0
 
 
-def test_refused_and_failed_calls_end_their_span_with_an_error(make_client, emu, alice):
+def test_user_ids_reach_spans_only_when_the_setting_allows_it(make_client, alice):
+    make_client(telemetry_include_user_ids=True).get_positions(alice.user_id, alice.account_ids[0])
+    attributes = _one("SnapTrade get_all_account_positions").attributes
+    assert attributes["snaptrade.user_id"] == alice.user_id
+    assert attributes["snaptrade.account_id"] == alice.account_ids[0]
+
+
+# Each error class the road raises, and how the emulator is driven into it.
+ERROR_CASES = [
+    (Fault.unauthorized("1076"), e.SnapTradeAuthError, 401),
+    (Fault.unauthorized("1083"), e.SnapTradeAuthError, 401),
+    (Fault.status(400, code="1012"), e.SnapTradeValidationError, 400),
+    (Fault.status(403, code="1141"), e.SnapTradePermissionError, 403),
+    (Fault.status(404, code="1011"), e.SnapTradeNotFoundError, 404),
+    (Fault.status(402, code="3003"), e.SnapTradeConnectionDisabledError, 402),
+    (Fault.status(425, code="3012"), e.SnapTradeDataNotReadyError, 425),
+    (Fault.status(500, code="1000"), e.SnapTradeServerError, 500),
+    (Fault.status(503, code="3002"), e.SnapTradeBrokerageUnavailableError, 503),
+    (Fault.rate_limited(1), e.SnapTradeRateLimitError, 429),
+    (Fault.drop(), e.SnapTradeConnectionError, None),
+    (Fault.malformed_json(), e.SnapTradeConnectionError, None),
+    (Fault.timeout(hold=3), e.SnapTradeTimeoutError, None),
+]
+
+
+@pytest.mark.parametrize(("fault", "error", "status"), ERROR_CASES, ids=lambda v: getattr(v, "name", None))
+def test_each_error_class_ends_the_span_and_counts_one_error(make_client, emu, alice, fault, error, status):
+    client = make_client(read_timeout=0.5)
+    emu.faults.add(fault, operation="list_all_user_accounts")
+    before = snapshot()
+    with pytest.raises(error) as raised:
+        client.list_accounts(alice.user_id)
+    changes = delta(before, snapshot())
+    name = type(raised.value).__name__
+    span = _one(ACCOUNTS)
+    assert span.status.status_code == trace.StatusCode.ERROR
+    assert span.attributes["error.type"] == name
+    assert span.attributes.get("http.response.status_code") == status
+    check_against_table(changes)
+    [(failure, n)] = points(changes, spec("errors").name)
+    assert n == 1 and failure["error.type"] == name
+    [(request, n)] = points(changes, spec("request_duration").name)
+    assert n == 1 and request["error.type"] == name and request.get("http.response.status_code") == status
+    hits = points(changes, spec("rate_limit_hits").name)
+    assert [h["snaptrade.rate_limit.source"] for h, _ in hits] == (["snaptrade"] if status == 429 else [])
+
+
+def test_a_refused_call_counts_an_error_without_a_request(make_client, alice):
     client = make_client()
+    before = snapshot()
     with pytest.raises(SnapTradeGuardrailError):
         client.delete_user(alice.user_id)
-    emu.faults.add(Fault.unauthorized("1083"), operation="get_all_account_positions")
-    with pytest.raises(Exception, match="1083"):
-        client.get_positions(alice.user_id, alice.account_ids[0])
-    spans = {s.name: s for s in _spans.get_finished_spans()}
-    refused = spans["SnapTrade delete_snap_trade_user"]
-    assert refused.status.status_code == trace.StatusCode.ERROR
-    assert refused.attributes["error.type"] == "SnapTradeGuardrailError"
-    rejected = spans["SnapTrade get_all_account_positions"]
-    assert rejected.attributes["snaptrade.error_code"] == "1083"
-    assert rejected.attributes["http.response.status_code"] == 401
-    durations = [p for p in _points("snaptrade.client.operation.duration") if p.attributes["outcome"] != "ok"]
-    assert durations and all(p.count >= 1 for p in durations)
+    changes = delta(before, snapshot())
+    span = _one("SnapTrade delete_snap_trade_user")
+    assert span.attributes["error.type"] == "SnapTradeGuardrailError"
+    assert [a["error.type"] for a, _ in points(changes, spec("errors").name)] == ["SnapTradeGuardrailError"]
+    assert not points(changes, spec("request_duration").name)
+
+
+def test_a_retry_is_a_resend_with_its_own_request_measurement(make_client, emu, alice):
+    client = make_client(retry="standard")
+    emu.faults.add(Fault.status(503, code="3002"), operation="list_all_user_accounts", times=1)
+    before = snapshot()
+    client.list_accounts(alice.user_id)
+    changes = delta(before, snapshot())
+    span = _one(ACCOUNTS)
+    assert span.attributes["http.request.resend_count"] == 1
+    assert span.attributes["snaptrade.retry.wait_s"] > 0
+    assert span.attributes["http.response.status_code"] == 200
+    assert [ev.name for ev in span.events] == ["attempt failed", "retry"]
+    check_against_table(changes)
+    requests = points(changes, spec("request_duration").name)
+    assert sorted((a.get("error.type", ""), a["http.response.status_code"]) for a, _ in requests) == [
+        ("", 200),
+        ("SnapTradeBrokerageUnavailableError", 503),
+    ]
+    [(retry, n)] = points(changes, spec("retries").name)
+    assert n == 1 and retry["error.type"] == "SnapTradeBrokerageUnavailableError"
+    [(call, n)] = points(changes, spec("calls").name)
+    assert n == 1 and "error.type" not in call
+
+
+def test_a_budget_wait_is_on_the_span_and_a_refusal_is_a_local_rate_limit_hit(make_client, alice):
+    client = make_client(customer_limit=1, customer_limit_window=1, rate_limit_max_wait=5.0)
+    client.list_accounts(alice.user_id)
+    before = snapshot()
+    client.list_accounts(alice.user_id)  # waits for the single slot to free
+    waited = [s for s in finished(ACCOUNTS) if "snaptrade.rate_limit.wait_s" in s.attributes]
+    assert waited and max(s.attributes["snaptrade.rate_limit.wait_s"] for s in waited) >= 0.2
+    with pytest.raises(e.SnapTradeBudgetExhaustedError):
+        client.list_accounts(alice.user_id, options=CallOptions(rate_limit_mode="fail"))
+    changes = delta(before, snapshot())
+    check_against_table(changes)
+    [(hit, n)] = points(changes, spec("rate_limit_hits").name)
+    assert n == 1 and hit["snaptrade.rate_limit.source"] == "local" and hit["snaptrade.rate_limit.scope"] == "customer"
+    assert len(points(changes, spec("request_duration").name)) == 1  # the refused call sent nothing
+
+
+def test_the_budget_gauge_reports_each_budget_from_the_limiter(make_client, alice):
+    client = make_client(customer_limit=4, customer_limit_window=60.0)
+    client.list_accounts(alice.user_id)
+    gauge = {
+        dict(attrs)["snaptrade.rate_limit.budget"]: value
+        for (name, attrs), value in snapshot().items()
+        if name == spec("budget_utilization").name
+    }
+    assert gauge["customer"] >= 0.25
+    usage = {u.name: u.fraction for u in client.rate_limit_usage()}
+    assert gauge["customer"] >= usage["customer"]
+
+
+def test_the_docs_table_is_the_metric_table():
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "telemetry.md").read_text()
+    table = docs.split("<!-- metrics-table:start -->\n", 1)[1].split("<!-- metrics-table:end -->", 1)[0]
+    assert table.strip() == metrics_markdown().strip(), "docs/telemetry.md must hold metric_table.metrics_markdown()"
+
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+_secret_text = st.text(alphabet=_ALPHABET, min_size=20, max_size=48)
+
+
+def _encodings(secret: str) -> set[str]:
+    raw = secret.encode()
+    return {
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        raw.hex(),
+    }
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(consumer_key=_secret_text, stale_secret=_secret_text)
+def test_no_attribute_of_any_span_event_or_metric_holds_a_secret(consumer_key, stale_secret):
+    install()
+    SPANS.clear()
+    before = snapshot()
+    credentials = ClientCredentials("AIMS-TELEMETRY", consumer_key)
+    with SnapTradeEmulator(clients=(credentials,)) as emu:
+        store = MemorySecretStore()
+        user = emu.connect("hyp-user", brokerage="ALPACA", client_id="AIMS-TELEMETRY")
+        store.put(user.user_id, user.user_secret)
+        emu.create_user("stale-user", client_id="AIMS-TELEMETRY")
+        store.put("stale-user", stale_secret)
+        with SafeSnapTradeClient(
+            client_id="AIMS-TELEMETRY",
+            consumer_key=consumer_key,
+            environment="sandbox",
+            base_url=emu.base_url,
+            secret_store=store,
+            retry="standard",
+        ) as client:
+            emu.faults.add(Fault.status(503, code="3002"), operation="list_all_user_accounts", times=1)
+            client.list_accounts(user.user_id)
+            client.rotate_user_secret(user.user_id)
+            with pytest.raises(e.SnapTradeAuthError):
+                client.list_accounts("stale-user")
+            secrets = {consumer_key, stale_secret, user.user_secret, store.get(user.user_id)}
+    spans = SPANS.get_finished_spans()
+    assert len(spans) >= 3
+    recorded = json.dumps(
+        [
+            [s.name, s.status.description, dict(s.attributes), [[ev.name, dict(ev.attributes)] for ev in s.events]]
+            for s in spans
+        ]
+        + [[name, sorted(map(str, attrs))] for name, attrs in delta(before, snapshot())],
+        default=str,
+    )
+    for secret in secrets:
+        for form in _encodings(secret):
+            assert form not in recorded

@@ -37,7 +37,9 @@ import certifi
 import urllib3
 import yarl
 
+from aims_snaptrade._headers import header
 from aims_snaptrade.operations import Operation
+from aims_snaptrade.redaction import register_signature
 from aims_snaptrade.settings import Settings
 
 __all__ = ["AsyncTransport", "Response", "SyncTransport", "Timeouts"]
@@ -163,6 +165,8 @@ class _TimeoutPoolManager(urllib3.PoolManager):
     """A pool that applies the current call's timeouts, whatever the SDK passes (always ``None``)."""
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        # The SDK signs just before sending: register the signature before anything can echo it.
+        register_signature(header(kwargs.get("headers") or {}, "Signature"))
         timeouts = _current_timeouts.get()
         if timeouts is not None:
             kwargs["timeout"] = urllib3.Timeout(connect=timeouts.connect, read=timeouts.read)
@@ -268,6 +272,7 @@ class AsyncTransport:
     ) -> Any:
         from snaptrade_client.rest import AsyncResponseWrapper
 
+        register_signature(header(headers or {}, "Signature"))
         timeouts = _current_timeouts.get()
         client_timeout = (
             aiohttp.ClientTimeout(sock_connect=timeouts.connect, sock_read=timeouts.read)

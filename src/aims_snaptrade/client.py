@@ -58,6 +58,18 @@ def _failure(effect: Effect, exc: Exception) -> e.SnapTradeError:
     return with_upstream_cause(e.SnapTradeError(f"Unexpected failure ({type(exc).__name__})."), exc)
 
 
+def _opened(variable: str, opener: Callable[[Any], T], argument: Any) -> T:
+    """Run ``opener``; an OS or parsing failure becomes a configuration error naming ``variable``."""
+    try:
+        return opener(argument)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise e.SnapTradeConfigurationError(
+            f"{variable} cannot be opened ({reason}).",
+            hint=f"Fix {variable}: a path this process can create and write, or a well-formed URL.",
+        ) from None
+
+
 class _Base:
     """Construction shared by both clients: settings, guardrails, store, policies. No network IO."""
 
@@ -81,7 +93,9 @@ class _Base:
             settings = Settings.build({**settings.model_dump(), **overrides})
         self.settings = settings
         self.secret_store: SecretStore = (
-            open_secret_store_from_settings(settings) if secret_store is None else secret_store
+            _opened("SNAPTRADE_SECRET_STORE_URL", open_secret_store_from_settings, settings)
+            if secret_store is None
+            else secret_store
         )
         # Every store a StoreCall effect may name; features add theirs (consent, audit, ...).
         self._stores: dict[str, Any] = {"secrets": self.secret_store}
@@ -91,7 +105,7 @@ class _Base:
             check_startup(settings, store=self.secret_store, consent=consent)
             policy = retry if isinstance(retry, RetryPolicy) else RetryPolicy.preset(retry or settings.retry_policy)
             self._core = Core(settings, retry=policy, consent=consent)
-            self._open_io(RateLimitPolicy.from_settings(settings))
+            _opened("SNAPTRADE_RATE_LIMIT_STORAGE_URL", self._open_io, RateLimitPolicy.from_settings(settings))
         except BaseException:
             self._close_stores()  # nothing half-built stays open when construction fails
             raise

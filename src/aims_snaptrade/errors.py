@@ -38,6 +38,7 @@ __all__ = [
     "SnapTradeEndpointRetiredError",
     "SnapTradeError",
     "SnapTradeGuardrailError",
+    "SnapTradeMalformedResponseError",
     "SnapTradeNotFoundError",
     "SnapTradePermissionError",
     "SnapTradeRateLimitError",
@@ -252,6 +253,18 @@ class SnapTradeTimeoutError(SnapTradeConnectionError):
 
     default_hint = (
         "SnapTrade did not answer in time; retry later or raise SNAPTRADE_READ_TIMEOUT / SNAPTRADE_CONNECT_TIMEOUT."
+    )
+
+
+class SnapTradeMalformedResponseError(SnapTradeError):
+    """SnapTrade answered 2xx with a body of a shape the library cannot read (not JSON of the documented form).
+
+    The message names the operation and what was wrong (the field's place, never its value);
+    ``request_id`` identifies the answer for SnapTrade support. The raw body is not kept.
+    """
+
+    default_hint = (
+        "Report the request id to SnapTrade; for a write, check whether it took effect before sending it again."
     )
 
 

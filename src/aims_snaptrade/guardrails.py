@@ -132,7 +132,7 @@ def check_call(
             operation=name,
             hint="Set SNAPTRADE_TRADING_ENABLED=true (or trading_enabled=True) only in services meant to trade.",
         )
-    if operation.destructive and not confirm:
+    if operation.destructive and confirm is not True:  # only the bool True confirms, never "yes" or 1
         raise SnapTradeGuardrailError(
             f"{name} deletes or disables data and needs explicit confirmation.",
             operation=name,

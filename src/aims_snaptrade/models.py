@@ -8,6 +8,7 @@ parsed from the JSON text representation, never through binary float arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -33,21 +34,40 @@ def _to_decimal(value: Any) -> Decimal | None:
     if isinstance(value, Decimal):
         return value
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("not a finite number")
         # repr() of a float is the shortest text that round-trips: 0.1 -> "0.1", not 0.1000000000000000055.
         return Decimal(repr(value))
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"not a number ({type(value).__name__})")
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except InvalidOperation:
-        raise ValueError(f"not a number: {value!r}") from None
+        raise ValueError("not a number") from None
+    if not number.is_finite():
+        raise ValueError("not a finite number")
+    return number
 
 
 Money = Annotated[Decimal | None, BeforeValidator(_to_decimal)]
 """An exact amount: ``Decimal`` or ``None``."""
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: nested objects SnapTrade may send as null."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _item(data: Any, what: str) -> dict[str, Any]:
+    """One element of a results list, which must be a JSON object."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{what} is a {type(data).__name__}, not an object")
+    return dict(data)
+
+
 def _code(value: Any) -> Any:
     # SnapTrade sends currencies either as "USD" or as {"id": ..., "code": "USD", "name": ...}.
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return value.get("code")
     return value
 
@@ -111,9 +131,10 @@ class Account(SnapTradeModel):
     net_value_currency: str | None = None
 
     @classmethod
-    def from_api(cls, data: dict[str, Any]) -> Account:
+    def from_api(cls, data: Any) -> Account:
         """Build from one element of the API's ``results`` list."""
-        net = data.get("net_value") or {}
+        data = _item(data, "an account")
+        net = _mapping(data.get("net_value"))
         return cls.model_validate(
             {**data, "net_value_amount": net.get("amount"), "net_value_currency": net.get("currency")}
         )
@@ -140,9 +161,10 @@ class Position(SnapTradeModel):
     cash_equivalent: bool | None = None
 
     @classmethod
-    def from_api(cls, data: dict[str, Any]) -> Position:
+    def from_api(cls, data: Any) -> Position:
         """Build from one element of the API's ``results`` list."""
-        instrument = data.get("instrument") or {}
+        data = _item(data, "a position")
+        instrument = _mapping(data.get("instrument"))
         return cls.model_validate(
             {
                 **data,
@@ -170,8 +192,9 @@ class Activity(SnapTradeModel):
     institution: str | None = None
 
     @classmethod
-    def from_api(cls, data: dict[str, Any]) -> Activity:
+    def from_api(cls, data: Any) -> Activity:
         """Build from one element of the API's ``data`` list."""
+        data = _item(data, "an activity")
         symbol = data.get("symbol")
         ticker = symbol.get("symbol") if isinstance(symbol, dict) else symbol
         return cls.model_validate({**data, "symbol": ticker})

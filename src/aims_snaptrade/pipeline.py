@@ -12,12 +12,14 @@ tenacity's (``Retrying.iter``) over our errors; only who sleeps differs.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+import math
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import tenacity
+from pydantic import ValidationError
 
 from aims_snaptrade import errors as e
 from aims_snaptrade._transport import Response, Timeouts
@@ -35,6 +37,7 @@ from aims_snaptrade.models import (
 from aims_snaptrade.operations import Operation, get_operation
 from aims_snaptrade.redaction import register_secret
 from aims_snaptrade.retry import RetryPolicy
+from aims_snaptrade.secrets._rows import check_user_id
 from aims_snaptrade.settings import Settings
 from aims_snaptrade.telemetry import CallObserver, CallTelemetry, Endpoint
 
@@ -43,6 +46,10 @@ __all__ = ["CallOptions", "Core", "Flow"]
 T = TypeVar("T")
 
 PORTAL_LINK_LIFETIME = timedelta(minutes=5)
+MAX_TIMEOUT = 600.0
+"""Longest per-call timeout, seconds (as ``SNAPTRADE_READ_TIMEOUT``): beyond it a call is a hang."""
+MAX_WAIT = 3600.0
+"""Longest per-call wait for rate-limit budget, seconds."""
 ACTIVITIES_PAGE_SIZE = 1000
 
 
@@ -66,12 +73,17 @@ class CallOptions:
         problems = []
         if self.timeout is not None:
             pair = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
-            if len(pair) != 2 or not all(_positive_number(t) for t in pair):
-                problems.append(f"timeout must be positive seconds or a (connect, read) pair, got {self.timeout!r}")
+            if len(pair) != 2 or not all(_positive_number(t) and t <= MAX_TIMEOUT for t in pair):
+                problems.append(
+                    f"timeout must be seconds in (0, {MAX_TIMEOUT:g}] or a (connect, read) pair of them, "
+                    f"got {self.timeout!r}"
+                )
         if self.rate_limit_mode not in (None, "wait", "fail"):
             problems.append(f"rate_limit_mode must be 'wait' or 'fail', got {self.rate_limit_mode!r}")
-        if self.max_wait is not None and not (_positive_number(self.max_wait) or self.max_wait == 0):
-            problems.append(f"max_wait must be seconds >= 0, got {self.max_wait!r}")
+        if self.max_wait is not None and not (
+            (_positive_number(self.max_wait) or self.max_wait == 0) and self.max_wait <= MAX_WAIT
+        ):
+            problems.append(f"max_wait must be seconds in [0, {MAX_WAIT:g}], got {self.max_wait!r}")
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             problems.append(f"retry must be a RetryPolicy, got {type(self.retry).__name__}")
         if problems:
@@ -86,7 +98,7 @@ class CallOptions:
 
 
 def _positive_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 # --- effects -----------------------------------------------------------------------------------
@@ -154,6 +166,80 @@ def _require_text(name: str, value: Any) -> str:
     return value
 
 
+def _user_id(value: Any) -> str:
+    """A user id every store accepts (the stores' shared rule), checked before anything is sent."""
+    _require_text("user_id", value)
+    try:
+        return check_user_id(value)
+    except e.SnapTradeValidationError as error:
+        raise e.SnapTradeValidationError(
+            f"{error.message}; got {len(value)} characters.", hint="Use the service's own stable user identifier."
+        ) from None
+
+
+def _checked_call(name: Any, arguments: Any, confirm: Any, options: Any) -> CallOptions:
+    """Type checks of :meth:`Core.call`'s own parameters; the options to use."""
+    if not isinstance(name, str):
+        raise e.SnapTradeValidationError(f"The operation name must be a string, got {type(name).__name__}.")
+    if not isinstance(arguments, Mapping) or not all(isinstance(k, str) for k in arguments):
+        raise e.SnapTradeValidationError(f"Arguments of {name} must be keyword arguments.", operation=name)
+    if not isinstance(confirm, bool):
+        raise e.SnapTradeValidationError(
+            f"confirm must be True or False, got {type(confirm).__name__}.",
+            operation=name,
+            hint="Pass confirm=True (the bool) to confirm a destructive call.",
+        )
+    if options is None:
+        return CallOptions()
+    if not isinstance(options, CallOptions):
+        raise e.SnapTradeValidationError(
+            f"options must be a CallOptions, got {type(options).__name__}.",
+            operation=name,
+            hint="Pass options=CallOptions(timeout=..., rate_limit_mode=..., max_wait=..., retry=...).",
+        )
+    return options
+
+
+_MALFORMED = (ValidationError, TypeError, ValueError, AttributeError, KeyError, ArithmeticError)
+
+
+def _parsed(response: Response, build: Callable[[Any], T]) -> T:
+    """``build(response.body)``; a body of the wrong shape becomes a typed error without the body in it."""
+    try:
+        return build(response.body)
+    except _MALFORMED as exc:
+        if isinstance(exc, ValidationError):
+            places = sorted({".".join(str(p) for p in err["loc"]) or "body" for err in exc.errors()})
+            what = "unexpected values at " + ", ".join(places[:5])
+        else:
+            what = str(exc) if isinstance(exc, TypeError) else type(exc).__name__
+        # `from None`: the original's text (pydantic's included) can quote the body.
+        raise e.SnapTradeMalformedResponseError(
+            f"SnapTrade answered {response.operation} with a body the library cannot read ({what}).",
+            operation=response.operation,
+            status=response.status,
+            request_id=response.request_id,
+        ) from None
+
+
+def _object(body: Any) -> Mapping[str, Any]:
+    """The body as a JSON object (an empty body reads as an empty object)."""
+    if body is None:
+        return {}
+    if not isinstance(body, Mapping):
+        raise TypeError(f"the body is a {type(body).__name__}, not an object")
+    return body
+
+
+def _list(value: Any, what: str = "the body") -> list[Any]:
+    """A JSON array (missing or null reads as empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError(f"{what} is a {type(value).__name__}, not a list")
+    return value
+
+
 class Core:
     """Everything the two clients share: settings, policy and the flows."""
 
@@ -182,6 +268,7 @@ class Core:
         options: CallOptions | None = None,
     ) -> Flow[Response]:
         """The one road: every request, from a helper or :meth:`SafeSnapTradeClient.call`."""
+        checked = _checked_call(name, arguments, confirm, options)
         operation = get_operation(name)
         telemetry = CallTelemetry(
             operation,
@@ -190,7 +277,7 @@ class Core:
             include_ids=self.settings.telemetry_include_user_ids,
         )
         try:
-            response = yield from self._road(operation, arguments, confirm, options or CallOptions(), telemetry)
+            response = yield from self._road(operation, arguments, confirm, checked, telemetry)
         except BaseException as error:
             telemetry.failed(error)
             raise
@@ -216,9 +303,15 @@ class Core:
         check_call(self.settings, operation, args, confirm=confirm, consent=self.consent)
         user_id = args.get("user_id")
         if operation.user_scoped and self.settings.key_type == "commercial":
-            _require_text("user_id", user_id)
+            _user_id(user_id)
         if operation.needs_user_secret and self.settings.key_type == "commercial":
-            if args.get("user_secret") is None:
+            given = args.get("user_secret")
+            if given is not None and (not isinstance(given, str) or not given):
+                # Checked before registration for redaction: a bad value must change nothing.
+                raise e.SnapTradeValidationError(
+                    f"user_secret must be a non-empty string, got {type(given).__name__}.", operation=name
+                )
+            if given is None:
                 secret = yield StoreCall("get", (user_id,))
                 if secret is None:
                     raise e.SnapTradeNotFoundError(
@@ -272,7 +365,7 @@ class Core:
     def api_status(self, options: CallOptions | None = None) -> Flow[ApiStatus]:
         """SnapTrade's status, with the local clock's skew against the server's."""
         response = yield from self.call("check", {}, options=options)
-        status = ApiStatus.model_validate(response.body or {})
+        status = _parsed(response, lambda body: ApiStatus.model_validate(_object(body)))
         if status.timestamp is not None:
             server = status.timestamp if status.timestamp.tzinfo else status.timestamp.replace(tzinfo=UTC)
             skew = (datetime.now(UTC) - server).total_seconds()
@@ -280,8 +373,13 @@ class Core:
         return status
 
     def register_user(self, user_id: str, options: CallOptions | None = None) -> Flow[RegisteredUser]:
-        """Register a SnapTrade user and store the secret SnapTrade issues before returning."""
-        _require_text("user_id", user_id)
+        """Register a SnapTrade user and store the secret SnapTrade issues before returning.
+
+        Every local check comes first: the id must suit the secret store, and the store must
+        answer, before SnapTrade creates a user whose secret could not be kept.
+        """
+        user_id = _user_id(user_id)
+        yield StoreCall("get", (user_id,))
         try:
             response = yield from self.call("register_snap_trade_user", {"user_id": user_id}, options=options)
         except e.SnapTradeUnknownOutcomeError as lost:
@@ -298,7 +396,7 @@ class Core:
         body = response.body if isinstance(response.body, Mapping) else {}
         secret = body.get("userSecret")
         if not isinstance(secret, str) or not secret:
-            raise e.SnapTradeError(
+            raise e.SnapTradeMalformedResponseError(
                 f"registerUser for {user_id!r} answered without a userSecret.",
                 operation="register_snap_trade_user",
                 request_id=response.request_id,
@@ -306,7 +404,8 @@ class Core:
             )
         register_secret(secret)
         yield StoreCall("put", (user_id, secret))
-        return RegisteredUser(user_id=str(body.get("userId") or user_id))
+        answered = body.get("userId")
+        return RegisteredUser(user_id=answered if isinstance(answered, str) and answered else user_id)
 
     def rotate_user_secret(self, user_id: str, options: CallOptions | None = None) -> Flow[RegisteredUser]:
         """Rotate a user's secret (``resetUserSecret``) without ever holding only a lost secret.
@@ -315,7 +414,7 @@ class Core:
         moment it arrives, and only then is the marker cleared. A crash in between leaves the
         marker, which the store reports on the next start (``pending_rotations()``).
         """
-        _require_text("user_id", user_id)
+        user_id = _user_id(user_id)
         old = yield StoreCall("get", (user_id,))
         if old is None:
             raise e.SnapTradeNotFoundError(f"No user secret is stored for user {user_id!r}.")
@@ -355,7 +454,7 @@ class Core:
         its secret is lost: :class:`~aims_snaptrade.errors.SnapTradeSecretRotationError` says how
         to recover.
         """
-        _require_text("user_id", user_id)
+        user_id = _user_id(user_id)
         pending = yield StoreCall("pending_rotations", ())
         if user_id not in pending:
             return False
@@ -377,16 +476,18 @@ class Core:
 
     def delete_user(self, user_id: str, *, confirm: bool, options: CallOptions | None = None) -> Flow[DeletedUser]:
         """Delete a SnapTrade user (queued by SnapTrade) and purge its local secret."""
-        _require_text("user_id", user_id)
+        user_id = _user_id(user_id)
         response = yield from self.call(
             "delete_snap_trade_user", {"user_id": user_id}, confirm=confirm, options=options
         )
         removed = yield StoreCall("delete", (user_id,))
         body = response.body if isinstance(response.body, Mapping) else {}
+        # The user is deleted whatever the body says: its fields are informational, so odd ones are dropped.
+        status, detail = body.get("status"), body.get("detail")
         return DeletedUser(
             user_id=user_id,
-            status=body.get("status"),
-            detail=body.get("detail"),
+            status=status if isinstance(status, str) else None,
+            detail=detail if isinstance(detail, str) else None,
             local_secret_removed=bool(removed),
         )
 
@@ -421,14 +522,19 @@ class Core:
                 arguments[key] = value
         issued = datetime.now(UTC)
         response = yield from self.call("login_snap_trade_user", arguments, options=options)
-        body = dict(response.body) if isinstance(response.body, Mapping) else {}
-        return ConnectionPortalLink.model_validate({**body, "expires_at": issued + PORTAL_LINK_LIFETIME})
+        return _parsed(
+            response,
+            lambda body: ConnectionPortalLink.model_validate(
+                {**_object(body), "expires_at": issued + PORTAL_LINK_LIFETIME}
+            ),
+        )
 
     def list_accounts(self, user_id: str, options: CallOptions | None = None) -> Flow[list[Account]]:
         """Every account of the user across all connections."""
         response = yield from self.call("list_all_user_accounts", {"user_id": user_id}, options=options)
-        body = response.body if isinstance(response.body, Mapping) else {}
-        return [Account.from_api(item) for item in body.get("results") or []]
+        return _parsed(
+            response, lambda body: [Account.from_api(item) for item in _list(_object(body).get("results"), "results")]
+        )
 
     def get_balances(self, user_id: str, account_id: str, options: CallOptions | None = None) -> Flow[list[Balance]]:
         """Cash and buying power of one account, per currency."""
@@ -436,7 +542,7 @@ class Core:
         response = yield from self.call(
             "get_user_account_balance", {"user_id": user_id, "account_id": account_id}, options=options
         )
-        return [Balance.model_validate(item) for item in response.body or []]
+        return _parsed(response, lambda body: [Balance.model_validate(_object(item)) for item in _list(body)])
 
     def get_positions(self, user_id: str, account_id: str, options: CallOptions | None = None) -> Flow[list[Position]]:
         """Every position of one account."""
@@ -444,8 +550,9 @@ class Core:
         response = yield from self.call(
             "get_all_account_positions", {"user_id": user_id, "account_id": account_id}, options=options
         )
-        body = response.body if isinstance(response.body, Mapping) else {}
-        return [Position.from_api(item) for item in body.get("results") or []]
+        return _parsed(
+            response, lambda body: [Position.from_api(item) for item in _list(_object(body).get("results"), "results")]
+        )
 
     def get_activities(
         self,
@@ -467,13 +574,20 @@ class Core:
         offset = 0
         while True:
             response = yield from self.call("get_account_activities", {**base, "offset": offset}, options=options)
-            body = response.body if isinstance(response.body, Mapping) else {}
-            page = body.get("data") or []
-            activities.extend(Activity.from_api(item) for item in page)
-            total = (body.get("pagination") or {}).get("total")
+            page, total = _parsed(response, _activity_page)
+            activities.extend(page)
             offset += len(page)
             if not page or (isinstance(total, int) and offset >= total) or len(page) < ACTIVITIES_PAGE_SIZE:
                 return activities
+
+
+def _activity_page(body: Any) -> tuple[list[Activity], int | None]:
+    """One page of activities and the total SnapTrade reports, if any."""
+    page = _object(body)
+    pagination = page.get("pagination")
+    total = _object(pagination).get("total") if pagination is not None else None
+    activities = [Activity.from_api(item) for item in _list(page.get("data"), "data")]
+    return activities, total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 def _final(operation: Operation, error: e.SnapTradeError) -> e.SnapTradeError:

@@ -1,30 +1,53 @@
-"""Credential redaction: nothing that leaves the library may carry a secret.
+"""Credential redaction: nothing that leaves the library may carry a secret, in any encoding.
 
 Redaction wraps every road out of the library rather than being a step on one of them:
 
 * a process-wide registry of secret values (the consumer key, every user secret the library has
-  seen, request signatures) that are masked wherever they appear;
+  seen, every request signature it sent) masked wherever they appear. Each value is registered
+  with every form in which text we emit or carry can hold it: raw, percent-encoded (``quote``
+  and ``quote_plus``), JSON-escaped, Python-repr-escaped (``str`` and ``bytes``), HTML-escaped,
+  and those escapings applied twice (the SDK's exception text holds ``repr(bytes)`` of a JSON
+  body that itself escapes the request);
 * patterns that mask credentials by position even when their value was never registered
-  (``userSecret=...`` in URLs, ``"userSecret": "..."`` in JSON, ``Signature`` headers);
+  (``userSecret=...`` in URLs, ``"userSecret": "..."`` in JSON, ``Signature: ...`` header lines,
+  escaped or not);
 * a log-record hook that scrubs every record of the library's loggers and of the SDK's
-  transports (``snaptrade_client``, ``urllib3``, ``aiohttp``), message, arguments and traceback;
+  transports (``snaptrade_client``, ``urllib3``, ``aiohttp``): message, arguments, traceback
+  and stack;
 * :func:`scrub_exception`, used where third-party exceptions become ours.
+
+Cost: encodings are computed once, when a value is registered. Matching a line is one regex pass
+finding runs of the characters secrets are made of, then, inside each run, one dictionary lookup
+per position (keyed by the first six characters of every form) and a set lookup per candidate.
+It grows with the length of the text, not with the number of secrets (figures in
+``docs/security.md``, measured by ``benchmarks/redaction_cost.py``).
 """
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 import re
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from copy import deepcopy
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "MASK",
     "REDACTED_LOGGERS",
+    "SecretKind",
+    "encoded_forms",
     "install_log_redaction",
+    "isolated_registry",
     "redact",
     "register_secret",
+    "register_signature",
     "scrub_exception",
 ]
 
@@ -33,64 +56,160 @@ MASK = "***"
 REDACTED_LOGGERS: tuple[str, ...] = ("aims_snaptrade", "snaptrade_client", "urllib3", "aiohttp")
 """Loggers whose records are scrubbed (with their children)."""
 
-# Secrets shorter than this are not registered: masking "ab" everywhere would mangle logs and
+SecretKind = Literal["secret", "key", "signature"]
+"""``key``: consumer and encryption keys, never forgotten. ``secret``: user secrets, the least
+recently used forgotten beyond 100,000. ``signature``: request signatures, the 4,096 latest kept
+(an echoed signature is scrubbed when the answer arrives)."""
+
+# Values shorter than this are not registered: masking "ab" everywhere would mangle logs and
 # such values are not credentials SnapTrade issues.
 _MIN_SECRET_LENGTH = 6
-_MAX_REGISTERED = 100_000
+_LIMITS: dict[str, int | None] = {"key": None, "secret": 100_000, "signature": 4_096}
 
-_lock = threading.Lock()
-_secrets: set[str] = set()
-_lengths: tuple[int, ...] = ()  # distinct secret lengths, longest first
-_chars: frozenset[str] = frozenset()
-_run_pattern: re.Pattern[str] | None = None
 
-_POSITIONAL = (
-    # userSecret / consumerKey / signature as query parameters or form fields.
-    re.compile(r"(?i)((?:user_?secret|consumer_?key|signature|secret)=)[^&\s'\"<>]+"),
-    # ... as JSON / Python-dict keys: "userSecret": "value" or 'Signature': 'value'.
-    re.compile(r"(?i)([\"'](?:user_?secret|consumer_?key|signature|secret|x-signature)[\"']\s*[:=]\s*[\"'])[^\"']*"),
-    # ... as HTTP header lines: Signature: value.
-    re.compile(r"(?im)(^\s*(?:signature|authorization)\s*:\s*)\S+"),
+def _html(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+def _bytes_repr(value: str) -> str:
+    return repr(value.encode("utf-8", "surrogatepass"))[2:-1]
+
+
+_ENCODERS: tuple[Callable[[str], str], ...] = (
+    lambda v: quote(v, safe=""),
+    quote,  # safe="/": how the SDK encodes query values
+    quote_plus,
+    lambda v: json.dumps(v)[1:-1],
+    lambda v: json.dumps(v, ensure_ascii=False)[1:-1],
+    lambda v: repr(v)[1:-1],
+    lambda v: ascii(v)[1:-1],
+    _bytes_repr,
+    _html,
+    lambda v: html.escape(v, quote=False),
 )
 
 
-def register_secret(value: str | None) -> None:
-    """Add ``value`` to the registry of strings masked everywhere. Empty or tiny values are ignored.
+def encoded_forms(value: str) -> frozenset[str]:
+    """Every form of ``value`` the registry masks: raw, each encoding, and each pair of encodings."""
+    forms = {value}
+    frontier = {value}
+    for _ in range(2):
+        grown: set[str] = set()
+        for text in frontier:
+            for encode in _ENCODERS:
+                try:
+                    grown.add(encode(text))
+                except (UnicodeError, ValueError):  # lone surrogates cannot be percent-encoded
+                    continue
+        frontier = grown - forms
+        forms |= frontier
+    return frozenset(f for f in forms if len(f) >= _MIN_SECRET_LENGTH)
 
-    Registration is O(1) however many secrets are known (a multi-tenant service registers one
-    per user): matching uses a set lookup over runs of the characters secrets are made of,
-    instead of one alternation regex that would be recompiled for every new secret.
+
+@dataclass
+class _Registry:
+    """Every registered value and its forms, with the lookup tables :func:`redact` reads."""
+
+    pools: dict[str, dict[str, frozenset[str]]] = field(
+        default_factory=lambda: {kind: {} for kind in _LIMITS}
+    )  # kind -> value -> forms, oldest first
+    forms: dict[str, int] = field(default_factory=dict)  # form -> how many values hold it
+    prefixes: dict[str, dict[int, int]] = field(default_factory=dict)  # first 6 chars -> length -> count
+    chars: frozenset[str] = frozenset()
+    run_pattern: re.Pattern[str] | None = None
+
+    def add(self, kind: str, value: str) -> None:
+        pool = self.pools[kind]
+        if value in pool:
+            pool[value] = pool.pop(value)  # most recently used last
+            return
+        forms = encoded_forms(value)
+        pool[value] = forms
+        for form in forms:
+            self._count(form, +1)
+        limit = _LIMITS[kind]
+        if limit is not None and len(pool) > limit:
+            oldest = next(iter(pool))
+            for form in pool.pop(oldest):
+                self._count(form, -1)
+        alphabet = set().union(*forms) if forms else set()
+        if not self.chars.issuperset(alphabet):
+            self.chars = self.chars.union(alphabet)
+            escaped = "".join(re.escape(c) for c in sorted(self.chars))
+            self.run_pattern = re.compile(f"[{escaped}]{{{_MIN_SECRET_LENGTH},}}")
+
+    def _count(self, form: str, delta: int) -> None:
+        held = self.forms.get(form, 0) + delta
+        lengths = self.prefixes.setdefault(form[:_MIN_SECRET_LENGTH], {})
+        size = len(form)
+        left = lengths.get(size, 0) + delta
+        if held:
+            self.forms[form] = held
+        else:
+            self.forms.pop(form, None)
+        if left:
+            lengths[size] = left
+        else:
+            lengths.pop(size, None)
+            if not lengths:
+                del self.prefixes[form[:_MIN_SECRET_LENGTH]]
+
+
+_lock = threading.Lock()
+_registry = _Registry()
+
+
+def register_secret(value: str | None, *, kind: SecretKind = "secret") -> None:
+    """Mask ``value`` (and every encoded form of it) wherever it appears. Empty or tiny values are ignored.
+
+    Raises :class:`~aims_snaptrade.errors.SnapTradeValidationError` for anything but text,
+    before any state changes: a bad call cannot leave the registry half-updated.
     """
-    global _lengths, _chars, _run_pattern
-    if not value or len(value) < _MIN_SECRET_LENGTH or value in _secrets:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        from aims_snaptrade.errors import SnapTradeValidationError
+
+        raise SnapTradeValidationError(
+            f"A secret to redact must be text (str), got {type(value).__name__}.",
+            hint="Decode bytes before passing them (value.decode('utf-8')).",
+        )
+    if kind not in _LIMITS:
+        from aims_snaptrade.errors import SnapTradeValidationError
+
+        raise SnapTradeValidationError(f"kind must be one of {sorted(_LIMITS)}, got {kind!r}.")
+    if len(value) < _MIN_SECRET_LENGTH:
         return
     with _lock:
-        if len(_secrets) >= _MAX_REGISTERED:
-            # Bounded memory for long-running multi-tenant services: the positional patterns
-            # still mask user secrets in URLs and bodies.
-            _secrets.clear()
-        _secrets.add(value)
-        if len(value) not in _lengths:
-            _lengths = tuple(sorted({*_lengths, len(value)}, reverse=True))
-        if not _chars.issuperset(value):
-            _chars = _chars.union(value)
-            alphabet = "".join(re.escape(c) for c in sorted(_chars))
-            _run_pattern = re.compile(f"[{alphabet}]{{{_MIN_SECRET_LENGTH},}}")
+        _registry.add(kind, value)
+
+
+def register_signature(value: str | None) -> None:
+    """Mask a request ``Signature`` header value; called by the transport for every request it signs."""
+    if isinstance(value, str):
+        register_secret(value, kind="signature")
 
 
 def _mask_run(run: str) -> str:
-    if run in _secrets:
+    forms = _registry.forms
+    if run in forms:
         return MASK
+    prefixes = _registry.prefixes
     out: list[str] = []
     i, n, plain_from = 0, len(run), 0
-    while i < n:
-        for length in _lengths:
-            if i + length <= n and run[i : i + length] in _secrets:
-                out.append(run[plain_from:i])
-                out.append(MASK)
-                i += length
-                plain_from = i
-                break
+    last = n - _MIN_SECRET_LENGTH
+    while i <= last:
+        lengths = prefixes.get(run[i : i + _MIN_SECRET_LENGTH])
+        if lengths:
+            for length in sorted(lengths, reverse=True):
+                if i + length <= n and run[i : i + length] in forms:
+                    out.append(run[plain_from:i])
+                    out.append(MASK)
+                    i += length
+                    plain_from = i
+                    break
+            else:
+                i += 1
         else:
             i += 1
     if not out:
@@ -99,16 +218,28 @@ def _mask_run(run: str) -> str:
     return "".join(out)
 
 
+# A credential's name, optional quotes/escapes, ':' or '=' (raw or percent-encoded), more quotes,
+# then the value: masks credentials whose value was never registered, in URLs, form bodies, JSON
+# (escaped once or twice), Python reprs and header lines (after a real or an escaped line break).
+_NAME = r"(?:user_?secret|consumer_?key|partner_?signature|x-signature|signature|authorization|secret)"
+_QUOTES = r"(?:[\\\"'\s]|%2[27]|&quot;|&\#x27;|&\#39;)*"
+_SEPARATOR = r"(?:[:=]|%3[ADad])"
+_VALUE = r"(?:%[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|[^\s\"'&<>\\,;{}()\[\]%])+"
+_POSITIONAL = re.compile(f"(?i)({_NAME}{_QUOTES}{_SEPARATOR}(?:{_QUOTES}|\\+)*)({_VALUE})")
+
+
+def _mask_positional(match: re.Match[str]) -> str:
+    return match.group(1) + MASK
+
+
 def redact(text: str) -> str:
-    """Return ``text`` with every registered secret and every positional credential masked."""
+    """Return ``text`` with every registered secret (in every form) and every positional credential masked."""
     if not text:
         return text
-    pattern = _run_pattern
+    pattern = _registry.run_pattern
     if pattern is not None:
         text = pattern.sub(lambda m: _mask_run(m.group()), text)
-    for positional in _POSITIONAL:
-        text = positional.sub(lambda m: m.group(1) + MASK, text)
-    return text
+    return _POSITIONAL.sub(_mask_positional, text)
 
 
 def redact_all(values: Iterable[object]) -> tuple[object, ...]:
@@ -124,6 +255,23 @@ def scrub_exception(exc: BaseException) -> str:
     except Exception:  # a broken __str__ must not hide the original failure
         text = "<unprintable>"
     return redact(f"{kind.__module__}.{kind.__qualname__}: {text}")
+
+
+@contextmanager
+def isolated_registry(*, empty: bool = True) -> Iterator[None]:
+    """Run a block with its own registry (empty by default) and restore the previous one after.
+
+    For tests: what a test registers never changes what another test sees, whatever the order.
+    """
+    global _registry
+    with _lock:
+        saved = _registry
+        _registry = _Registry() if empty else deepcopy(saved)
+    try:
+        yield
+    finally:
+        with _lock:
+            _registry = saved
 
 
 def _is_redacted_logger(name: str) -> bool:

@@ -11,8 +11,10 @@ Settings are immutable: ``settings.model_copy(update={...})`` makes a changed co
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -30,6 +32,9 @@ KeyType = Literal["commercial", "personal"]
 _FILE_CAPABLE = frozenset({"client_id", "consumer_key", "encryption_keys"})
 """Settings that may also be read from the file named by ``SNAPTRADE_<NAME>_FILE``."""
 
+# A DNS name, an IPv4 address or an IPv6 address (urlsplit strips the brackets): nothing the SDK
+# or urllib3 would reject later with their own exception types.
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|[0-9A-Fa-f:.]+")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -41,7 +46,8 @@ class Settings(BaseModel):
     (for example ``read_timeout`` from ``SNAPTRADE_READ_TIMEOUT``).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    # No infinities or NaN anywhere: an infinite timeout or window is a hang, not a setting.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, allow_inf_nan=False)
 
     client_id: str = Field(min_length=1, description="SnapTrade client id (public identifier).")
     consumer_key: SecretStr = Field(description="SnapTrade consumer key (secret).")
@@ -118,7 +124,7 @@ class Settings(BaseModel):
         if raw != raw.strip():
             # SnapTrade answers 1076 for keys with stray whitespace: catch it before the first call.
             raise ValueError("has leading or trailing whitespace; remove it")
-        register_secret(raw)
+        register_secret(raw, kind="key")
         return value
 
     @field_validator("encryption_keys")
@@ -126,7 +132,7 @@ class Settings(BaseModel):
     def _register_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             for part in value.get_secret_value().split(","):
-                register_secret(part.partition(":")[2].strip())
+                register_secret(part.partition(":")[2].strip(), kind="key")
         return value
 
     @field_validator("base_url")
@@ -135,6 +141,13 @@ class Settings(BaseModel):
         value = value.rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with https:// (or http:// for a local emulator)")
+        try:
+            parts = urlsplit(value)
+            host, _port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if not host or not _HOST.fullmatch(host) or parts.query or parts.fragment:
+            raise ValueError("must be https://<host>[:port]/api/v1 with a plain host name or IP address")
         return value
 
     @field_validator("rate_limit_plan")
@@ -166,7 +179,12 @@ class Settings(BaseModel):
         values: dict[str, Any] = {}
         for name in cls.model_fields:
             variable = ENV_PREFIX + name.upper()
-            raw = read_env_or_file(variable, env) if name in _FILE_CAPABLE else env.get(variable)
+            try:
+                raw = read_env_or_file(variable, env) if name in _FILE_CAPABLE else env.get(variable)
+            except ValueError:  # a NUL in a *_FILE path
+                raise SnapTradeConfigurationError(
+                    f"{variable}_FILE is not a usable file path; set it to the path of the mounted secret file."
+                ) from None
             if raw is not None:
                 values[name] = _coerce(cls.model_fields[name].annotation, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -175,6 +193,9 @@ class Settings(BaseModel):
     @classmethod
     def build(cls, values: Mapping[str, Any], *, source: str = "arguments") -> Settings:
         """Validate ``values`` into settings, raising one configuration error naming every problem."""
+        if not isinstance(values, Mapping):
+            kind = type(values).__name__
+            raise SnapTradeConfigurationError(f"Settings need a mapping of names to values, got {kind}.")
         try:
             return cls.model_validate(dict(values))
         except ValidationError as exc:

@@ -88,7 +88,7 @@ class Keyring:
                 raise SnapTradeConfigurationError(f"{_ENV_NAME}: key {version!r} must be {_KEY_BYTES} bytes")
             order.append(version)
             table[version] = key
-            register_secret(base64.urlsafe_b64encode(key).decode("ascii"))
+            register_secret(base64.urlsafe_b64encode(key).decode("ascii"), kind="key")
         if not order:
             raise SnapTradeConfigurationError(
                 f"{_ENV_NAME} holds no key; expected 'v1:<base64 32 bytes>' (see Keyring.generate())"

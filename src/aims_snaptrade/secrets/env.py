@@ -77,9 +77,9 @@ class EnvCredentials:
         client_id = read_env_or_file("SNAPTRADE_CLIENT_ID", environ)
         consumer_key = read_env_or_file("SNAPTRADE_CONSUMER_KEY", environ)
         keys = read_env_or_file("SNAPTRADE_ENCRYPTION_KEYS", environ)
-        register_secret(consumer_key)
+        register_secret(consumer_key, kind="key")
         for part in (keys or "").split(","):
-            register_secret(part.partition(":")[2].strip())
+            register_secret(part.partition(":")[2].strip(), kind="key")
         return cls(
             client_id=client_id,
             consumer_key=SecretStr(consumer_key) if consumer_key is not None else None,

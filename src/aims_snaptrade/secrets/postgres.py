@@ -126,7 +126,7 @@ class PostgresSecretStore:
             raise SnapTradeConfigurationError(
                 "SNAPTRADE_SECRET_STORE_URL is not a valid PostgreSQL connection string"
             ) from None
-        register_secret(parts.get("password"))
+        register_secret(parts.get("password"), kind="key")
         user = parts.get("user", "")
         host = parts.get("host", "localhost")
         port = parts.get("port", "5432")

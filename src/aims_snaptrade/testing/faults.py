@@ -21,6 +21,12 @@ Kinds of fault and what the client sees:
 ``lost_response()``     The request *is processed* (an order is placed), then the connection is
                         closed without an answer: the unknown-outcome case.
 ``malformed_json()``    The request is processed, then answered 200 with a truncated JSON body.
+``answer(body)``        The request is processed, then answered (200 by default) with ``body`` as
+                        JSON instead of the real answer: missing, extra, null or mistyped fields.
+``echo(status, fmt)``   An error answer whose body echoes the whole request (method, path and query
+                        with ``userSecret``, headers with ``Signature``, body) as ``text``,
+                        ``headers`` (header lines), ``json``, ``html`` or ``form``; not processed.
+                        What a careless proxy or framework error page does.
 ======================  ==========================================================================
 
 Matching: ``operation`` is an SDK method name (``place_force_order``); ``path`` is a path template
@@ -35,15 +41,18 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import html
 import itertools
+import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from aims_snaptrade.testing.problems import error_body
 
-__all__ = ["Fault", "FaultInjector", "FaultKind", "FaultRule"]
+__all__ = ["ECHO_FORMATS", "Fault", "FaultInjector", "FaultKind", "FaultRule", "echo_body"]
 
 
 class FaultKind(enum.StrEnum):
@@ -55,6 +64,12 @@ class FaultKind(enum.StrEnum):
     DROP = "drop"
     LOST_RESPONSE = "lost_response"
     MALFORMED_JSON = "malformed_json"
+    ANSWER = "answer"
+    ECHO = "echo"
+
+
+ECHO_FORMATS = ("text", "headers", "json", "html", "form")
+"""Body formats of :meth:`Fault.echo`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +87,7 @@ class Fault:
 
     kind: FaultKind
     http_status: int | None = None
-    body: Mapping[str, Any] | None = None
+    body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     name: str = ""
@@ -80,7 +95,7 @@ class Fault:
     @property
     def processes_request(self) -> bool:
         """True when the request is still handled (state may change) despite the fault."""
-        return self.kind in (FaultKind.LATENCY, FaultKind.LOST_RESPONSE, FaultKind.MALFORMED_JSON)
+        return self.kind in (FaultKind.LATENCY, FaultKind.LOST_RESPONSE, FaultKind.MALFORMED_JSON, FaultKind.ANSWER)
 
     @classmethod
     def status(
@@ -156,6 +171,39 @@ class Fault:
     def malformed_json(cls, status: int = 200) -> Fault:
         """Process the request, then answer ``status`` with a JSON body cut in half."""
         return cls(FaultKind.MALFORMED_JSON, http_status=status, name="malformed_json")
+
+    @classmethod
+    def answer(cls, body: Any, status: int = 200) -> Fault:
+        """Process the request, then answer ``status`` with ``body`` (any JSON value) instead of the real answer."""
+        return cls(FaultKind.ANSWER, http_status=status, body=body, name="answer")
+
+    @classmethod
+    def echo(cls, status: int = 401, fmt: str = "json") -> Fault:
+        """Answer ``status`` with a body echoing the request in format ``fmt`` (see :data:`ECHO_FORMATS`)."""
+        if fmt not in ECHO_FORMATS:
+            raise ValueError(f"fmt must be one of {ECHO_FORMATS}")
+        if not 400 <= status <= 599:
+            raise ValueError("an echo fault needs a 4xx or 5xx status")
+        return cls(FaultKind.ECHO, http_status=status, body=fmt, name=f"echo_{fmt}")
+
+
+def echo_body(fmt: str, method: str, target: str, headers: Mapping[str, str], body: bytes) -> tuple[bytes, str]:
+    """The payload and content type of an echo fault: the request written back in ``fmt``."""
+    text = body.decode("utf-8", "replace")
+    lines = [f"{name}: {value}" for name, value in headers.items()]
+    if fmt == "json":
+        echoed = {"detail": f"{method} {target}", "headers": dict(headers), "body": text, "code": "echo"}
+        return json.dumps(echoed).encode(), "application/json"
+    if fmt == "html":
+        escaped = html.escape("\n".join([f"{method} {target}", *lines, "", text]))
+        return f"<html><body><h1>Error</h1><pre>{escaped}</pre></body></html>".encode(), "text/html"
+    if fmt == "form":
+        return urlencode({"method": method, "url": target, **dict(headers), "body": text}).encode(), (
+            "application/x-www-form-urlencoded"
+        )
+    if fmt == "headers":
+        return "\r\n".join(lines).encode(), "text/plain"
+    return "\n".join([f"{method} {target}", *lines, "", text]).encode(), "text/plain"
 
 
 _rule_ids = itertools.count(1)

@@ -38,7 +38,7 @@ from aiohttp import web
 from aims_snaptrade.operations import OPERATIONS, Operation
 from aims_snaptrade.testing import signing
 from aims_snaptrade.testing.config import API_PREFIX, ClientCredentials, EmulatorConfig
-from aims_snaptrade.testing.faults import Fault, FaultInjector, FaultKind
+from aims_snaptrade.testing.faults import Fault, FaultInjector, FaultKind, echo_body
 from aims_snaptrade.testing.history import BALANCE_HISTORY_DAYS, ValueWalk, combined_rates, parse_timeframes
 from aims_snaptrade.testing.journal import Journal, JournalEntry
 from aims_snaptrade.testing.problems import ApiProblem
@@ -319,7 +319,12 @@ class Dispatcher:
         status: int | None
         payload: bytes | None
         code: str | None = None
-        if fault is not None and not fault.processes_request:
+        content_type = _JSON
+        if fault is not None and fault.kind is FaultKind.ECHO:
+            status, code = fault.http_status or 500, None
+            target = raw_path + ("?" + raw_query if raw_query else "")
+            payload, content_type = echo_body(str(fault.body), method, target, dict(request.headers), raw_body)
+        elif fault is not None and not fault.processes_request:
             status, payload, code = await self._preempt(call, fault)
         else:
             if fault is not None and fault.kind is FaultKind.LATENCY:
@@ -333,6 +338,8 @@ class Dispatcher:
             elif fault is not None and fault.kind is FaultKind.MALFORMED_JSON:
                 status = fault.http_status or 200
                 payload = payload[: max(1, len(payload) // 2)]
+            elif fault is not None and fault.kind is FaultKind.ANSWER:
+                status, payload = fault.http_status or 200, _json_bytes(fault.body)
 
         self.journal.append(
             JournalEntry(
@@ -354,7 +361,7 @@ class Dispatcher:
         if status is None or payload is None:
             self._close(request)
             return web.Response(status=500)  # never written: the transport is closed
-        return web.Response(body=payload, status=status, headers=call.headers, content_type=_JSON)
+        return web.Response(body=payload, status=status, headers=call.headers, content_type=content_type)
 
     @staticmethod
     def _close(request: web.BaseRequest) -> None:

@@ -248,6 +248,10 @@ class SafeSnapTradeClient(_Base):
         """Register a user and store its secret; never resent after an unknown outcome."""
         return self._run(self._core.register_user(user_id, options))
 
+    def ensure_user(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
+        """Get or register: the stored user (nothing sent, ``created=False``), else :meth:`register_user`."""
+        return self._run(self._core.ensure_user(user_id, options))
+
     def rotate_user_secret(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
         """Rotate the user's secret with SnapTrade, storing the new one before dropping the old."""
         return self._run(self._core.rotate_user_secret(user_id, options))
@@ -399,6 +403,10 @@ class AsyncSafeSnapTradeClient(_Base):
     async def register_user(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
         """Register a user and store its secret; never resent after an unknown outcome."""
         return await self._run(self._core.register_user(user_id, options))
+
+    async def ensure_user(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
+        """Get or register: the stored user (nothing sent, ``created=False``), else :meth:`register_user`."""
+        return await self._run(self._core.ensure_user(user_id, options))
 
     async def rotate_user_secret(self, user_id: str, *, options: CallOptions | None = None) -> RegisteredUser:
         """Rotate the user's secret with SnapTrade, storing the new one before dropping the old."""

@@ -189,11 +189,15 @@ class SnapTradeNotFoundError(SnapTradeError):
 
 
 class SnapTradeConflictError(SnapTradeError):
-    """The resource already exists (409, or code 1010 on a second ``registerUser``)."""
+    """The resource already exists: code 1010 (SnapTrade answers 400) on a second ``registerUser``, or a 409.
+
+    ``register_user`` replaces SnapTrade's text with one saying whether the user's secret is
+    stored here (nothing is lost: use ``ensure_user``) or not (delete and register again).
+    """
 
     default_hint = (
-        "The user already exists. If its secret is lost, delete the user and register it again "
-        "(its brokerage connections are lost and must be reconnected)."
+        "The user already exists. If its secret is stored, use it (ensure_user(user_id) gets or registers); "
+        "if it is lost, delete the user and register it again (its brokerage connections must be reconnected)."
     )
 
 

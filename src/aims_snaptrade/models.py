@@ -93,9 +93,11 @@ class ApiStatus(SnapTradeModel):
 
 
 class RegisteredUser(SnapTradeModel):
-    """A SnapTrade user created by ``register_user``; its secret is in the secret store, not here."""
+    """A SnapTrade user from ``register_user`` or ``ensure_user``; its secret is in the secret store, not here."""
 
     user_id: str
+    created: bool = True
+    """``True`` when this call registered the user; ``False`` when ``ensure_user`` found its secret stored."""
 
 
 class DeletedUser(SnapTradeModel):

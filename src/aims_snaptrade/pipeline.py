@@ -393,6 +393,10 @@ class Core:
                     "with delete_user(user_id, confirm=True), then register it again."
                 ),
             ) from lost
+        except e.SnapTradeConflictError as exists:
+            # 1010: say whether the secret is here (nothing is lost) or not (the user must be re-created).
+            stored = yield StoreCall("get", (user_id,))
+            raise _already_registered(user_id, stored is not None, exists) from exists
         body = response.body if isinstance(response.body, Mapping) else {}
         secret = body.get("userSecret")
         if not isinstance(secret, str) or not secret:
@@ -406,6 +410,18 @@ class Core:
         yield StoreCall("put", (user_id, secret))
         answered = body.get("userId")
         return RegisteredUser(user_id=answered if isinstance(answered, str) and answered else user_id)
+
+    def ensure_user(self, user_id: str, options: CallOptions | None = None) -> Flow[RegisteredUser]:
+        """Get or register: the user whose secret is stored (no request sent), else :meth:`register_user`.
+
+        ``created`` on the result says which happened. A stored secret is trusted as it is; a call
+        that SnapTrade answers 1083 later means it is stale (see docs/errors.md).
+        """
+        _require_text("user_id", user_id)
+        stored = yield StoreCall("get", (user_id,))
+        if stored is not None:
+            return RegisteredUser(user_id=user_id, created=False)
+        return (yield from self.register_user(user_id, options))
 
     def rotate_user_secret(self, user_id: str, options: CallOptions | None = None) -> Flow[RegisteredUser]:
         """Rotate a user's secret (``resetUserSecret``) without ever holding only a lost secret.
@@ -588,6 +604,27 @@ def _activity_page(body: Any) -> tuple[list[Activity], int | None]:
     total = _object(pagination).get("total") if pagination is not None else None
     activities = [Activity.from_api(item) for item in _list(page.get("data"), "data")]
     return activities, total if isinstance(total, int) and not isinstance(total, bool) else None
+
+
+def _already_registered(user_id: str, stored: bool, exists: e.SnapTradeConflictError) -> e.SnapTradeConflictError:
+    """The 1010 of a second ``registerUser``, with the fix that matches what the store holds."""
+    if stored:
+        message = f"User {user_id!r} is already registered with SnapTrade and its secret is stored here."
+        hint = "Nothing is lost: use the user as it is, or call ensure_user(user_id) to get or register in one step."
+    else:
+        message = f"User {user_id!r} is already registered with SnapTrade, but no secret for it is stored here."
+        hint = (
+            "Its secret is lost to this service (another store, or an earlier answer that never arrived): "
+            "delete_user(user_id, confirm=True), register it again and have the person reconnect their brokerage."
+        )
+    return e.SnapTradeConflictError(
+        message,
+        operation=exists.operation,
+        status=exists.status,
+        code=exists.code,
+        request_id=exists.request_id,
+        hint=hint,
+    )
 
 
 def _final(operation: Operation, error: e.SnapTradeError) -> e.SnapTradeError:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from aims_snaptrade.testing.emulator import ConnectedUser, SnapTradeEmulator, run
     from aims_snaptrade.testing.faults import Fault, FaultInjector, FaultKind, FaultRule
     from aims_snaptrade.testing.journal import Journal, JournalEntry
+    from aims_snaptrade.testing.portal import complete_portal_link
     from aims_snaptrade.testing.seed import ConnectionPortalError, Scenario
     from aims_snaptrade.testing.signing import sign
 
@@ -67,6 +68,7 @@ __all__ = [
     "RateLimit",
     "Scenario",
     "SnapTradeEmulator",
+    "complete_portal_link",
     "run",
     "sign",
 ]
@@ -95,6 +97,7 @@ _WHERE = {
     "ConnectionPortalError": "seed",
     "Scenario": "seed",
     "sign": "signing",
+    "complete_portal_link": "portal",
 }
 
 

@@ -9,9 +9,12 @@ Registered through the ``pytest11`` entry point, so installing ``aims-snaptrade`
     A running emulator for one test, stopped afterwards.
 ``snaptrade_emulator_session``
     One emulator shared by the whole session (default config). Tests sharing it should use
-    distinct user ids; its faults are cleared after every test that asks for ``snaptrade_faults``.
+    distinct user ids, and must clear any fault they add to it themselves: no fixture of this
+    plugin touches its faults.
 ``snaptrade_faults`` / ``snaptrade_journal``
-    ``snaptrade_emulator.faults`` (cleared after the test) and ``snaptrade_emulator.journal``.
+    The per-test ``snaptrade_emulator``'s fault rules (cleared after the test) and its journal.
+    They act on ``snaptrade_emulator``, the emulator ``snaptrade_client``/``snaptrade_user`` use,
+    never on ``snaptrade_emulator_session``.
 ``snaptrade_user``
     A registered user with one completed, trade-enabled connection at Alpaca seeded with the
     ``self_directed`` scenario: a :class:`~aims_snaptrade.testing.ConnectedUser` (ids, secret).
@@ -20,6 +23,10 @@ Registered through the ``pytest11`` entry point, so installing ``aims-snaptrade`
 ``snaptrade_client``
     The library's ``SafeSnapTradeClient`` wired to the emulator, with an in-memory secret store
     holding ``snaptrade_user``'s secret.
+``snaptrade_async_client``
+    The same for ``AsyncSafeSnapTradeClient``. Needs pytest-asyncio; it is declared with
+    ``pytest_asyncio.fixture``, so it works in pytest-asyncio's default *strict* mode (mark the
+    test ``@pytest.mark.asyncio``) as well as with ``asyncio_mode = "auto"``.
 
 Only this module is imported when pytest starts; the emulator (and aiohttp, and the SDK) are
 imported when a fixture is first used.
@@ -27,10 +34,22 @@ imported when a fixture is first used.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+
+def _async_fixture_decorator() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    # Strict mode (pytest-asyncio's default) only runs async fixtures declared through its decorator.
+    try:
+        import pytest_asyncio
+    except ImportError:  # pragma: no cover - without pytest-asyncio no async test can run anyway
+        return pytest.fixture
+    return pytest_asyncio.fixture
+
+
+_async_fixture = _async_fixture_decorator()
 
 if TYPE_CHECKING:
     from aims_snaptrade.testing.config import EmulatorConfig
@@ -39,6 +58,7 @@ if TYPE_CHECKING:
     from aims_snaptrade.testing.journal import Journal
 
 __all__ = [
+    "snaptrade_async_client",
     "snaptrade_client",
     "snaptrade_emulator",
     "snaptrade_emulator_config",
@@ -114,7 +134,7 @@ def snaptrade_client(snaptrade_emulator: SnapTradeEmulator, snaptrade_user: Conn
         yield client
 
 
-@pytest.fixture
+@_async_fixture
 async def snaptrade_async_client(snaptrade_emulator: SnapTradeEmulator, snaptrade_user: ConnectedUser) -> Any:
     """The library's ``AsyncSafeSnapTradeClient`` wired to the emulator (needs pytest-asyncio)."""
     from aims_snaptrade.client import AsyncSafeSnapTradeClient

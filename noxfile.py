@@ -37,6 +37,20 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def webhooks(session: nox.Session) -> None:
+    """Webhook verification properties over 10,000 generated payloads each (the suite runs a slice)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "tests/webhooks/test_webhook_verify_properties.py",
+        *session.posargs,
+        env={"AIMS_WEBHOOK_EXAMPLES": "10000"},
+    )
+
+
+@nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against the raw SDK measured in the same run."""
     session.install("-e", ".[test]")

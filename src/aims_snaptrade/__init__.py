@@ -41,6 +41,11 @@ if TYPE_CHECKING:
         SnapTradeTimeoutError,
         SnapTradeUnknownOutcomeError,
         SnapTradeValidationError,
+        SnapTradeWebhookDedupeStoreError,
+        SnapTradeWebhookError,
+        SnapTradeWebhookMalformedError,
+        SnapTradeWebhookSignatureError,
+        SnapTradeWebhookStaleError,
     )
     from aims_snaptrade.guardrails import ConsentChecker
     from aims_snaptrade.models import (
@@ -58,6 +63,7 @@ if TYPE_CHECKING:
     from aims_snaptrade.retry import RetryPolicy
     from aims_snaptrade.secrets import SecretStore
     from aims_snaptrade.settings import Settings
+    from aims_snaptrade.webhooks import WebhookASGIApp, WebhookReceiver, verify_webhook
 
 __version__ = "0.1.0"
 
@@ -108,7 +114,15 @@ __all__ = [
     "SnapTradeTimeoutError",
     "SnapTradeUnknownOutcomeError",
     "SnapTradeValidationError",
+    "SnapTradeWebhookDedupeStoreError",
+    "SnapTradeWebhookError",
+    "SnapTradeWebhookMalformedError",
+    "SnapTradeWebhookSignatureError",
+    "SnapTradeWebhookStaleError",
+    "WebhookASGIApp",
+    "WebhookReceiver",
     "__version__",
+    "verify_webhook",
 ]
 
 _WHERE: dict[str, str] = {
@@ -153,6 +167,14 @@ _WHERE: dict[str, str] = {
     "SnapTradeSecretRotationError": "aims_snaptrade.errors",
     "SnapTradeSecretStoreError": "aims_snaptrade.errors",
     "SnapTradeStoreError": "aims_snaptrade.errors",
+    "SnapTradeWebhookDedupeStoreError": "aims_snaptrade.errors",
+    "SnapTradeWebhookError": "aims_snaptrade.errors",
+    "SnapTradeWebhookMalformedError": "aims_snaptrade.errors",
+    "SnapTradeWebhookSignatureError": "aims_snaptrade.errors",
+    "SnapTradeWebhookStaleError": "aims_snaptrade.errors",
+    "WebhookASGIApp": "aims_snaptrade.webhooks",
+    "WebhookReceiver": "aims_snaptrade.webhooks",
+    "verify_webhook": "aims_snaptrade.webhooks",
     "SnapTradeServerError": "aims_snaptrade.errors",
     "SnapTradeTimeoutError": "aims_snaptrade.errors",
     "SnapTradeUnknownOutcomeError": "aims_snaptrade.errors",

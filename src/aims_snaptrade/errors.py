@@ -50,6 +50,11 @@ __all__ = [
     "SnapTradeTimeoutError",
     "SnapTradeUnknownOutcomeError",
     "SnapTradeValidationError",
+    "SnapTradeWebhookDedupeStoreError",
+    "SnapTradeWebhookError",
+    "SnapTradeWebhookMalformedError",
+    "SnapTradeWebhookSignatureError",
+    "SnapTradeWebhookStaleError",
     "UpstreamCause",
 ]
 
@@ -393,3 +398,51 @@ class SnapTradeRateLimiterUnavailableError(SnapTradeConfigurationError):
         "Check that the storage in SNAPTRADE_RATE_LIMIT_STORAGE_URL is running and reachable; "
         "calls resume once it answers again."
     )
+
+
+class SnapTradeWebhookDedupeStoreError(SnapTradeStoreError):
+    """The webhook de-duplication store failed (unreachable, or its table could not be created)."""
+
+    default_hint = "Check SNAPTRADE_WEBHOOK_DEDUPE_URL names a reachable store; SnapTrade redelivers meanwhile."
+
+
+class SnapTradeWebhookError(SnapTradeError):
+    """A received webhook was refused. Its text never contains the consumer key or the signature.
+
+    Attributes:
+        http_status: What a receiver answers SnapTrade (401 or 400).
+    """
+
+    http_status: int = 400
+
+
+class SnapTradeWebhookSignatureError(SnapTradeWebhookError):
+    """The ``Signature`` header is missing or does not match the payload: forged, altered or another key."""
+
+    http_status = 401
+    default_hint = (
+        "Verify with the consumer key of the client id SnapTrade sends this webhook for; "
+        "a body changed in transit (a proxy re-encoding JSON) also fails."
+    )
+
+
+class SnapTradeWebhookStaleError(SnapTradeWebhookError):
+    """The payload's ``eventTimestamp`` is outside the replay window (too old, or too far ahead).
+
+    Attributes:
+        age_seconds: How old the event is (negative when it is ahead of the local clock).
+    """
+
+    http_status = 401
+    default_hint = "A replayed or long-delayed delivery; check the receiver's clock (NTP) or widen tolerance."
+
+    def __init__(self, message: str, *, age_seconds: float, **kwargs: Any) -> None:
+        self.age_seconds = age_seconds
+        super().__init__(message, **kwargs)
+
+
+class SnapTradeWebhookMalformedError(SnapTradeWebhookError):
+    """The body is not a webhook payload: not UTF-8 JSON, not an object, or a required field is missing or invalid."""
+
+    http_status = 400
+    default_hint = "Only SnapTrade's webhook payloads are accepted; the message names the field that is wrong."

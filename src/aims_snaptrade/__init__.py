@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         SnapTradeWebhookStaleError,
     )
     from aims_snaptrade.guardrails import ConsentChecker
+    from aims_snaptrade.health import HealthMonitor
     from aims_snaptrade.models import (
         Account,
         Activity,
@@ -79,6 +80,7 @@ __all__ = [
     "ConnectionPortalLink",
     "ConsentChecker",
     "DeletedUser",
+    "HealthMonitor",
     "Operation",
     "Position",
     "RegisteredUser",
@@ -135,6 +137,7 @@ _WHERE: dict[str, str] = {
     "ConnectionPortalLink": "aims_snaptrade.models",
     "ConsentChecker": "aims_snaptrade.guardrails",
     "DeletedUser": "aims_snaptrade.models",
+    "HealthMonitor": "aims_snaptrade.health",
     "OPERATIONS": "aims_snaptrade.operations",
     "Operation": "aims_snaptrade.operations",
     "Position": "aims_snaptrade.models",

@@ -1,4 +1,4 @@
-"""The ``aims-snaptrade`` command: ``verify``, ``demo``, ``emulator``, ``generate-key``, ``rotate-keys``.
+"""The ``aims-snaptrade`` command: verify, health, alert-rules, demo, emulator, generate-key, rotate-keys.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -38,6 +38,23 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if status.online and ok else 1
 
 
+def _health(args: argparse.Namespace) -> int:
+    from aims_snaptrade.health import health_command
+    from aims_snaptrade.settings import Settings
+
+    return health_command(Settings.from_env(), as_json=args.json, probe=args.probe)
+
+
+def _alert_rules(args: argparse.Namespace) -> int:
+    from aims_snaptrade.alert_rules import prometheus_rules_yaml, write_prometheus_rules
+
+    if args.output:
+        print(f"wrote {write_prometheus_rules(args.output)}", file=sys.stderr)
+    else:
+        print(prometheus_rules_yaml(), end="")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from aims_snaptrade.demo import run_demo
 
@@ -71,6 +88,17 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser("verify", help="check SNAPTRADE_* settings, guardrails, API status and clock")
     verify.set_defaults(handler=_verify)
+
+    health = commands.add_parser("health", help="probe SnapTrade and report the health monitor's alerts and budgets")
+    health.add_argument("--json", action="store_true", help="print the report as JSON")
+    health.add_argument(
+        "--no-probe", dest="probe", action="store_false", help="send nothing: only read the rate-limit budgets"
+    )
+    health.set_defaults(handler=_health)
+
+    rules = commands.add_parser("alert-rules", help="write the guide's alerts as a Prometheus rule file")
+    rules.add_argument("-o", "--output", help="file to write (default: standard output)")
+    rules.set_defaults(handler=_alert_rules)
 
     demo = commands.add_parser("demo", help="run the whole flow against an embedded emulator")
     demo.add_argument("-v", "--verbose", action="store_true", help="log every call")

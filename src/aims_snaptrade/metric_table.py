@@ -24,6 +24,7 @@ from aims_snaptrade._ratelimit_policy import ALERT_FRACTION
 __all__ = [
     "ALERTS",
     "BUDGET_THRESHOLD",
+    "ERROR_RATE_MIN_CALLS",
     "ERROR_RATE_THRESHOLD",
     "METRICS",
     "UNUSUAL_ACTIVITY_BASELINE",
@@ -38,6 +39,8 @@ __all__ = [
 
 ERROR_RATE_THRESHOLD = 0.05
 """The guide's "high error rate": more than 5% of calls failing over the window."""
+ERROR_RATE_MIN_CALLS = 10
+"""...counted once the window holds this many calls (one failure of a single call is not a rate)."""
 BUDGET_THRESHOLD = ALERT_FRACTION
 """The guide's "rate limit approaching": a budget 80% used (the limiter's ``alert`` flag)."""
 WINDOW_SECONDS = 300.0
@@ -194,14 +197,24 @@ def _p(key: str) -> str:
     return metric(key).prometheus_name
 
 
-_W = f"{int(WINDOW_SECONDS)}s"
-_BASE = f"{int(UNUSUAL_ACTIVITY_BASELINE)}s"
+def _duration(seconds: float) -> str:
+    """A PromQL duration (``5m``, ``1h``)."""
+    whole = int(seconds)
+    for unit, size in (("h", 3600), ("m", 60)):
+        if whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+_W = _duration(WINDOW_SECONDS)
+_BASE = _duration(UNUSUAL_ACTIVITY_BASELINE)
 
 ALERTS: tuple[AlertSpec, ...] = (
     AlertSpec(
         "SnapTradeHighErrorRate",
         "High error rates (>5%)",
-        f"sum(rate({_p('errors')}[{_W}])) / sum(rate({_p('calls')}[{_W}])) > {ERROR_RATE_THRESHOLD}",
+        f"sum(rate({_p('errors')}[{_W}])) / sum(rate({_p('calls')}[{_W}])) > {ERROR_RATE_THRESHOLD}"
+        f" and sum(increase({_p('calls')}[{_W}])) >= {ERROR_RATE_MIN_CALLS}",
         "2m",
         "critical",
         f"More than {ERROR_RATE_THRESHOLD:.0%} of SnapTrade calls failed over the last {_W}.",
@@ -241,7 +254,7 @@ ALERTS: tuple[AlertSpec, ...] = (
         f" and sum(increase({_p('calls')}[{_W}])) >= {UNUSUAL_ACTIVITY_MIN_CALLS}",
         "0m",
         "warning",
-        f"SnapTrade call rate is over {UNUSUAL_ACTIVITY_FACTOR:g}x its average of the previous hour.",
+        f"SnapTrade call rate is over {UNUSUAL_ACTIVITY_FACTOR:g}x its average of the previous {_BASE}.",
         "unusual-activity",
     ),
 )

@@ -362,8 +362,10 @@ class AsyncSafeSnapTradeClient(_Base):
         function, args, kwargs = self._target(effect)
         try:
             if isinstance(effect, StoreCall):
-                # Stores are blocking (sqlite3, psycopg): keep them off the event loop.
-                return await asyncio.to_thread(function, *args, **kwargs)
+                if getattr(self._stores[effect.store], "blocking", True):
+                    # Stores are blocking (sqlite3, psycopg): keep them off the event loop.
+                    return await asyncio.to_thread(function, *args, **kwargs)
+                return function(*args, **kwargs)  # in memory: a thread hop would cost more than the call
             return await function(*args, **kwargs)
         except Exception as exc:
             failure = _failure(effect, exc)

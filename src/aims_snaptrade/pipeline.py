@@ -37,6 +37,7 @@ from aims_snaptrade.models import (
 from aims_snaptrade.operations import Operation, get_operation
 from aims_snaptrade.redaction import register_secret
 from aims_snaptrade.retry import RetryPolicy
+from aims_snaptrade.secret_cache import SecretCache
 from aims_snaptrade.secrets._rows import check_user_id
 from aims_snaptrade.settings import Settings
 from aims_snaptrade.telemetry import CallObserver, CallTelemetry, Endpoint
@@ -256,6 +257,7 @@ class Core:
         self._endpoint = Endpoint.of(settings.base_url)
         self.observers: list[CallObserver] = []
         """Called with every finished attempt and call (see :class:`~aims_snaptrade.health.HealthMonitor`)."""
+        self.secrets = SecretCache(settings.secret_cache_size)
 
     # --- the road ------------------------------------------------------------------------------
 
@@ -277,12 +279,58 @@ class Core:
             include_ids=self.settings.telemetry_include_user_ids,
         )
         try:
-            response = yield from self._road(operation, arguments, confirm, checked, telemetry)
+            try:
+                response = yield from self._road(operation, arguments, confirm, checked, telemetry)
+            except e.SnapTradeAuthError as rejected:
+                if not (yield from self._refreshed_secret(operation, arguments, rejected)):
+                    raise
+                # SnapTrade never processes a request it answers 1083, so one resend is safe.
+                response = yield from self._road(operation, arguments, confirm, checked, telemetry)
         except BaseException as error:
             telemetry.failed(error)
             raise
         telemetry.succeeded(response.status, response.request_id)
         return response
+
+    def _stored_secret(self, name: str, user_id: str) -> Flow[str]:
+        """The user's secret from the store, remembered in the cache."""
+        secret = yield StoreCall("get", (user_id,))
+        if secret is None:
+            raise e.SnapTradeNotFoundError(
+                f"No user secret is stored for user {user_id!r}.",
+                operation=name,
+                hint="Register the user with register_user() first (it stores the secret).",
+            )
+        self.secrets.put(user_id, secret)
+        return secret  # type: ignore[no-any-return]
+
+    def _refreshed_secret(
+        self, operation: Operation, arguments: Mapping[str, Any], rejected: e.SnapTradeAuthError
+    ) -> Flow[bool]:
+        """After a 1083 on a cached secret: ``True`` when the store holds another one (now cached).
+
+        A secret rotated or deleted through another replica is only noticed when SnapTrade rejects
+        the cached copy; the store is the source of truth.
+        """
+        user_id = arguments.get("user_id")
+        if (
+            rejected.code != "1083"
+            or not operation.needs_user_secret
+            or self.settings.key_type != "commercial"
+            or arguments.get("user_secret") is not None
+            or not isinstance(user_id, str)
+        ):
+            return False
+        stale = self.secrets.get(user_id)
+        if stale is None:  # the rejected secret was read from the store itself
+            return False
+        self.secrets.forget(user_id)
+        fresh = yield StoreCall("get", (user_id,))
+        if fresh is None or fresh == stale:
+            return False
+        register_secret(fresh)
+        self.secrets.put(user_id, fresh)
+        return True
 
     def _road(
         self,
@@ -312,14 +360,8 @@ class Core:
                     f"user_secret must be a non-empty string, got {type(given).__name__}.", operation=name
                 )
             if given is None:
-                secret = yield StoreCall("get", (user_id,))
-                if secret is None:
-                    raise e.SnapTradeNotFoundError(
-                        f"No user secret is stored for user {user_id!r}.",
-                        operation=name,
-                        hint="Register the user with register_user() first (it stores the secret).",
-                    )
-                args["user_secret"] = secret
+                user = _user_id(user_id)
+                args["user_secret"] = self.secrets.get(user) or (yield from self._stored_secret(name, user))
             register_secret(args["user_secret"])
         elif self.settings.key_type == "personal":
             # Personal keys carry no user secret: never send one, even if the caller passed it.
@@ -408,6 +450,7 @@ class Core:
             )
         register_secret(secret)
         yield StoreCall("put", (user_id, secret))
+        self.secrets.put(user_id, secret)
         answered = body.get("userId")
         return RegisteredUser(user_id=answered if isinstance(answered, str) and answered else user_id)
 
@@ -458,7 +501,9 @@ class Core:
                 request_id=response.request_id,
             )
         register_secret(new)
+        self.secrets.forget(user_id)
         yield StoreCall("complete_rotation", (user_id, new))
+        self.secrets.put(user_id, new)
         return RegisteredUser(user_id=user_id)
 
     def resolve_secret_rotation(self, user_id: str, options: CallOptions | None = None) -> Flow[bool]:
@@ -496,6 +541,7 @@ class Core:
         response = yield from self.call(
             "delete_snap_trade_user", {"user_id": user_id}, confirm=confirm, options=options
         )
+        self.secrets.forget(user_id)
         removed = yield StoreCall("delete", (user_id,))
         body = response.body if isinstance(response.body, Mapping) else {}
         # The user is deleted whatever the body says: its fields are informational, so odd ones are dropped.

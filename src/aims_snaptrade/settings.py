@@ -107,6 +107,12 @@ class Settings(BaseModel):
         default=False,
         description="Put user and account ids on spans (snaptrade.user_id/account_id); they identify people.",
     )
+    secret_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        le=10_000_000,
+        description="Decrypted user secrets kept in process memory (least recently used); 0 reads the store per call.",
+    )
 
     @field_validator("client_id")
     @classmethod

@@ -37,6 +37,7 @@ class MemorySecretStore:
 
     kind = "memory"
     persistent = False
+    blocking = False  # never waits on IO: the async client calls it without a thread hop
 
     def __init__(self, keyring: Keyring | None = None) -> None:
         """Create an empty store, encrypting with ``keyring`` when one is given."""

@@ -33,8 +33,9 @@ def test_verify_reports_every_configuration_problem(monkeypatch, capsys):
     for name in ("SNAPTRADE_CLIENT_ID", "SNAPTRADE_CONSUMER_KEY", "SNAPTRADE_ENVIRONMENT"):
         monkeypatch.delenv(name, raising=False)
     assert main(["verify"]) == 2
-    err = capsys.readouterr().err
-    assert "SNAPTRADE_CLIENT_ID" in err and "SNAPTRADE_ENVIRONMENT" in err
+    out = capsys.readouterr().out
+    assert "FAIL  settings" in out
+    assert "SNAPTRADE_CLIENT_ID" in out and "SNAPTRADE_ENVIRONMENT" in out
 
 
 def test_generate_key_prints_a_usable_keyring():

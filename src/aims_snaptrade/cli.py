@@ -1,4 +1,4 @@
-"""The ``aims-snaptrade`` command: verify, health, alert-rules, demo, emulator, generate-key, rotate-keys.
+"""The aims-snaptrade command: verify, health, alert-rules, demo, emulator, generate-key, rotate-keys.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -15,27 +15,16 @@ __all__ = ["main"]
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from aims_snaptrade.client import SafeSnapTradeClient
-    from aims_snaptrade.settings import Settings
+    import json
 
-    settings = Settings.from_env()
-    print(f"client id        {settings.client_id}")
-    print(f"consumer key     set ({len(settings.consumer_key.get_secret_value())} characters, not shown)")
-    print(f"environment      {settings.environment}")
-    print(f"key type         {settings.key_type}")
-    print(f"base url         {settings.base_url}")
-    print(f"trading          {'enabled' if settings.trading_enabled else 'disabled'}")
-    with SafeSnapTradeClient(settings) as client:
-        print("guardrails       passed")
-        status = client.api_status()
-    skew = status.clock_skew_seconds
-    print(f"api status       {'online' if status.online else 'OFFLINE'} (version {status.version})")
-    if skew is None:
-        print("clock skew       unknown (no server timestamp)")
-        return 0 if status.online else 1
-    ok = abs(skew) <= settings.clock_skew_tolerance
-    print(f"clock skew       {skew:+.3f} s ({'ok' if ok else 'TOO LARGE: signed requests will get 401 (1076)'})")
-    return 0 if status.online and ok else 1
+    from aims_snaptrade.verify import run_verify
+
+    report = run_verify()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return report.exit_code
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -83,10 +72,28 @@ def _rotate_keys(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aims-snaptrade", description=__doc__.splitlines()[0])
+    from aims_snaptrade import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="aims-snaptrade",
+        description="A safe, typed SnapTrade client for AIMS services: operations commands.",
+        epilog="Exit codes: 0 success, 1 a check failed, 2 bad usage or configuration.",
+    )
+    parser.add_argument("--version", action="version", version=f"aims-snaptrade {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    verify = commands.add_parser("verify", help="check SNAPTRADE_* settings, guardrails, API status and clock")
+    verify = commands.add_parser(
+        "verify",
+        help="prove the deployment: signed call with the key, secret store, encryption, rate-limit storage, clock",
+        description=(
+            "Check the SNAPTRADE_* settings the way a service starts (same guardrails, same consent start-up "
+            "path), without creating or changing anything: a signed read-only call proves the key, the secret "
+            "store is opened read-only and its encryption checked, the rate-limit storage must answer, and the "
+            "clock must agree with SnapTrade's."
+        ),
+        epilog="Exit codes: 0 every check passed, 1 a check failed, 2 the settings cannot be read.",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=_verify)
 
     health = commands.add_parser("health", help="probe SnapTrade and report the health monitor's alerts and budgets")

@@ -47,6 +47,7 @@ __all__ = [
     "SnapTradeSecretRotationError",
     "SnapTradeSecretStoreError",
     "SnapTradeServerError",
+    "SnapTradeStoreNotCreatedError",
     "SnapTradeTimeoutError",
     "SnapTradeUnknownOutcomeError",
     "SnapTradeValidationError",
@@ -148,6 +149,12 @@ class SnapTradeConfigurationError(SnapTradeError):
     """The library is configured wrongly (settings, keys, stores); fix the configuration."""
 
     default_hint = "Fix the configuration named in the message; nothing was sent."
+
+
+class SnapTradeStoreNotCreatedError(SnapTradeConfigurationError):
+    """A store opened with ``create=False`` (as ``aims-snaptrade verify`` does) has no storage yet."""
+
+    default_hint = "The first client to start creates it; check the URL names the storage you expect."
 
 
 class SnapTradeGuardrailError(SnapTradeError):

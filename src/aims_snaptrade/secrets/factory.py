@@ -42,8 +42,13 @@ _HELP = (
 )
 
 
-def open_secret_store(url: str, keyring: Keyring | None = None) -> SecretStore:
+def open_secret_store(url: str, keyring: Keyring | None = None, *, create: bool = True) -> SecretStore:
     """Open the store ``url`` names, encrypting with ``keyring``.
+
+    ``create=False`` opens a built-in store without creating or changing anything (SQLite
+    read-only; no PostgreSQL DDL) and raises
+    :class:`~aims_snaptrade.errors.SnapTradeStoreNotCreatedError` when its file or table does not
+    exist yet. A custom store is always opened by its factory, as the clients open it.
 
     Raises :class:`SnapTradeConfigurationError` naming the fix for an unknown scheme, a bad path,
     an unreachable database, or a missing keyring where one is required (PostgreSQL, or a SQLite
@@ -51,21 +56,25 @@ def open_secret_store(url: str, keyring: Keyring | None = None) -> SecretStore:
     """
     scheme = url_scheme(url, setting="secret store URL (SNAPTRADE_SECRET_STORE_URL)")
     factory = resolve_store_factory(SECRET_STORE_GROUP, scheme, _BUILTINS)
-    store: SecretStore = factory(url, keyring)
+    store: SecretStore = factory(url, keyring, create=create) if scheme in _BUILTINS else factory(url, keyring)
     return store
 
 
-def _open_memory(url: str, keyring: Keyring | None) -> SecretStore:
+def is_builtin_scheme(url: str) -> bool:
+    """Whether ``url`` names one of the library's own secret stores (not a plug-in)."""
+    return url.partition("://")[0].lower() in _BUILTINS
+
+
+def _open_memory(url: str, keyring: Keyring | None, *, create: bool = True) -> SecretStore:
     if url.partition("://")[2].strip("/"):
         raise SnapTradeConfigurationError(f"memory secret store URL takes no path: use memory://; {_HELP}")
     return MemorySecretStore(keyring)
 
 
-def _open_sqlite(url: str, keyring: Keyring | None) -> SecretStore:
+def _open_sqlite(url: str, keyring: Keyring | None, *, create: bool = True) -> SecretStore:
     from aims_snaptrade.secrets.sqlite import SQLiteSecretStore
 
     rest = url.partition("://")[2]
-
     if not rest.startswith("/") or "?" in rest or "#" in rest:
         raise SnapTradeConfigurationError(
             f"SQLite secret store URL {url!r} must be sqlite:///relative/path.db or sqlite:////absolute/path.db"
@@ -75,10 +84,10 @@ def _open_sqlite(url: str, keyring: Keyring | None) -> SecretStore:
         raise SnapTradeConfigurationError(
             f"SQLite secret store URL {url!r} names no file; use memory:// for an in-memory test store"
         )
-    return SQLiteSecretStore(path, keyring)
+    return SQLiteSecretStore(path, keyring, create=create)
 
 
-def _open_postgres(url: str, keyring: Keyring | None) -> SecretStore:
+def _open_postgres(url: str, keyring: Keyring | None, *, create: bool = True) -> SecretStore:
     from aims_snaptrade.secrets.postgres import DEFAULT_SCHEMA, DEFAULT_TABLE, PostgresSecretStore
 
     parts = urlsplit(url)
@@ -92,10 +101,11 @@ def _open_postgres(url: str, keyring: Keyring | None) -> SecretStore:
         keyring,
         schema=ours.get("schema", DEFAULT_SCHEMA),
         table=ours.get("table", DEFAULT_TABLE),
+        create=create,
     )
 
 
-_BUILTINS: Mapping[str, Callable[[str, Keyring | None], SecretStore]] = {
+_BUILTINS: Mapping[str, Callable[..., SecretStore]] = {
     "memory": _open_memory,
     "sqlite": _open_sqlite,
     "postgresql": _open_postgres,

@@ -16,7 +16,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeSecretStoreError
+from aims_snaptrade.errors import (
+    SnapTradeConfigurationError,
+    SnapTradeSecretStoreError,
+    SnapTradeStoreNotCreatedError,
+)
 from aims_snaptrade.redaction import register_secret
 from aims_snaptrade.secrets._rows import (
     StoredRow,
@@ -77,8 +81,12 @@ class PostgresSecretStore:
         schema: str = DEFAULT_SCHEMA,
         table: str = DEFAULT_TABLE,
         connect_timeout: float = 5.0,
+        create: bool = True,
     ) -> None:
         """Connect, create the table if needed, and check the keyring is present.
+
+        With ``create=False`` (what ``aims-snaptrade verify`` uses) nothing is created: a missing
+        table raises :class:`SnapTradeStoreNotCreatedError`.
 
         Raises :class:`SnapTradeConfigurationError` when psycopg is missing, the keyring is
         missing, an identifier is invalid or the database cannot be reached.
@@ -109,7 +117,15 @@ class PostgresSecretStore:
         self._t = sql.Identifier(schema, table)
         try:
             with self._lock:
-                self._create_table(self._connection())
+                conn = self._connection()
+                if create:
+                    self._create_table(conn)
+                elif conn.execute("SELECT to_regclass(%s)", (self._t.as_string(conn),)).fetchone() == (None,):
+                    self._drop_connection()
+                    raise SnapTradeStoreNotCreatedError(
+                        f"the PostgreSQL secret store table {schema}.{table} at {self.target} does not exist yet; "
+                        "the first client to start creates it (if its role may)"
+                    )
         except self._psycopg.Error as exc:
             self._drop_connection()
             raise SnapTradeConfigurationError(

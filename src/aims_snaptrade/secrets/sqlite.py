@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from aims_snaptrade.errors import (
     SnapTradeConfigurationError,
     SnapTradeSecretStoreError,
+    SnapTradeStoreNotCreatedError,
 )
 from aims_snaptrade.secrets._rows import (
     StoredRow,
@@ -79,9 +80,18 @@ class SQLiteSecretStore:
     persistent = True
 
     def __init__(
-        self, path: str | os.PathLike[str], keyring: Keyring | None = None, *, busy_timeout: float = 10.0
+        self,
+        path: str | os.PathLike[str],
+        keyring: Keyring | None = None,
+        *,
+        busy_timeout: float = 10.0,
+        create: bool = True,
     ) -> None:
         """Open (creating if needed) the store at ``path``.
+
+        With ``create=False`` (what ``aims-snaptrade verify`` uses) nothing is created or changed:
+        the file is opened read-only, its mode is checked against the keyring, and a missing file
+        raises :class:`SnapTradeStoreNotCreatedError`. Such a store can only be read.
 
         Raises :class:`SnapTradeConfigurationError` when the file cannot be opened, is not a
         SQLite database, or is encrypted and no keyring was given.
@@ -89,6 +99,7 @@ class SQLiteSecretStore:
         self.path = Path(path)
         self._codec = SecretCodec(keyring)
         self._busy_timeout = busy_timeout
+        self._create = create
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
@@ -118,9 +129,17 @@ class SQLiteSecretStore:
                 "or fix SNAPTRADE_SECRET_STORE_URL"
             )
         if not self.path.exists():
+            if not self._create:
+                raise SnapTradeStoreNotCreatedError(
+                    f"the SQLite secret store {str(self.path)!r} does not exist yet; the first client "
+                    "to start creates it"
+                )
             # Create it private before SQLite does (SQLite would honour the umask, usually 0644).
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         conn = self._connect()
+        if not self._create:
+            self._check_read_only(conn)
+            return
         with self._transaction(conn):
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -153,11 +172,35 @@ class SQLiteSecretStore:
                 self.path,
             )
 
+    def _check_read_only(self, conn: sqlite3.Connection) -> None:
+        """The checks of :meth:`_open`, changing nothing."""
+        try:
+            meta = dict(conn.execute("SELECT name, value FROM store_meta").fetchall())
+        except sqlite3.OperationalError:
+            raise SnapTradeConfigurationError(
+                f"{str(self.path)!r} is a SQLite file but not an aims-snaptrade secret store (no store_meta table)"
+            ) from None
+        if meta.get("mode") == "encrypted" and not self.encrypted:
+            raise SnapTradeConfigurationError(
+                f"the SQLite secret store {str(self.path)!r} is encrypted; set SNAPTRADE_ENCRYPTION_KEYS to its keyring"
+            )
+
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=_SQLITE_BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
+        if self._create:
+            target, uri = str(self.path), False
+        else:
+            # A read-only connection to a WAL database creates (and leaves) -wal/-shm files unless
+            # they exist already (a live service): without them, read the file as immutable.
+            live = self.path.with_name(self.path.name + "-wal").exists()
+            target, uri = self.path.resolve().as_uri() + ("?mode=ro" if live else "?mode=ro&immutable=1"), True
+        conn = sqlite3.connect(
+            target, timeout=_SQLITE_BUSY_MS / 1000, isolation_level=None, check_same_thread=False, uri=uri
+        )
         self._conn = conn
         self._pid = os.getpid()
         conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        if not self._create:
+            return conn  # read-only: the file's journal mode and pragmas are the writers' business
         (journal,) = self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
         if str(journal).lower() != "wal":
             raise SnapTradeConfigurationError(

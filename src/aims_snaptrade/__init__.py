@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         SnapTradeBrokerageUnavailableError,
         SnapTradeBudgetExhaustedError,
         SnapTradeConfigurationError,
+        SnapTradeConfirmationError,
         SnapTradeConflictError,
         SnapTradeConnectionDisabledError,
         SnapTradeConnectionError,
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
         SnapTradeGuardrailError,
         SnapTradeMalformedResponseError,
         SnapTradeNotFoundError,
+        SnapTradeOrderIntentStoreError,
+        SnapTradeOrderLimitError,
         SnapTradePermissionError,
         SnapTradeRateLimitError,
         SnapTradeRateLimiterUnavailableError,
@@ -65,6 +68,14 @@ if TYPE_CHECKING:
     from aims_snaptrade.retry import RetryPolicy
     from aims_snaptrade.secrets import SecretStore
     from aims_snaptrade.settings import Settings
+    from aims_snaptrade.trading import (
+        Order,
+        OrderIntent,
+        OrderIntentStore,
+        OrderPreview,
+        OrderStatus,
+        Reconciliation,
+    )
     from aims_snaptrade.webhooks import WebhookASGIApp, WebhookReceiver, verify_webhook
 
 __version__ = "0.1.0"
@@ -83,7 +94,13 @@ __all__ = [
     "DeletedUser",
     "HealthMonitor",
     "Operation",
+    "Order",
+    "OrderIntent",
+    "OrderIntentStore",
+    "OrderPreview",
+    "OrderStatus",
     "Position",
+    "Reconciliation",
     "RegisteredUser",
     "Response",
     "RetryPolicy",
@@ -96,6 +113,7 @@ __all__ = [
     "SnapTradeBrokerageUnavailableError",
     "SnapTradeBudgetExhaustedError",
     "SnapTradeConfigurationError",
+    "SnapTradeConfirmationError",
     "SnapTradeConflictError",
     "SnapTradeConnectionDisabledError",
     "SnapTradeConnectionError",
@@ -106,6 +124,8 @@ __all__ = [
     "SnapTradeGuardrailError",
     "SnapTradeMalformedResponseError",
     "SnapTradeNotFoundError",
+    "SnapTradeOrderIntentStoreError",
+    "SnapTradeOrderLimitError",
     "SnapTradePermissionError",
     "SnapTradeRateLimitError",
     "SnapTradeRateLimiterUnavailableError",
@@ -143,6 +163,15 @@ _WHERE: dict[str, str] = {
     "OPERATIONS": "aims_snaptrade.operations",
     "Operation": "aims_snaptrade.operations",
     "Position": "aims_snaptrade.models",
+    "Order": "aims_snaptrade.trading",
+    "OrderIntent": "aims_snaptrade.trading",
+    "OrderIntentStore": "aims_snaptrade.trading",
+    "OrderPreview": "aims_snaptrade.trading",
+    "OrderStatus": "aims_snaptrade.trading",
+    "Reconciliation": "aims_snaptrade.trading",
+    "SnapTradeConfirmationError": "aims_snaptrade.errors",
+    "SnapTradeOrderIntentStoreError": "aims_snaptrade.errors",
+    "SnapTradeOrderLimitError": "aims_snaptrade.errors",
     "RegisteredUser": "aims_snaptrade.models",
     "Response": "aims_snaptrade._transport",
     "RetryPolicy": "aims_snaptrade.retry",

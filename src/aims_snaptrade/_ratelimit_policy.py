@@ -41,7 +41,7 @@ __all__ = [
 
 log = logging.getLogger("aims_snaptrade.ratelimit")
 
-Scope = Literal["plan", "customer", "account", "user"]
+Scope = Literal["plan", "customer", "account", "user", "trade"]
 """Which limit a budget stands for; it becomes ``SnapTradeRateLimitError.limit_scope``."""
 
 NAMESPACE = "aims-snaptrade"
@@ -302,6 +302,8 @@ class RateLimitPolicy:
         budgets: Client-wide budgets (plan and customer).
         account_budget: Template for per-account buckets, or ``None`` (off).
         user_budget: Template for per-user budgets, or ``None`` (off).
+        trade_budget: Template for per-account order-write buckets (place, cancel, replace:
+            SnapTrade asks for at most one trade per account per second), or ``None`` (off).
         strategy: ``moving-window`` (exact rolling window, the default) or ``sliding-window``
             (``limits``' sliding-window counter: O(1) storage, approximate).
         mode: Default reaction to an exhausted budget: ``wait`` or ``fail``.
@@ -316,6 +318,7 @@ class RateLimitPolicy:
     budgets: tuple[Budget, ...]
     account_budget: Budget | None = None
     user_budget: Budget | None = None
+    trade_budget: Budget | None = None
     strategy: Literal["moving-window", "sliding-window"] = "moving-window"
     mode: Literal["wait", "fail"] = "wait"
     max_wait: float = 30.0
@@ -414,11 +417,22 @@ class RateLimitPolicy:
             if settings.user_limit_per_minute is not None
             else None
         )
+        trade = (
+            Budget(
+                "trade",
+                "trade",
+                settings.trade_limit_per_account,
+                _whole_seconds(settings.trade_limit_window, "SNAPTRADE_TRADE_LIMIT_WINDOW"),
+            )
+            if settings.trade_limit_per_account is not None
+            else None
+        )
         return cls(
             client_id=settings.client_id,
             budgets=tuple(budgets),
             account_budget=account,
             user_budget=user,
+            trade_budget=trade,
             strategy=settings.rate_limit_strategy,
             mode=settings.rate_limit_mode,
             max_wait=settings.rate_limit_max_wait,
@@ -447,6 +461,8 @@ class RateLimitPolicy:
             keys.append(self._key(self.account_budget, account_id))
         if self.user_budget is not None and op.user_scoped and user_id:
             keys.append(self._key(self.user_budget, user_id))
+        if self.trade_budget is not None and op.trading and not op.idempotent and account_id:
+            keys.append(self._key(self.trade_budget, account_id))
         return sorted(keys, key=lambda k: (k.budget.limit, k.budget.window))
 
     def _pause_scopes(self, op: Operation, account_id: str | None) -> list[tuple[Scope, str | None]]:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, Literal, Self, TypeVar
 
 from aims_snaptrade import errors as e
@@ -34,6 +35,12 @@ from aims_snaptrade.retry import RetryPolicy, RetryStats
 from aims_snaptrade.secrets import SecretStore, open_secret_store_from_settings
 from aims_snaptrade.settings import Settings
 from aims_snaptrade.telemetry import CallObserver, watch_budgets
+from aims_snaptrade.trading.confirmation import ConfirmationSigner
+from aims_snaptrade.trading.factory import open_order_intent_store
+from aims_snaptrade.trading.flows import INTENTS, TradingFlows
+from aims_snaptrade.trading.intents import OrderIntentStore
+from aims_snaptrade.trading.models import Order, OrderIntent, OrderPreview, Reconciliation
+from aims_snaptrade.trading.reconcile import Reconciler
 
 __all__ = ["AsyncSafeSnapTradeClient", "SafeSnapTradeClient"]
 
@@ -43,6 +50,17 @@ T = TypeVar("T")
 ConnectionType = Literal["read", "trade", "trade-if-available"]
 
 
+_STORE_ERRORS: dict[str, type[e.SnapTradeStoreError]] = {
+    "secrets": e.SnapTradeSecretStoreError,
+    INTENTS: e.SnapTradeOrderIntentStoreError,
+}
+
+
+def _terms(**terms: Any) -> dict[str, Any]:
+    """Order terms as keywords for the trading flows (which validate them)."""
+    return terms
+
+
 def _failure(effect: Effect, exc: Exception) -> e.SnapTradeError:
     """The library error for ``exc`` raised while performing ``effect`` (the one mapping boundary)."""
     if isinstance(exc, e.SnapTradeError):
@@ -50,7 +68,7 @@ def _failure(effect: Effect, exc: Exception) -> e.SnapTradeError:
     if isinstance(effect, Send):
         return with_upstream_cause(map_exception(effect.operation, exc, effect.arguments), exc)
     if isinstance(effect, StoreCall):
-        kind = e.SnapTradeSecretStoreError if effect.store == "secrets" else e.SnapTradeStoreError
+        kind = _STORE_ERRORS.get(effect.store, e.SnapTradeStoreError)
         return with_upstream_cause(
             kind(f"The {effect.store} store failed during {effect.method} ({type(exc).__name__})."),
             exc,
@@ -84,6 +102,7 @@ class _Base:
         secret_store: SecretStore | None = None,
         consent: ConsentChecker | None = None,
         retry: RetryPolicy | str | None = None,
+        order_intent_store: OrderIntentStore | None = None,
         **overrides: Any,
     ) -> None:
         install_log_redaction()
@@ -105,6 +124,7 @@ class _Base:
             check_startup(settings, store=self.secret_store, consent=consent)
             policy = retry if isinstance(retry, RetryPolicy) else RetryPolicy.preset(retry or settings.retry_policy)
             self._core = Core(settings, retry=policy, consent=consent)
+            self._open_order_intents(order_intent_store)
             _opened("SNAPTRADE_RATE_LIMIT_STORAGE_URL", self._open_io, RateLimitPolicy.from_settings(settings))
         except BaseException:
             self._close_stores()  # nothing half-built stays open when construction fails
@@ -131,10 +151,38 @@ class _Base:
         self._core.observers.append(observer)
         return lambda: self._core.observers.remove(observer) if observer in self._core.observers else None
 
+    def _open_order_intents(self, store: OrderIntentStore | None) -> None:
+        """The trading flows, and the order-intent journal when trading is enabled (or one is given)."""
+        key = self.settings.confirmation_key
+        signer = ConfirmationSigner.from_text(key.get_secret_value() if key is not None else None)
+        self._trading = TradingFlows(self._core, signer)
+        self._reconciler = Reconciler(self._trading)
+        if store is None and self.settings.trading_enabled:
+            store = open_order_intent_store(self.settings.order_intent_store_url)
+            self._owned_stores.append(store)
+        if store is None:
+            return
+        self._stores[INTENTS] = store
+        if self.settings.is_production and not store.persistent:
+            raise e.SnapTradeGuardrailError(
+                "Refusing an unsafe production set-up: the order-intent journal is in memory, so an order's "
+                "unknown outcome would be forgotten on restart.",
+                hint="Set SNAPTRADE_ORDER_INTENT_STORE_URL to sqlite:///path or postgresql://...",
+            )
+        pending = store.pending()
+        if pending:
+            log.error(
+                "%d order intent(s) have an unknown outcome (client_order_ids: %s): the orders may or may not "
+                "exist. Call reconcile_pending() (or reconcile_order(id) for each) before placing new orders.",
+                len(pending),
+                ", ".join(i.client_order_id for i in pending),
+            )
+
     @classmethod
     def from_env(cls, **kwargs: Any) -> Self:
         """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor."""
-        passthrough = {k: kwargs.pop(k) for k in ("secret_store", "consent", "retry") if k in kwargs}
+        names = ("secret_store", "consent", "retry", "order_intent_store")
+        passthrough = {k: kwargs.pop(k) for k in names if k in kwargs}
         return cls(Settings.from_env(**kwargs), **passthrough)
 
     def _target(self, effect: Effect) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
@@ -149,7 +197,14 @@ class _Base:
             return self._limiter.observe, (effect.operation,), feedback
         if isinstance(effect, Sleep):
             return self._sleep, (effect.seconds,), {}
-        return getattr(self._stores[effect.store], effect.method), effect.args, {}
+        store = self._stores.get(effect.store)
+        if store is None:
+            raise e.SnapTradeConfigurationError(
+                f"This client has no {effect.store} store.",
+                hint="Order intents are journaled only when trading is enabled (SNAPTRADE_TRADING_ENABLED=true) "
+                "or an order_intent_store is passed to the client.",
+            )
+        return getattr(store, effect.method), effect.args, {}
 
     @property
     def retry_stats(self) -> RetryStats:
@@ -160,6 +215,13 @@ class _Base:
     def pending_secret_rotations(self) -> list[str]:
         """Users whose secret rotation was interrupted (see :meth:`rotate_user_secret`)."""
         return list(self.secret_store.pending_rotations())
+
+    @property
+    def pending_order_intents(self) -> list[OrderIntent]:
+        """Orders whose outcome is unknown (lost answers, crashes), oldest first: settle them with
+        :meth:`SafeSnapTradeClient.reconcile_pending`."""
+        store = self._stores.get(INTENTS)
+        return list(store.pending()) if store is not None else []
 
     def _close_stores(self) -> None:
         while self._owned_stores:
@@ -314,6 +376,136 @@ class SafeSnapTradeClient(_Base):
                 user_id, account_id, start_date=start_date, end_date=end_date, type=type, options=options
             )
         )
+
+    # --- trading (docs/trading.md) ---------------------------------------------------------------
+
+    def preview_order(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        action: str,
+        symbol: str | None = None,
+        universal_symbol_id: str | None = None,
+        order_type: str = "Market",
+        time_in_force: str = "Day",
+        units: Decimal | int | str | None = None,
+        notional_value: Decimal | int | str | None = None,
+        price: Decimal | int | str | None = None,
+        stop: Decimal | int | str | None = None,
+        options: CallOptions | None = None,
+    ) -> OrderPreview:
+        """Check an order with SnapTrade (cost, fees, buying power after) without placing it.
+
+        Quantities and prices are Decimals (or ints / decimal strings); exactly one of ``units``
+        and ``notional_value``. Show the preview to the account owner, then call
+        :meth:`place_order` with it and its ``confirmation`` within ``expires_at``.
+        """
+        terms = _terms(
+            action=action,
+            symbol=symbol,
+            universal_symbol_id=universal_symbol_id,
+            order_type=order_type,
+            time_in_force=time_in_force,
+            units=units,
+            notional_value=notional_value,
+            price=price,
+            stop=stop,
+        )
+        return self._run(self._trading.preview_order(user_id, account_id, terms, options))
+
+    def place_order(self, preview: OrderPreview, *, confirmation: str, options: CallOptions | None = None) -> Order:
+        """Place a previewed order once, given the preview's confirmation token.
+
+        Refused with :class:`~aims_snaptrade.errors.SnapTradeConfirmationError` (nothing sent) for a
+        token of another preview or a changed preview, after expiry, and after one use. A lost
+        answer raises :class:`~aims_snaptrade.errors.SnapTradeUnknownOutcomeError` whose ``intent``
+        goes to :meth:`reconcile_order`.
+        """
+        return self._run(self._trading.place_order(preview, confirmation, options))
+
+    def place_order_now(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        action: str,
+        confirm: bool = False,
+        symbol: str | None = None,
+        universal_symbol_id: str | None = None,
+        order_type: str = "Market",
+        time_in_force: str = "Day",
+        units: Decimal | int | str | None = None,
+        notional_value: Decimal | int | str | None = None,
+        price: Decimal | int | str | None = None,
+        stop: Decimal | int | str | None = None,
+        client_order_id: str | None = None,
+        options: CallOptions | None = None,
+    ) -> Order:
+        """Place an order without a preview (needs ``confirm=True``); journaled and sent once."""
+        terms = _terms(
+            action=action,
+            symbol=symbol,
+            universal_symbol_id=universal_symbol_id,
+            order_type=order_type,
+            time_in_force=time_in_force,
+            units=units,
+            notional_value=notional_value,
+            price=price,
+            stop=stop,
+        )
+        flow = self._trading.place_order_now(
+            user_id, account_id, terms, confirm=confirm, client_order_id=client_order_id, options=options
+        )
+        return self._run(flow)
+
+    def cancel_order(
+        self, user_id: str, account_id: str, brokerage_order_id: str, *, options: CallOptions | None = None
+    ) -> Order:
+        """Cancel an open order; returns the order as the brokerage reports it afterwards."""
+        return self._run(self._trading.cancel_order(user_id, account_id, brokerage_order_id, options))
+
+    def replace_order(
+        self,
+        user_id: str,
+        account_id: str,
+        brokerage_order_id: str,
+        *,
+        action: str,
+        units: Decimal | int | str,
+        confirm: bool = False,
+        order_type: str = "Market",
+        time_in_force: str = "Day",
+        price: Decimal | int | str | None = None,
+        stop: Decimal | int | str | None = None,
+        options: CallOptions | None = None,
+    ) -> Order:
+        """Replace an open order with new terms (needs ``confirm=True``); journaled like a placement."""
+        terms = _terms(
+            action=action, order_type=order_type, time_in_force=time_in_force, units=units, price=price, stop=stop
+        )
+        flow = self._trading.replace_order(
+            user_id, account_id, brokerage_order_id, terms, confirm=confirm, options=options
+        )
+        return self._run(flow)
+
+    def get_order(
+        self, user_id: str, account_id: str, brokerage_order_id: str, *, options: CallOptions | None = None
+    ) -> Order:
+        """One order, live from the brokerage."""
+        return self._run(self._trading.order_detail(user_id, account_id, brokerage_order_id, options))
+
+    def reconcile_order(
+        self, intent: OrderIntent | str, *, resend: bool = False, options: CallOptions | None = None
+    ) -> Reconciliation:
+        """Settle an order whose outcome is unknown: ``placed`` (with the order), ``not_placed``, or
+        ``unknown`` (look again at ``retry_at``). ``resend=True`` sends it again, only once it is
+        established that the order does not exist."""
+        return self._run(self._reconciler.reconcile(intent, resend=resend, options=options))
+
+    def reconcile_pending(self, *, options: CallOptions | None = None) -> list[Reconciliation]:
+        """Reconcile every pending intent (see :attr:`pending_order_intents`); never resends."""
+        return self._run(self._reconciler.reconcile_pending(options))
 
     def rate_limit_usage(self) -> list[BudgetUsage]:
         """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""
@@ -476,6 +668,138 @@ class AsyncSafeSnapTradeClient(_Base):
                 user_id, account_id, start_date=start_date, end_date=end_date, type=type, options=options
             )
         )
+
+    # --- trading (docs/trading.md) ---------------------------------------------------------------
+
+    async def preview_order(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        action: str,
+        symbol: str | None = None,
+        universal_symbol_id: str | None = None,
+        order_type: str = "Market",
+        time_in_force: str = "Day",
+        units: Decimal | int | str | None = None,
+        notional_value: Decimal | int | str | None = None,
+        price: Decimal | int | str | None = None,
+        stop: Decimal | int | str | None = None,
+        options: CallOptions | None = None,
+    ) -> OrderPreview:
+        """Check an order with SnapTrade without placing it (see :meth:`SafeSnapTradeClient.preview_order`).
+
+        Quantities and prices are Decimals (or ints / decimal strings); exactly one of ``units``
+        and ``notional_value``. Show the preview to the account owner, then call
+        :meth:`place_order` with it and its ``confirmation`` within ``expires_at``.
+        """
+        terms = _terms(
+            action=action,
+            symbol=symbol,
+            universal_symbol_id=universal_symbol_id,
+            order_type=order_type,
+            time_in_force=time_in_force,
+            units=units,
+            notional_value=notional_value,
+            price=price,
+            stop=stop,
+        )
+        return await self._run(self._trading.preview_order(user_id, account_id, terms, options))
+
+    async def place_order(
+        self, preview: OrderPreview, *, confirmation: str, options: CallOptions | None = None
+    ) -> Order:
+        """Place a previewed order once, given the preview's confirmation token.
+
+        Refused with :class:`~aims_snaptrade.errors.SnapTradeConfirmationError` (nothing sent) for a
+        token of another preview or a changed preview, after expiry, and after one use. A lost
+        answer raises :class:`~aims_snaptrade.errors.SnapTradeUnknownOutcomeError` whose ``intent``
+        goes to :meth:`reconcile_order`.
+        """
+        return await self._run(self._trading.place_order(preview, confirmation, options))
+
+    async def place_order_now(
+        self,
+        user_id: str,
+        account_id: str,
+        *,
+        action: str,
+        confirm: bool = False,
+        symbol: str | None = None,
+        universal_symbol_id: str | None = None,
+        order_type: str = "Market",
+        time_in_force: str = "Day",
+        units: Decimal | int | str | None = None,
+        notional_value: Decimal | int | str | None = None,
+        price: Decimal | int | str | None = None,
+        stop: Decimal | int | str | None = None,
+        client_order_id: str | None = None,
+        options: CallOptions | None = None,
+    ) -> Order:
+        """Place an order without a preview (needs ``confirm=True``); journaled and sent once."""
+        terms = _terms(
+            action=action,
+            symbol=symbol,
+            universal_symbol_id=universal_symbol_id,
+            order_type=order_type,
+            time_in_force=time_in_force,
+            units=units,
+            notional_value=notional_value,
+            price=price,
+            stop=stop,
+        )
+        flow = self._trading.place_order_now(
+            user_id, account_id, terms, confirm=confirm, client_order_id=client_order_id, options=options
+        )
+        return await self._run(flow)
+
+    async def cancel_order(
+        self, user_id: str, account_id: str, brokerage_order_id: str, *, options: CallOptions | None = None
+    ) -> Order:
+        """Cancel an open order; returns the order as the brokerage reports it afterwards."""
+        return await self._run(self._trading.cancel_order(user_id, account_id, brokerage_order_id, options))
+
+    async def replace_order(
+        self,
+        user_id: str,
+        account_id: str,
+        brokerage_order_id: str,
+        *,
+        action: str,
+        units: Decimal | int | str,
+        confirm: bool = False,
+        order_type: str = "Market",
+        time_in_force: str = "Day",
+        price: Decimal | int | str | None = None,
+        stop: Decimal | int | str | None = None,
+        options: CallOptions | None = None,
+    ) -> Order:
+        """Replace an open order with new terms (needs ``confirm=True``); journaled like a placement."""
+        terms = _terms(
+            action=action, order_type=order_type, time_in_force=time_in_force, units=units, price=price, stop=stop
+        )
+        flow = self._trading.replace_order(
+            user_id, account_id, brokerage_order_id, terms, confirm=confirm, options=options
+        )
+        return await self._run(flow)
+
+    async def get_order(
+        self, user_id: str, account_id: str, brokerage_order_id: str, *, options: CallOptions | None = None
+    ) -> Order:
+        """One order, live from the brokerage."""
+        return await self._run(self._trading.order_detail(user_id, account_id, brokerage_order_id, options))
+
+    async def reconcile_order(
+        self, intent: OrderIntent | str, *, resend: bool = False, options: CallOptions | None = None
+    ) -> Reconciliation:
+        """Settle an order whose outcome is unknown: ``placed`` (with the order), ``not_placed``, or
+        ``unknown`` (look again at ``retry_at``). ``resend=True`` sends it again, only once it is
+        established that the order does not exist."""
+        return await self._run(self._reconciler.reconcile(intent, resend=resend, options=options))
+
+    async def reconcile_pending(self, *, options: CallOptions | None = None) -> list[Reconciliation]:
+        """Reconcile every pending intent (see :attr:`pending_order_intents`); never resends."""
+        return await self._run(self._reconciler.reconcile_pending(options))
 
     async def rate_limit_usage(self) -> list[BudgetUsage]:
         """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""

@@ -30,6 +30,7 @@ __all__ = [
     "SnapTradeBrokerageUnavailableError",
     "SnapTradeBudgetExhaustedError",
     "SnapTradeConfigurationError",
+    "SnapTradeConfirmationError",
     "SnapTradeConflictError",
     "SnapTradeConnectionDisabledError",
     "SnapTradeConnectionError",
@@ -40,6 +41,8 @@ __all__ = [
     "SnapTradeGuardrailError",
     "SnapTradeMalformedResponseError",
     "SnapTradeNotFoundError",
+    "SnapTradeOrderIntentStoreError",
+    "SnapTradeOrderLimitError",
     "SnapTradePermissionError",
     "SnapTradeRateLimitError",
     "SnapTradeRateLimiterUnavailableError",
@@ -169,6 +172,28 @@ class SnapTradeConsentRequiredError(SnapTradeGuardrailError):
     default_hint = "Record the user's consent before connecting or reading their brokerage data."
 
 
+class SnapTradeConfirmationError(SnapTradeGuardrailError):
+    """An order confirmation was refused: nothing was sent.
+
+    Attributes:
+        reason: ``"mismatch"`` (the token was issued for another preview, account, user or
+            order terms), ``"expired"`` (the preview's trade expired: SnapTrade keeps it 5
+            minutes) or ``"used"`` (this preview was already placed once).
+    """
+
+    default_hint = "Preview the order again (preview_order) and have the account owner confirm the new preview."
+
+    def __init__(self, message: str, *, reason: str, **kwargs: Any) -> None:
+        self.reason = reason
+        super().__init__(message, **kwargs)
+
+
+class SnapTradeOrderLimitError(SnapTradeGuardrailError):
+    """An order's value exceeds the configured maximum notional per order: nothing was sent."""
+
+    default_hint = "Split the order, or raise SNAPTRADE_MAX_ORDER_NOTIONAL if the limit is wrong."
+
+
 class SnapTradeValidationError(SnapTradeError):
     """The request is malformed: caught locally before sending, or answered 400/422 by SnapTrade."""
 
@@ -295,6 +320,12 @@ class SnapTradeUnknownOutcomeError(SnapTradeError):
     default_retryable = False
     default_hint = "Do not resend blindly: check whether the write took effect first."
 
+    def __init__(self, message: str, *, intent: Any = None, **kwargs: Any) -> None:
+        #: The :class:`~aims_snaptrade.trading.OrderIntent` of an order whose answer was lost:
+        #: pass it to ``reconcile_order`` (``None`` for writes that are not orders).
+        self.intent = intent
+        super().__init__(message, **kwargs)
+
 
 class SnapTradeEndpointRetiredError(SnapTradeError):
     """SnapTrade retired this endpoint for your client id (410)."""
@@ -356,6 +387,12 @@ class SnapTradeSecretStoreError(SnapTradeStoreError):
     """The secret store failed (unreachable, corrupt, or the secret is missing)."""
 
     default_hint = "Check the secret store's configuration and health."
+
+
+class SnapTradeOrderIntentStoreError(SnapTradeStoreError):
+    """The order-intent journal failed; an order is never sent unless its intent was recorded."""
+
+    default_hint = "Check SNAPTRADE_ORDER_INTENT_STORE_URL and the store's health; nothing unrecorded was sent."
 
 
 class SnapTradeSecretDecryptionError(SnapTradeSecretStoreError):

@@ -268,8 +268,13 @@ class Core:
         *,
         confirm: bool = False,
         options: CallOptions | None = None,
+        budget_account: str | None = None,
     ) -> Flow[Response]:
-        """The one road: every request, from a helper or :meth:`SafeSnapTradeClient.call`."""
+        """The one road: every request, from a helper or :meth:`SafeSnapTradeClient.call`.
+
+        ``budget_account`` names the account whose budgets a request draws on when its arguments
+        carry none (placing a checked trade addresses the trade, not the account).
+        """
         checked = _checked_call(name, arguments, confirm, options)
         operation = get_operation(name)
         telemetry = CallTelemetry(
@@ -280,12 +285,12 @@ class Core:
         )
         try:
             try:
-                response = yield from self._road(operation, arguments, confirm, checked, telemetry)
+                response = yield from self._road(operation, arguments, confirm, checked, telemetry, budget_account)
             except e.SnapTradeAuthError as rejected:
                 if not (yield from self._refreshed_secret(operation, arguments, rejected)):
                     raise
                 # SnapTrade never processes a request it answers 1083, so one resend is safe.
-                response = yield from self._road(operation, arguments, confirm, checked, telemetry)
+                response = yield from self._road(operation, arguments, confirm, checked, telemetry, budget_account)
         except BaseException as error:
             telemetry.failed(error)
             raise
@@ -339,6 +344,7 @@ class Core:
         confirm: bool,
         options: CallOptions,
         telemetry: CallTelemetry,
+        budget_account: str | None = None,
     ) -> Flow[Response]:
         name = operation.name
         args = dict(arguments)
@@ -366,7 +372,7 @@ class Core:
         elif self.settings.key_type == "personal":
             # Personal keys carry no user secret: never send one, even if the caller passed it.
             args.pop("user_secret", None)
-        account_id = args.get("account_id") if isinstance(args.get("account_id"), str) else None
+        account_id = budget_account or (args.get("account_id") if isinstance(args.get("account_id"), str) else None)
         budget_user = user_id if isinstance(user_id, str) else None
         telemetry.subject(budget_user, account_id)
         idempotency_key = args.get(operation.idempotency_param) if operation.idempotency_param else None

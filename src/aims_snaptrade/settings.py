@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ DEFAULT_BASE_URL = "https://api.snaptrade.com/api/v1"
 Environment = Literal["sandbox", "production"]
 KeyType = Literal["commercial", "personal"]
 
-_FILE_CAPABLE = frozenset({"client_id", "consumer_key", "encryption_keys"})
+_FILE_CAPABLE = frozenset({"client_id", "consumer_key", "encryption_keys", "confirmation_key"})
 """Settings that may also be read from the file named by ``SNAPTRADE_<NAME>_FILE``."""
 
 # A DNS name, an IPv4 address or an IPv6 address (urlsplit strips the brackets): nothing the SDK
@@ -113,6 +114,36 @@ class Settings(BaseModel):
         le=10_000_000,
         description="Decrypted user secrets kept in process memory (least recently used); 0 reads the store per call.",
     )
+    order_intent_store_url: str = Field(
+        default="sqlite:///aims-snaptrade-order-intents.db",
+        description="Order-intent journal (opened when trading is enabled): sqlite:///path, postgresql://..., "
+        "memory:// (tests only), or a scheme registered under aims_snaptrade.order_intent_stores.",
+    )
+    trade_limit_per_account: int | None = Field(
+        default=1, ge=1, description="Order writes (place, cancel, replace) per account per trade window; unset: off."
+    )
+    trade_limit_window: float = Field(
+        default=1.0, gt=0, description="Window of trade_limit_per_account, whole seconds (SnapTrade: 1 per second)."
+    )
+    max_order_notional: Decimal | None = Field(
+        default=None, gt=0, description="Refuse any order worth more than this (account currency); unset: no cap."
+    )
+    order_preview_ttl: float = Field(
+        default=300.0,
+        gt=0,
+        le=300,
+        description="Seconds a preview can be confirmed; at most SnapTrade's 5-minute trade lifetime.",
+    )
+    order_settle_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long after sending an order a missing order may still appear; reconcile says "
+        "'still unknown' before, 'not placed' after.",
+    )
+    confirmation_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for order confirmation tokens, shared by replicas; unset: a random key per client.",
+    )
 
     @field_validator("client_id")
     @classmethod
@@ -139,6 +170,16 @@ class Settings(BaseModel):
         if value is not None:
             for part in value.get_secret_value().split(","):
                 register_secret(part.partition(":")[2].strip(), kind="key")
+        return value
+
+    @field_validator("confirmation_key")
+    @classmethod
+    def _check_confirmation_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            raw = value.get_secret_value()
+            if len(raw.encode()) < 16:
+                raise ValueError("must be at least 16 bytes (generate one with `aims-snaptrade generate-key`)")
+            register_secret(raw)
         return value
 
     @field_validator("base_url")

@@ -103,7 +103,7 @@ def test_trading_is_refused_with_zero_requests(make_client, emu, alice, market_o
 
 
 def test_trading_works_once_enabled(make_client, emu, alice, market_order):
-    client = make_client(trading_enabled=True)
+    client = make_client(trading_enabled=True, order_intent_store_url="memory://")
     response = client.call(
         "place_force_order",
         **market_order,

@@ -61,7 +61,7 @@ def test_lost_registration_is_an_unknown_outcome_sent_once(make_client, emu, sto
 
 
 def test_lost_order_without_key_is_never_resent(make_client, emu, alice, market_order):
-    client = make_client(retry="patient", trading_enabled=True)
+    client = make_client(retry="patient", trading_enabled=True, order_intent_store_url="memory://")
     emu.faults.add(Fault.lost_response(), operation="place_force_order")
     with pytest.raises(SnapTradeUnknownOutcomeError):
         client.call(
@@ -114,7 +114,7 @@ async def test_async_signatures_survive_reserved_characters_in_user_ids(make_asy
 
 
 def test_a_5xx_answer_to_a_write_is_an_unknown_outcome_not_a_retryable_failure(make_client, emu, alice, market_order):
-    client = make_client(retry="patient", trading_enabled=True)
+    client = make_client(retry="patient", trading_enabled=True, order_intent_store_url="memory://")
     emu.faults.add(Fault.status(500), operation="place_force_order")
     with pytest.raises(SnapTradeUnknownOutcomeError) as info:
         client.call(

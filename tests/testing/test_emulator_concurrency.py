@@ -30,7 +30,7 @@ def test_threads_placing_orders_on_one_account(emu: SnapTradeEmulator, alice: Co
                 symbol="AAPL",
                 order_type="Market",
                 time_in_force="Day",
-                units=1.0,
+                units=0.5,  # 160 half shares fit the account's buying power (the emulator checks it)
                 user_id=alice.user_id,
                 user_secret=alice.user_secret,
             )
@@ -41,8 +41,8 @@ def test_threads_placing_orders_on_one_account(emu: SnapTradeEmulator, alice: Co
         results = [order_id for batch in pool.map(worker, range(8)) for order_id in batch]
     assert len(set(results)) == 160
     after = emu.state.get_account(account_id)
-    assert after.positions["AAPL"].units == units_before + 160
-    assert after.cash == cash_before - Decimal("228.50") * 160
+    assert after.positions["AAPL"].units == units_before + 80
+    assert after.cash == cash_before - Decimal("114.25") * 160
     assert len(after.orders) == orders_before + 160
     entries = emu.journal.entries(operation="place_force_order")
     assert len(entries) == 160
@@ -117,7 +117,7 @@ def test_asyncio_clients_in_flight_together(emu: SnapTradeEmulator, alice: Conne
                     "symbol": "KO",
                     "order_type": "Market",
                     "time_in_force": "Day",
-                    "units": 1.0,
+                    "units": 0.25,  # 100 quarter shares fit the account's buying power
                 }
                 headers = {"Signature": sign(emu.consumer_key, "/trade/place", query, body)}
                 async with session.post(f"{emu.base_url}/trade/place?{query}", json=body, headers=headers) as response:
@@ -127,7 +127,7 @@ def test_asyncio_clients_in_flight_together(emu: SnapTradeEmulator, alice: Conne
             return list(await asyncio.gather(*(one(i) for i in range(100))))
 
     assert asyncio.run(scenario()) == [200] * 100
-    assert emu.state.get_account(alice.account_ids[1]).positions["KO"].units == 140
+    assert emu.state.get_account(alice.account_ids[1]).positions["KO"].units == 65
 
 
 def test_sdk_async_twins_concurrently(emu: SnapTradeEmulator, alice: ConnectedUser) -> None:

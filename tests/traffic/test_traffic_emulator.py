@@ -108,7 +108,9 @@ def test_lost_response_to_an_order_without_client_order_id_is_an_unknown_outcome
         "time_in_force": "Day",
         "units": 1.0,
     }
-    client = sync_client(emulator, alice, trading_enabled=True, retry_policy="patient")
+    client = sync_client(
+        emulator, alice, trading_enabled=True, retry_policy="patient", order_intent_store_url="memory://"
+    )
     with client, pytest.raises(SnapTradeUnknownOutcomeError):
         client.call("place_force_order", **order)
     (sent,) = arrivals(emulator, "place_force_order")

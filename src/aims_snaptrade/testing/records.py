@@ -187,6 +187,9 @@ class Order:
     time_executed: datetime | None = None
     client_order_id: str | None = None
     expiry_date: datetime | None = None
+    # Where the order came from (not rendered): the checked trade it placed, the order it replaced.
+    trade_id: str | None = None
+    replaces: str | None = None
 
     @property
     def open_quantity(self) -> Decimal:

@@ -314,6 +314,9 @@ def render_order(order: Order) -> JSON:
         # Emulated orders never belong to a complex (OCO/OTO/OTOCO) group. order_role is left out
         # rather than null, as in v2: the SDK's nullable enum refuses None.
         "brokerage_group_order_id": None,
+        # Not in SnapTrade's AccountOrderRecord: brokerages that echo the id let reconciliation
+        # match on it; the emulator shows it so that path is testable (clients must tolerate it).
+        "client_order_id": order.client_order_id,
     }
 
 

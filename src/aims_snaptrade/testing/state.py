@@ -568,14 +568,31 @@ class EmulatorState:
         account.cash -= cash
         account.buying_power -= cash
 
+    @staticmethod
+    def _check_funds(account: Account, security: Security, action: str, units: Decimal, price: Decimal | None) -> None:
+        """400 when a buy costs more than the buying power or a sell exceeds the units held."""
+        if action == "BUY":
+            cost = units * (price if price is not None else security.price)
+            if cost > account.buying_power:
+                raise ApiProblem.invalid(f"Insufficient buying power: the order costs {cost:.2f}.")
+        else:
+            position = account.positions.get(security.ticker)
+            held = position.units if position is not None else Decimal(0)
+            if units > held:
+                raise ApiProblem.invalid(f"Insufficient holdings: {held} {security.ticker} held, {units} to sell.")
+
     def _new_order(
         self,
         account: Account,
         security: Security,
         terms: tuple[str, str, str, Decimal, Decimal | None, Decimal | None],
         client_order_id: str | None,
+        *,
+        trade_id: str | None = None,
+        replaces: str | None = None,
     ) -> Order:
         action, order_type, time_in_force, units, price, stop = terms
+        self._check_funds(account, security, action, units, price)
         now = _utcnow()
         order = Order(
             brokerage_order_id=self.new_id("order"),
@@ -594,6 +611,8 @@ class EmulatorState:
             time_placed=now,
             time_updated=now,
             client_order_id=client_order_id,
+            trade_id=trade_id,
+            replaces=replaces,
         )
         self._fill(account, order)
         account.orders.append(order)
@@ -662,9 +681,10 @@ class EmulatorState:
             if trade.used:
                 raise ApiProblem.invalid(f"Trade {trade_id} has already been placed.")
             account = self._trading_account(user, trade.account_id)
-            trade.used = True
             terms = (trade.action, trade.order_type, trade.time_in_force, trade.units, trade.price, trade.stop)
-            return self._new_order(account, trade.security, terms, None)
+            order = self._new_order(account, trade.security, terms, None, trade_id=trade.id)
+            trade.used = True
+            return order
 
     def cancel_order(self, user: User, account: Account, brokerage_order_id: object) -> Order:
         """Cancel an open order (400 when it is no longer open)."""
@@ -687,7 +707,8 @@ class EmulatorState:
                 raise ApiProblem.invalid(f"Order {old.brokerage_order_id} cannot be replaced: it is {old.status}.")
             security = self._security({"symbol": body.get("symbol")}) if body.get("symbol") else old.security
             terms = self._order_terms(body, security)
+            order = self._new_order(account, security, terms, None, replaces=old.brokerage_order_id)
             old.status = "REPLACED"
             old.canceled_quantity = old.open_quantity
             old.time_updated = _utcnow()
-            return self._new_order(account, security, terms, None)
+            return order

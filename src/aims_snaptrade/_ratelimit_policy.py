@@ -1,10 +1,11 @@
-"""Sans-IO core of the rate limiter: budgets, keys, delay arithmetic and server feedback.
+"""Sans-IO core of the rate limiter: budgets, keys, waiting order and server feedback.
 
-Nothing here touches a storage, a clock or a sleep. The decisions of one ``acquire`` or one
-``observe`` are written once, as generators that *yield* the storage work they need
-(:class:`Probe`, :class:`Hit`, :class:`Pause`) and receive its result; the sync shell
-(:class:`aims_snaptrade.ratelimit.RateLimiter`) answers with blocking calls and ``time.sleep``,
-the async shell awaits ``limits.aio`` and ``asyncio.sleep``. Import the public names from
+Nothing here touches a storage, a clock or a sleep. The decisions of one ``acquire`` are written
+once, as a generator that *yields* the storage work it needs (:class:`Take`: one composed,
+atomic check over every budget of the call; :class:`Pause`) and receives its result; the sync
+shell (:class:`aims_snaptrade.ratelimit.RateLimiter`) answers with blocking calls and
+``time.sleep``, the async shell awaits them and ``asyncio.sleep``. ``observe`` needs no storage
+at all: what SnapTrade reports rides on the next :class:`Take`. Import the public names from
 :mod:`aims_snaptrade.ratelimit`.
 """
 
@@ -21,7 +22,12 @@ from typing import TYPE_CHECKING, Literal, cast
 from limits import RateLimitItem, RateLimitItemPerSecond
 
 from aims_snaptrade._headers import as_number, header, parse_retry_after, seconds_from
-from aims_snaptrade.errors import SnapTradeBudgetExhaustedError, SnapTradeConfigurationError
+from aims_snaptrade.errors import (
+    SnapTradeBudgetExhaustedError,
+    SnapTradeConfigurationError,
+    SnapTradeDeadlineExceededError,
+    SnapTradeError,
+)
 from aims_snaptrade.operations import Operation
 
 if TYPE_CHECKING:
@@ -77,13 +83,11 @@ _COOLDOWN_OPERATIONS = frozenset({"refresh_brokerage_authorization"})
 # from landing on the edge of SnapTrade's rolling window. The margin is capped at this share of
 # the window so that shrunk test windows do not pay for it in throughput.
 _MARGIN_SHARE = 0.02
-# The smallest pause between two probes, so a race lost on a slot that frees "now" cannot spin.
+# The smallest pause between two checks, so a slot that frees "now" cannot make a waiter spin.
 _MIN_PAUSE = 0.001
 # Differences between SnapTrade's and our remaining count treated as timing noise (see feedback_noise).
 _NOISE_MIN = 2
 _NOISE_SHARE = 0.05
-# Hits tried on one bucket while probes keep showing a free slot that others keep taking.
-_HIT_TRIES = 3
 # Remember this many account/user buckets for usage(); older ones are still enforced, only not reported.
 _TRACKED_SUBJECTS = 1024
 
@@ -172,34 +176,65 @@ class BudgetUsage:
     alert: bool
 
 
-@dataclass(frozen=True, slots=True)
-class WindowView:
-    """What the storage says about one bucket: free slots and when the next one frees."""
-
-    remaining: int
-    reset_at: float
-
-
 # --- the storage work the engine asks its shell to do ------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Probe:
-    """Read a bucket without consuming it; answered with a :class:`WindowView`.
+class Report:
+    """What SnapTrade reported about one budget, to be recorded by the next composed check.
 
-    ``margin`` > 0 (moving window only) asks for the window stretched by that many seconds.
+    ``used`` is SnapTrade's count; the check compares it with the local use since
+    ``since - window - margin`` and records the difference when it exceeds ``noise``. With
+    ``hold_until`` (SnapTrade said the window is empty and when it resets) the budget's scope is
+    paused until then instead.
+    """
+
+    since: float
+    used: int
+    noise: int
+    hold_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One budget within a :class:`Take`: ``amount`` slots (0: only record ``report``).
+
+    ``depth`` is the number of this process's waiters queued ahead on the same budget: the call
+    needs room for them and for itself, so a later arrival never takes a slot an earlier waiter
+    is waiting for.
     """
 
     key: BudgetKey
     margin: float
+    amount: int = 1
+    depth: int = 0
+    report: Report | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Hit:
-    """Consume ``cost`` slots of a bucket if they are free; answered with ``bool``."""
+class Take:
+    """Take every claim at once, or none (one storage round trip); answered with an :class:`Outcome`."""
 
-    key: BudgetKey
-    cost: int = 1
+    claims: tuple[Claim, ...]
+    now: float
+    sliding: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer to a :class:`Take`.
+
+    Attributes:
+        taken: Every claim was taken (``False``: none was).
+        waits: Per claim, ``None`` when it has room, else seconds until it has (``0`` when held).
+        held: Per claim, whether SnapTrade's report holds the budget (see :class:`Report`).
+        recorded: Per claim, the slots recorded for use SnapTrade reported and we had not counted.
+    """
+
+    taken: bool
+    waits: tuple[float | None, ...]
+    held: tuple[bool, ...]
+    recorded: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +244,77 @@ class Pause:
     seconds: float
 
 
-Step = Probe | Hit | Pause
-Engine = Generator[Step, object, None]
+Step = Take | Pause
+Engine = Generator[Step, object, float]
+
+
+class WaitQueue:
+    """This process's waiters in arrival order, per budget key; thread-safe, no IO.
+
+    Each acquire draws a ticket on arrival; a waiter is enlisted under the storage keys of its
+    budgets. A call asks for room for itself *and* every enlisted waiter with an earlier ticket
+    on the same key (:attr:`Claim.depth`), so slots go to waiters in arrival order and a waiter
+    learns at once when its turn comes too late.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tickets = 0
+        self._waiting: dict[int, tuple[str, ...]] = {}
+
+    def ticket(self) -> int:
+        """A number larger than every earlier arrival's."""
+        with self._lock:
+            self._tickets += 1
+            return self._tickets
+
+    def enlist(self, ticket: int, names: tuple[str, ...]) -> None:
+        """Queue ``ticket`` under the storage keys ``names`` (idempotent)."""
+        with self._lock:
+            self._waiting[ticket] = names
+
+    def leave(self, ticket: int) -> None:
+        """Leave the queue (served, refused or cancelled)."""
+        with self._lock:
+            self._waiting.pop(ticket, None)
+
+    def ahead(self, ticket: int, names: tuple[str, ...]) -> tuple[int, ...]:
+        """Per key of ``names``, how many enlisted waiters arrived before ``ticket``."""
+        with self._lock:
+            if not self._waiting:
+                return (0,) * len(names)
+            counts = dict.fromkeys(names, 0)
+            for other, keys in self._waiting.items():
+                if other < ticket:
+                    for name in keys:
+                        if name in counts:
+                            counts[name] += 1
+            return tuple(counts[name] for name in names)
+
+
+class ReportBook:
+    """SnapTrade's latest report per budget key, waiting for the next composed check; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reports: dict[str, Report] = {}
+
+    def put(self, name: str, report: Report) -> None:
+        """Keep ``report`` for the storage key ``name`` (a newer report replaces an older one)."""
+        with self._lock:
+            self._reports[name] = report
+
+    def pop(self, name: str) -> Report | None:
+        """The pending report of ``name``, removed, or ``None``."""
+        if not self._reports:  # the common case, without the lock
+            return None
+        with self._lock:
+            return self._reports.pop(name, None)
+
+    def names(self) -> list[str]:
+        """Keys with a pending report."""
+        with self._lock:
+            return list(self._reports)
 
 
 class PauseBook:
@@ -489,14 +593,7 @@ class RateLimitPolicy:
             return 0.0
         return min(self.safety_margin, _MARGIN_SHARE * budget.window)
 
-    # --- arithmetic --------------------------------------------------------------------------
-
-    @staticmethod
-    def delay(view: WindowView, now: float, cost: int = 1) -> float:
-        """Seconds until ``cost`` slots are free: 0 when they are free now."""
-        if view.remaining >= cost:
-            return 0.0
-        return max(view.reset_at - now, _MIN_PAUSE)
+    # --- the acquire engine ------------------------------------------------------------------
 
     def refusal(
         self,
@@ -508,8 +605,13 @@ class RateLimitPolicy:
         retry_after: float,
         waited: float,
         paused: bool,
-    ) -> SnapTradeBudgetExhaustedError:
-        """The error an exhausted budget (or an active SnapTrade pause) raises: nothing was sent."""
+        deadline_left: float | None = None,
+    ) -> SnapTradeError:
+        """The error an exhausted budget (or an active SnapTrade pause) raises: nothing was sent.
+
+        With ``deadline_left`` (the call's deadline, not ``max_wait``, bounded the wait) it is a
+        :class:`SnapTradeDeadlineExceededError` saying what the call was waiting for.
+        """
         what = f"{name} budget" + (f" of {subject!r}" if subject else "")
         if paused:
             why = f"SnapTrade asked to pause the {scope} rate limit"
@@ -517,6 +619,15 @@ class RateLimitPolicy:
         else:
             why = f"the local {what} is exhausted"
         waited_text = f" after waiting {waited:.2f} s" if waited >= 0.01 else ""
+        if deadline_left is not None:
+            return SnapTradeDeadlineExceededError(
+                f"Not sent: {why} and the call's deadline ends in {deadline_left:.2f} s{waited_text}, "
+                f"before the next slot frees in {retry_after:.2f} s.",
+                waiting_for="rate-limit pause" if paused else "rate-limit budget",
+                retry_after=round(retry_after, 3),
+                limit_scope=scope,
+                operation=op.name,
+            )
         return SnapTradeBudgetExhaustedError(
             f"Not sent: {why}{waited_text}; the next slot frees in {retry_after:.2f} s.",
             retry_after=round(retry_after, 3),
@@ -524,76 +635,96 @@ class RateLimitPolicy:
             operation=op.name,
         )
 
-    # --- the acquire engine ------------------------------------------------------------------
-
     def acquire_steps(
         self,
         op: Operation,
         keys: list[BudgetKey],
         *,
         pauses: PauseBook,
+        queue: WaitQueue,
+        reports: ReportBook,
         account_id: str | None,
         mode: Literal["wait", "fail"],
         max_wait: float,
+        deadline: float | None,
         clock: Callable[[], float],
     ) -> Engine:
-        """Take one slot of every bucket in ``keys``, waiting (bounded) or refusing.
+        """Take one slot of every bucket in ``keys`` at once, waiting (bounded, in turn) or refusing.
 
-        Yields :class:`Probe`, :class:`Hit` and :class:`Pause`; returns once every bucket gave
-        a slot, raises :class:`SnapTradeBudgetExhaustedError` otherwise. Every bucket is probed
-        before any is consumed, so a refusal normally consumes nothing; only when another
-        process takes the last slot of a later bucket between the probe and the hit does an
-        earlier bucket keep a slot that served no request (the budget is under-used, never
-        over-used).
+        Yields :class:`Take` (one composed, atomic check: every bucket or none) and
+        :class:`Pause`; returns the time the slots were taken, or raises. Waiting ends at
+        ``max_wait`` or at ``deadline`` (seconds left of the call), whichever comes first; when the
+        awaited slot frees later than that, the call is refused at once, not after waiting.
+        Waiters of this process are served in arrival order (see :class:`WaitQueue`).
         """
         start = clock()
-        deadline = start + max_wait
-        while True:
-            now = clock()
-            blocked: list[tuple[float, Scope, str, str | None, bool]] = []
-            for scope, subject in self._pause_scopes(op, account_id):
-                end = pauses.until(scope, subject, now)
-                if end is not None:
-                    blocked.append((end - now, scope, scope, subject, True))
-            if not blocked:
-                for key in keys:
-                    view = cast(WindowView, (yield Probe(key, self.margin_for(key.budget))))
-                    wait = self.delay(view, now)
-                    if wait > 0:
-                        blocked.append((wait, key.budget.scope, key.budget.name, key.subject, False))
+        bound = max_wait
+        by_deadline = deadline is not None and deadline < max_wait
+        if deadline is not None and by_deadline:
+            bound = max(deadline, 0.0)
+        limit_at = start + bound
+        names = tuple(key.storage_key for key in keys)
+        margins = tuple(self.margin_for(key.budget) for key in keys)
+        sliding = self.strategy != "moving-window"
+        ticket = queue.ticket()
+        try:
+            while True:
+                now = clock()
+                blocked: list[tuple[float, Scope, str, str | None, bool]] = []
+                for scope, subject in self._pause_scopes(op, account_id):
+                    end = pauses.until(scope, subject, now)
+                    if end is not None:
+                        blocked.append((end - now, scope, scope, subject, True))
                 if not blocked:
-                    for key in keys:
-                        wait = yield from self._take(key, clock)
-                        if wait > 0:
-                            blocked.append((wait, key.budget.scope, key.budget.name, key.subject, False))
-                            break
-                    else:
-                        return
-            wait, scope, name, subject, paused = max(blocked, key=lambda b: b[0])
-            now = clock()
-            if mode == "fail" or now + wait > deadline:
-                raise self.refusal(
-                    op,
-                    scope=scope,
-                    name=name,
-                    subject=subject,
-                    retry_after=wait,
-                    waited=now - start,
-                    paused=paused,
-                )
-            yield Pause(wait)
+                    depths = queue.ahead(ticket, names)
+                    claims = tuple(
+                        Claim(key, margin, 1, depth, reports.pop(name))
+                        for key, margin, depth, name in zip(keys, margins, depths, names, strict=True)
+                    )
+                    outcome = cast(Outcome, (yield Take(claims, now, sliding)))
+                    if outcome.taken:
+                        return now
+                    for claim, wait, held in zip(claims, outcome.waits, outcome.held, strict=True):
+                        budget = claim.key.budget
+                        if held and claim.report is not None and claim.report.hold_until is not None:
+                            pauses.pause(budget.scope, claim.key.subject, claim.report.hold_until)
+                            blocked.append(
+                                (claim.report.hold_until - now, budget.scope, budget.scope, claim.key.subject, True)
+                            )
+                        elif wait is not None:
+                            blocked.append((wait, budget.scope, budget.name, claim.key.subject, False))
+                    if not blocked:  # a malformed answer must not spin
+                        blocked.append((_MIN_PAUSE, keys[0].budget.scope, keys[0].budget.name, keys[0].subject, False))
+                wait, scope, name, subject, paused = max(blocked, key=lambda b: b[0])
+                wait = max(wait, _MIN_PAUSE)
+                now = clock()
+                if mode == "fail" or now + wait > limit_at:
+                    raise self.refusal(
+                        op,
+                        scope=scope,
+                        name=name,
+                        subject=subject,
+                        retry_after=wait,
+                        waited=now - start,
+                        paused=paused,
+                        deadline_left=max(limit_at - now, 0.0) if by_deadline and mode == "wait" else None,
+                    )
+                queue.enlist(ticket, names)
+                yield Pause(wait)
+        finally:
+            queue.leave(ticket)
 
-    def _take(self, key: BudgetKey, clock: Callable[[], float]) -> Generator[Step, object, float]:
-        """Consume one slot of ``key``: 0 on success, else the seconds until one frees."""
-        for _ in range(_HIT_TRIES):
-            if (yield Hit(key)):
-                return 0.0
-            # Another caller took the slot between our probe and our hit: when is the next one?
-            view = cast(WindowView, (yield Probe(key, self.margin_for(key.budget))))
-            wait = self.delay(view, clock())
-            if wait > 0:
-                return wait
-        return _MIN_PAUSE
+    def flush_steps(self, keys: list[BudgetKey], *, reports: ReportBook, clock: Callable[[], float]) -> Engine:
+        """Record the pending reports of ``keys`` without taking anything (before reading usage)."""
+        claims = tuple(
+            Claim(key, self.margin_for(key.budget), 0, 0, report)
+            for key in keys
+            if (report := reports.pop(key.storage_key)) is not None
+        )
+        now = clock()
+        if claims:
+            yield Take(claims, now, self.strategy != "moving-window")
+        return now
 
     # --- the feedback engine -----------------------------------------------------------------
 
@@ -653,7 +784,7 @@ class RateLimitPolicy:
             self._warned.add(tag)
             log.warning(message, *args)
 
-    def observe_steps(
+    def observe(
         self,
         op: Operation,
         *,
@@ -661,36 +792,39 @@ class RateLimitPolicy:
         status: int,
         headers: Mapping[str, str],
         pauses: PauseBook,
+        reports: ReportBook,
+        sent_at: float | None,
         clock: Callable[[], float],
-    ) -> Engine:
-        """Let SnapTrade's answer tighten the local view (never loosen it).
+    ) -> Scope | None:
+        """Let SnapTrade's answer tighten the local view (never loosen it); no storage IO.
 
         * 429: pause the limit it came from until ``Retry-After``, else its ``*-Reset``, else
-          :attr:`default_pause` seconds.
-        * ``X-RateLimit-[Account-]Remaining`` below what the local bucket has left (someone else
-          uses the same client id or account): at 0, pause until ``*-Reset``; above 0, consume the
-          difference in the shared bucket so every replica sees it.
+          :attr:`default_pause` seconds; returns the paused scope (the 429's ``limit_scope``).
+        * ``X-RateLimit-[Account-]Remaining``: kept as a :class:`Report` that the next composed
+          check records in the same round trip: when SnapTrade counted more than the local
+          bucket did since ``sent_at`` (the time the call's slots were taken) by more than
+          :meth:`feedback_noise`, the difference is counted in the shared bucket; at ``Remaining:
+          0`` with a ``Reset`` the scope is paused until the reset instead.
 
-        Absent headers prove nothing and change nothing. The local view is read over the window
-        stretched by the safety margin, and differences up to :meth:`feedback_noise` are ignored,
-        so requests still in flight or just expired do not pass for someone else's.
+        Absent headers prove nothing and change nothing.
         """
         now = clock()
         feedback = self._feedback(op, account_id, headers, now)
         if status == 429:
             throttled = self._throttled_scope(op, feedback)
-            if throttled is not None:
-                wait = parse_retry_after(header(headers, "Retry-After"), now=now)
-                if wait is None:
-                    wait = throttled.reset if throttled.reset is not None else self.default_pause
-                pauses.pause(throttled.scope, throttled.subject, now + wait)
-                if throttled.scope == "account" and self.account_budget is None:
-                    self._warn_once(
-                        "account-limit-off",
-                        "SnapTrade throttled an account-level call but no per-account budget is set; "
-                        "set SNAPTRADE_ACCOUNT_LIMIT (10 for Personal keys) to avoid these 429s.",
-                    )
-            return
+            if throttled is None:
+                return None
+            wait = parse_retry_after(header(headers, "Retry-After"), now=now)
+            if wait is None:
+                wait = throttled.reset if throttled.reset is not None else self.default_pause
+            pauses.pause(throttled.scope, throttled.subject, now + wait)
+            if throttled.scope == "account" and self.account_budget is None:
+                self._warn_once(
+                    "account-limit-off",
+                    "SnapTrade throttled an account-level call but no per-account budget is set; "
+                    "set SNAPTRADE_ACCOUNT_LIMIT (10 for Personal keys) to avoid these 429s.",
+                )
+            return throttled.scope
         for fb in feedback:
             key = self._budget_for(fb)
             if key is None:
@@ -706,19 +840,17 @@ class RateLimitPolicy:
                 )
             if fb.remaining is None:
                 continue
-            view = cast(WindowView, (yield Probe(key, self.margin_for(budget))))
-            if fb.limit is not None:
-                # Compare what was *used*: a local budget larger than SnapTrade's limit would
-                # otherwise read as millions of requests made by someone else.
-                missing = int((fb.limit - max(fb.remaining, 0)) - (budget.limit - view.remaining))
-            else:
-                missing = int(min(view.remaining, budget.limit) - max(fb.remaining, 0))
-            missing = min(missing, budget.limit)
-            if missing <= self.feedback_noise(budget):
-                continue
-            if fb.remaining <= 0 and fb.reset is not None:
-                pauses.pause(fb.scope, fb.subject, now + fb.reset)
-            else:
-                # Someone else used part of this window: count it in the shared bucket. Those
-                # slots free a full window from now, later than SnapTrade's: cautious, not wrong.
-                yield Hit(key, missing)
+            # Compare what was *used*: a local budget larger than SnapTrade's limit would
+            # otherwise read as millions of requests made by someone else.
+            limit = fb.limit if fb.limit is not None else budget.limit
+            hold = now + fb.reset if fb.remaining <= 0 and fb.reset is not None else None
+            reports.put(
+                key.storage_key,
+                Report(
+                    since=now if sent_at is None else min(sent_at, now),
+                    used=int(limit - max(fb.remaining, 0)),
+                    noise=self.feedback_noise(budget),
+                    hold_until=hold,
+                ),
+            )
+        return None

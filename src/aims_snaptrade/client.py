@@ -191,10 +191,11 @@ class _Base:
             return self._transport.send, (effect.operation, effect.arguments, effect.timeouts), {}
         if isinstance(effect, Acquire):
             budget = {"user_id": effect.user_id, "account_id": effect.account_id, "mode": effect.mode}
-            return self._limiter.acquire, (effect.operation,), {**budget, "max_wait": effect.max_wait}
+            limits = {"max_wait": effect.max_wait, "deadline": effect.deadline}
+            return self._limiter.acquire, (effect.operation,), {**budget, **limits}
         if isinstance(effect, Observe):
             feedback = {"account_id": effect.account_id, "status": effect.status, "headers": effect.headers}
-            return self._limiter.observe, (effect.operation,), feedback
+            return self._limiter.observe, (effect.operation,), {**feedback, "sent_at": effect.sent_at}
         if isinstance(effect, Sleep):
             return self._sleep, (effect.seconds,), {}
         store = self._stores.get(effect.store)

@@ -431,6 +431,52 @@ class SnapTradeBudgetExhaustedError(SnapTradeRateLimitError):
     )
 
 
+class SnapTradeDeadlineExceededError(SnapTradeError):
+    """The call's deadline (``CallOptions(deadline=...)`` or the retry policy's) ran out.
+
+    Raised instead of waiting past the deadline, and as soon as it is known that a wait cannot
+    end in time (not after waiting). ``waiting_for`` says what the call was waiting for:
+
+    * ``"rate-limit budget"``: a local budget had no slot in time (``limit_scope``, ``retry_after``
+      say which and when); nothing was sent on that attempt;
+    * ``"rate-limit pause"``: SnapTrade asked to pause the scope (a 429) beyond the deadline;
+    * ``"retry backoff"``: the next attempt's backoff (or a 429's ``Retry-After``) would end past
+      it; the last attempt's error is the ``__cause__``;
+    * ``"response"``: the read timeout, shortened to what was left, expired.
+
+    Not retried. A write whose request may have arrived is reported as
+    :class:`SnapTradeUnknownOutcomeError` instead, whatever the deadline.
+
+    Attributes:
+        waiting_for: What the call was waiting for (see above).
+        deadline: The call's deadline, seconds from its start.
+        retry_after: Seconds until the awaited slot, pause or attempt, when known.
+        limit_scope: The budget or paused scope, for the rate-limit cases.
+    """
+
+    default_retryable = False
+    default_hint = "Allow a longer deadline (CallOptions(deadline=...)) or try again later."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        waiting_for: str,
+        deadline: float | None = None,
+        retry_after: float | None = None,
+        limit_scope: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.waiting_for = waiting_for
+        self.deadline = deadline
+        self.retry_after = retry_after
+        self.limit_scope = limit_scope
+        super().__init__(message, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, waiting_for={self.waiting_for!r}, deadline={self.deadline!r})"
+
+
 class SnapTradeRateLimiterUnavailableError(SnapTradeConfigurationError):
     """The shared rate-limit storage (Redis) cannot be reached, so the call was refused unsent.
 

@@ -13,6 +13,7 @@ tenacity's (``Retrying.iter``) over our errors; only who sleeps differs.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -63,12 +64,19 @@ class CallOptions:
         rate_limit_mode: ``"wait"`` for budget or ``"fail"`` fast.
         max_wait: Longest wait for budget, seconds.
         retry: A :class:`~aims_snaptrade.retry.RetryPolicy` for this call.
+        deadline: Seconds the whole call may take from its first attempt, retries included (the
+            earlier of this and the retry policy's ``deadline`` applies). It bounds every wait:
+            for rate-limit budget, for a pause SnapTrade asked for, for backoff, and each attempt's
+            read timeout, shortened to what is left. The call returns by then (plus at most one
+            connect timeout) or raises :class:`~aims_snaptrade.errors.SnapTradeDeadlineExceededError`
+            saying what it was waiting for.
     """
 
     timeout: float | tuple[float, float] | None = None
     rate_limit_mode: Literal["wait", "fail"] | None = None
     max_wait: float | None = None
     retry: RetryPolicy | None = None
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -85,6 +93,8 @@ class CallOptions:
             (_positive_number(self.max_wait) or self.max_wait == 0) and self.max_wait <= MAX_WAIT
         ):
             problems.append(f"max_wait must be seconds in [0, {MAX_WAIT:g}], got {self.max_wait!r}")
+        if self.deadline is not None and not _positive_number(self.deadline):
+            problems.append(f"deadline must be positive seconds, got {self.deadline!r}")
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             problems.append(f"retry must be a RetryPolicy, got {type(self.retry).__name__}")
         if problems:
@@ -116,23 +126,31 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Acquire:
-    """Take rate-limit budget for one request (may wait, or raise ``SnapTradeRateLimitError``)."""
+    """Take rate-limit budget for one request (may wait, or raise ``SnapTradeRateLimitError``).
+
+    ``deadline`` is the seconds left of the call; the answer is the time the budget was taken.
+    """
 
     operation: Operation
     user_id: str | None
     account_id: str | None
     mode: Literal["wait", "fail"] | None
     max_wait: float | None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Observe:
-    """Feed a response's status and headers back to the rate limiter."""
+    """Feed a response's status and headers back to the rate limiter (no storage IO).
+
+    ``sent_at`` is :class:`Acquire`'s answer; the answer is the scope a 429 paused, if any.
+    """
 
     operation: Operation
     account_id: str | None
     status: int
     headers: Mapping[str, str]
+    sent_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,28 +395,52 @@ class Core:
         telemetry.subject(budget_user, account_id)
         idempotency_key = args.get(operation.idempotency_param) if operation.idempotency_param else None
         policy = options.retry or self.retry
-        retrying = tenacity.Retrying(**policy.tenacity_kwargs(operation, has_idempotency_key=bool(idempotency_key)))
+        deadline = _earliest(options.deadline, policy.deadline)
+        run = policy.start(operation, has_idempotency_key=bool(idempotency_key), deadline=deadline)
+        retrying = tenacity.Retrying(**run.kwargs)
+        # One clock for the whole call: tenacity's, from the first attempt.
         state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
         retrying.begin()
         while True:
             try:
                 do = retrying.iter(state)
             except e.SnapTradeError as error:
-                raise _final(operation, error) from error.__cause__
+                final = _final(operation, error)
+                if isinstance(final, e.SnapTradeDeadlineExceededError):
+                    final.deadline = deadline
+                elif run.stopped_by_deadline and final is error:
+                    raise _backoff_past(operation, error, deadline, state.upcoming_sleep) from error
+                raise final from error.__cause__
             if isinstance(do, tenacity.DoAttempt):
+                sent_at = None
                 try:
                     telemetry.acquiring()
-                    yield Acquire(operation, budget_user, account_id, options.rate_limit_mode, options.max_wait)
+                    left = _left(deadline, state)
+                    sent_at = yield Acquire(
+                        operation, budget_user, account_id, options.rate_limit_mode, options.max_wait, left
+                    )
+                    left = _left(deadline, state)
+                    attempt = timeouts if left is None or left >= timeouts.read else Timeouts(timeouts.connect, left)
+                    if attempt.read <= 0:
+                        raise _no_time(operation, deadline, "rate-limit budget")
                     telemetry.sending()
-                    response = yield Send(operation, args, timeouts)
+                    try:
+                        response = yield Send(operation, args, attempt)
+                    except e.SnapTradeTimeoutError as timed_out:
+                        # The read timeout was the deadline's: no time is left for another attempt.
+                        if attempt is timeouts or _final(operation, timed_out) is not timed_out:
+                            raise
+                        raise _no_time(operation, deadline, "response") from timed_out
                 except e.SnapTradeError as error:
                     telemetry.attempt_failed(error)
                     if error.status is not None:
-                        yield Observe(operation, account_id, error.status, error.headers or {})
+                        scope = yield Observe(operation, account_id, error.status, error.headers or {}, sent_at)
+                        if scope is not None and isinstance(error, e.SnapTradeRateLimitError):
+                            error.limit_scope = scope  # the scope the limiter now pauses
                     state.set_exception((type(error), error, error.__traceback__))
                 else:
                     telemetry.attempt_succeeded(response.status)
-                    yield Observe(operation, account_id, response.status, response.headers)
+                    yield Observe(operation, account_id, response.status, response.headers, sent_at)
                     state.set_result(response)
             elif isinstance(do, tenacity.DoSleep):
                 state.prepare_for_next_attempt()
@@ -676,6 +718,46 @@ def _already_registered(user_id: str, stored: bool, exists: e.SnapTradeConflictE
         code=exists.code,
         request_id=exists.request_id,
         hint=hint,
+    )
+
+
+def _earliest(*deadlines: float | None) -> float | None:
+    given = [d for d in deadlines if d is not None]
+    return min(given) if given else None
+
+
+def _left(deadline: float | None, state: tenacity.RetryCallState) -> float | None:
+    """Seconds left of the call's deadline, on tenacity's clock (``time.monotonic``)."""
+    if deadline is None:
+        return None
+    return deadline - (time.monotonic() - state.start_time)
+
+
+def _no_time(operation: Operation, deadline: float | None, waiting_for: str) -> e.SnapTradeDeadlineExceededError:
+    return e.SnapTradeDeadlineExceededError(
+        f"{operation.name}: the call's deadline of {deadline} s ran out while waiting for the {waiting_for}.",
+        waiting_for=waiting_for,
+        deadline=deadline,
+        operation=operation.name,
+    )
+
+
+def _backoff_past(
+    operation: Operation, error: e.SnapTradeError, deadline: float | None, wait: float
+) -> e.SnapTradeDeadlineExceededError:
+    """The next attempt would start past the deadline: say so, with the last failure as the cause."""
+    throttled = isinstance(error, e.SnapTradeRateLimitError)
+    return e.SnapTradeDeadlineExceededError(
+        f"{operation.name}: not retried: the next attempt would start in {wait:.2f} s, past the call's "
+        f"deadline of {deadline} s; the last attempt failed with {type(error).__name__}: {error.message}",
+        waiting_for="retry backoff",
+        deadline=deadline,
+        retry_after=round(wait, 3),
+        limit_scope=error.limit_scope if throttled else None,  # type: ignore[attr-defined]
+        status=error.status,
+        code=error.code,
+        request_id=error.request_id,
+        operation=operation.name,
     )
 
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any, Literal
 
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
-from limits.storage import storage_from_string
+from limits.storage import RedisStorage, storage_from_string
 
+from aims_snaptrade._budget_take import COMPOSED_CHECK, MemoryBudgets, outcome_of, script_call
 from aims_snaptrade._ratelimit_policy import (
     ALERT_FRACTION,
     NAMESPACE,
@@ -40,15 +41,14 @@ from aims_snaptrade._ratelimit_policy import (
     BudgetKey,
     BudgetUsage,
     Engine,
-    Hit,
-    Pause,
+    Outcome,
     PauseBook,
-    Probe,
     RateLimitPolicy,
+    ReportBook,
     Scope,
-    Step,
     SubjectTracker,
-    WindowView,
+    Take,
+    WaitQueue,
     parse_retry_after,
 )
 from aims_snaptrade.errors import (
@@ -77,6 +77,7 @@ STORAGE_TIMEOUT = 2.0
 """Seconds a Redis connect or command may take before the limiter reports the storage unavailable."""
 
 _REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
+_PREFIX = RedisStorage.PREFIX  # limits' key prefix ("LIMITS"), which the composed script writes under too
 # "//user:password@" (user may be empty): the password is what must never reach a message.
 _USERINFO = re.compile(r"//([^:/@]*)(?::([^@/]*))?@")
 _SCHEMES = ("memory", *_REDIS_SCHEMES)
@@ -210,12 +211,8 @@ def _check_reachable(url: str, scheme: str) -> None:
         )
 
 
-def _view_from_window(budget: Budget, start: float, count: int, margin: float) -> WindowView:
-    return WindowView(budget.limit - count, start + budget.window + margin)
-
-
 class _Shared:
-    """What the two shells share: the policy, pauses, tracked buckets and the engine driving."""
+    """What the two shells share: the policy, pauses, the wait queue, pending reports, tracked buckets."""
 
     def __init__(
         self,
@@ -233,12 +230,21 @@ class _Shared:
         self._scheme, self._url = _split_scheme(storage_url)
         self._clock = clock
         self._pauses = PauseBook()
+        self._queue = WaitQueue()
+        self._reports = ReportBook()
         self._subjects = SubjectTracker()
+        self._memory: MemoryBudgets | None = None
 
     def _connect(self, *, asynchronous: bool) -> Any:
-        """Check the storage answers, open it, and return the strategy over it (limits or limits.aio)."""
+        """Check the storage answers, open it, and return ``limits``' strategy over it (for usage)."""
         _check_reachable(self._url, self._scheme)
         self._storage, self._pool = _open(self._url, self._scheme, asynchronous=asynchronous)
+        if self._scheme == "memory":
+            if asynchronous:
+                from limits.aio.storage.memory import Entry
+            else:
+                from limits.storage.memory import Entry  # type: ignore[assignment]
+            self._memory = MemoryBudgets(self._storage, Entry)
         if asynchronous:
             from limits.aio import strategies as chosen
         else:
@@ -265,6 +271,7 @@ class _Shared:
         account_id: str | None,
         mode: Literal["wait", "fail"] | None,
         max_wait: float | None,
+        deadline: float | None,
     ) -> Engine:
         chosen_mode, chosen_wait = self._options(mode, max_wait)
         keys = self.policy.keys_for(op, user_id=user_id, account_id=account_id)
@@ -273,19 +280,26 @@ class _Shared:
             op,
             keys,
             pauses=self._pauses,
+            queue=self._queue,
+            reports=self._reports,
             account_id=account_id,
             mode=chosen_mode,
             max_wait=chosen_wait,
+            deadline=deadline,
             clock=self._clock,
         )
 
-    def _observe_engine(self, op: Operation, account_id: str | None, status: int, headers: Mapping[str, str]) -> Engine:
-        return self.policy.observe_steps(
+    def _observe(
+        self, op: Operation, account_id: str | None, status: int, headers: Mapping[str, str], sent_at: float | None
+    ) -> Scope | None:
+        return self.policy.observe(
             op,
             account_id=account_id,
             status=status,
             headers=headers,
             pauses=self._pauses,
+            reports=self._reports,
+            sent_at=sent_at,
             clock=self._clock,
         )
 
@@ -324,10 +338,11 @@ class _Shared:
 class RateLimiter(_Shared):
     """Blocking rate limiter over ``limits``' sync storages (``memory://``, ``redis://``).
 
-    Thread-safe. Waiting uses ``time.sleep``. Construction fails with
-    :class:`SnapTradeConfigurationError` when the storage URI is wrong or Redis does not answer;
-    later storage failures raise :class:`SnapTradeRateLimiterUnavailableError` (the call is not
-    sent: there is no unlimited fallback).
+    Thread-safe. Waiting uses ``time.sleep``; waiters of one limiter are served in arrival order.
+    Construction fails with :class:`SnapTradeConfigurationError` when the storage URI is wrong or
+    Redis does not answer; later storage failures raise
+    :class:`SnapTradeRateLimiterUnavailableError` (the call is not sent: there is no unlimited
+    fallback).
 
     Args:
         policy: Budgets and defaults, usually ``RateLimitPolicy.from_settings(settings)``.
@@ -350,31 +365,31 @@ class RateLimiter(_Shared):
         from limits import strategies
 
         self._strategy: strategies.RateLimiter = self._connect(asynchronous=False)
+        self._script: Any = None
+        if self._pool is not None:
+            import redis
 
-    def _perform(self, step: Step) -> object:
-        if isinstance(step, Probe):
-            budget = step.key.budget
-            if step.margin > 0:
-                start, count = self._storage.get_moving_window(
-                    step.key.storage_key, budget.limit, budget.window + step.margin
-                )
-                return _view_from_window(budget, start, count, step.margin)
-            stats = self._strategy.get_window_stats(budget.item, *step.key.identifiers)
-            return WindowView(stats.remaining, stats.reset_time)
-        if isinstance(step, Hit):
-            return self._strategy.hit(step.key.budget.item, *step.key.identifiers, cost=step.cost)
-        self._sleep(step.seconds)
-        return None
+            self._script = redis.Redis(connection_pool=self._pool).register_script(COMPOSED_CHECK)
 
-    def _drive(self, engine: Engine, doing: str) -> None:
+    def _take(self, take: Take) -> Outcome:
+        if self._memory is not None:
+            return self._memory.take(take)
+        keys, args = script_call(take, _PREFIX)
+        return outcome_of(self._script(keys=keys, args=args), len(take.claims))
+
+    def _drive(self, engine: Engine, doing: str) -> float:
         answer: object = None
-        with self._storage_errors(doing):
+        with self._storage_errors(doing), closing(engine):
             while True:
                 try:
                     step = engine.send(answer)
-                except StopIteration:
-                    return
-                answer = self._perform(step)
+                except StopIteration as stop:
+                    return float(stop.value)
+                if isinstance(step, Take):
+                    answer = self._take(step)
+                else:
+                    self._sleep(step.seconds)
+                    answer = None
 
     def acquire(
         self,
@@ -384,28 +399,46 @@ class RateLimiter(_Shared):
         account_id: str | None,
         mode: Literal["wait", "fail"] | None = None,
         max_wait: float | None = None,
-    ) -> None:
-        """Take a slot of every budget ``op`` draws on, or raise.
+        deadline: float | None = None,
+    ) -> float:
+        """Take a slot of every budget ``op`` draws on at once (one storage round trip), or raise.
 
         ``mode`` and ``max_wait`` default to the policy's. In ``wait`` mode the call sleeps until
-        every budget has a slot, but never longer than ``max_wait`` in total: when the next slot
-        frees later than that, it raises at once rather than sleeping first.
+        every budget has a slot, but never longer than ``max_wait`` nor past ``deadline`` (seconds
+        left of the call): when the slot frees later than that, it raises at once rather than
+        sleeping first. Returns the time (this limiter's clock) the slots were taken.
 
         Raises:
-            SnapTradeBudgetExhaustedError: No slot in time (``retry_after``, ``limit_scope`` set).
+            SnapTradeBudgetExhaustedError: No slot within ``max_wait`` (``retry_after``, ``limit_scope`` set).
+            SnapTradeDeadlineExceededError: No slot before ``deadline`` (which was the shorter bound).
             SnapTradeRateLimiterUnavailableError: The storage failed.
         """
-        self._drive(self._acquire_engine(op, user_id, account_id, mode, max_wait), "taking budget")
+        return self._drive(self._acquire_engine(op, user_id, account_id, mode, max_wait, deadline), "taking budget")
 
-    def observe(self, op: Operation, *, account_id: str | None, status: int, headers: Mapping[str, str]) -> None:
-        """Feed back SnapTrade's answer (status and ``X-RateLimit-*`` / ``Retry-After`` headers)."""
-        self._drive(self._observe_engine(op, account_id, status, headers), "recording feedback")
+    def observe(
+        self,
+        op: Operation,
+        *,
+        account_id: str | None,
+        status: int,
+        headers: Mapping[str, str],
+        sent_at: float | None = None,
+    ) -> Scope | None:
+        """Feed back SnapTrade's answer (status and ``X-RateLimit-*`` / ``Retry-After`` headers).
+
+        No storage IO: a 429 pauses a scope in this process (returned: the 429's scope), reported
+        counts are recorded by the next :meth:`acquire`. ``sent_at`` is what :meth:`acquire`
+        returned for the request.
+        """
+        return self._observe(op, account_id, status, headers, sent_at)
 
     def usage(self) -> list[BudgetUsage]:
         """How full each client-wide budget and each recently used account/user bucket is."""
+        keys = self._usage_keys()
         result = []
         with self._storage_errors("reading usage"):
-            for key in self._usage_keys():
+            self._drive(self.policy.flush_steps(keys, reports=self._reports, clock=self._clock), "recording feedback")
+            for key in keys:
                 stats = self._strategy.get_window_stats(key.budget.item, *key.identifiers)
                 result.append(self._usage(key, stats.reset_time, stats.remaining))
         return result
@@ -423,7 +456,8 @@ class AsyncRateLimiter(_Shared):
     client, so no extra dependency); the plain ``memory://`` / ``redis://`` URIs of the settings are
     accepted and mapped. A Redis storage is checked once at construction with a short blocking
     ping (start-up only), so a wrong URI fails there as in the sync client. Keys are the same as
-    the sync limiter's, so sync and async clients share one budget.
+    the sync limiter's, so sync and async clients share one budget. Waiting tasks are served in
+    arrival order.
     """
 
     def __init__(
@@ -441,32 +475,31 @@ class AsyncRateLimiter(_Shared):
         from limits.aio import strategies
 
         self._strategy: strategies.RateLimiter = self._connect(asynchronous=True)
+        self._script: Any = None
+        if self._pool is not None:
+            import redis.asyncio
 
-    async def _perform(self, step: Step) -> object:
-        if isinstance(step, Probe):
-            budget = step.key.budget
-            if step.margin > 0:
-                start, count = await self._storage.get_moving_window(
-                    step.key.storage_key, budget.limit, budget.window + step.margin
-                )
-                return _view_from_window(budget, start, count, step.margin)
-            stats = await self._strategy.get_window_stats(budget.item, *step.key.identifiers)
-            return WindowView(stats.remaining, stats.reset_time)
-        if isinstance(step, Hit):
-            return await self._strategy.hit(step.key.budget.item, *step.key.identifiers, cost=step.cost)
-        assert isinstance(step, Pause)
-        await self._sleep(step.seconds)
-        return None
+            self._script = redis.asyncio.Redis(connection_pool=self._pool).register_script(COMPOSED_CHECK)
 
-    async def _drive(self, engine: Engine, doing: str) -> None:
+    async def _take(self, take: Take) -> Outcome:
+        if self._memory is not None:
+            return self._memory.take(take)  # a lock held for microseconds, never across an await
+        keys, args = script_call(take, _PREFIX)
+        return outcome_of(await self._script(keys=keys, args=args), len(take.claims))
+
+    async def _drive(self, engine: Engine, doing: str) -> float:
         answer: object = None
-        with self._storage_errors(doing):
+        with self._storage_errors(doing), closing(engine):
             while True:
                 try:
                     step = engine.send(answer)
-                except StopIteration:
-                    return
-                answer = await self._perform(step)
+                except StopIteration as stop:
+                    return float(stop.value)
+                if isinstance(step, Take):
+                    answer = await self._take(step)
+                else:
+                    await self._sleep(step.seconds)
+                    answer = None
 
     async def acquire(
         self,
@@ -476,22 +509,36 @@ class AsyncRateLimiter(_Shared):
         account_id: str | None,
         mode: Literal["wait", "fail"] | None = None,
         max_wait: float | None = None,
-    ) -> None:
+        deadline: float | None = None,
+    ) -> float:
         """Take a slot of every budget ``op`` draws on, or raise; see :meth:`RateLimiter.acquire`.
 
         Waiting awaits ``asyncio.sleep``: the event loop keeps running.
         """
-        await self._drive(self._acquire_engine(op, user_id, account_id, mode, max_wait), "taking budget")
+        engine = self._acquire_engine(op, user_id, account_id, mode, max_wait, deadline)
+        return await self._drive(engine, "taking budget")
 
-    async def observe(self, op: Operation, *, account_id: str | None, status: int, headers: Mapping[str, str]) -> None:
-        """Feed back SnapTrade's answer; see :meth:`RateLimiter.observe`."""
-        await self._drive(self._observe_engine(op, account_id, status, headers), "recording feedback")
+    async def observe(
+        self,
+        op: Operation,
+        *,
+        account_id: str | None,
+        status: int,
+        headers: Mapping[str, str],
+        sent_at: float | None = None,
+    ) -> Scope | None:
+        """Feed back SnapTrade's answer; see :meth:`RateLimiter.observe` (no IO, nothing awaited)."""
+        return self._observe(op, account_id, status, headers, sent_at)
 
     async def usage(self) -> list[BudgetUsage]:
         """How full each budget is; see :meth:`RateLimiter.usage`."""
+        keys = self._usage_keys()
         result = []
         with self._storage_errors("reading usage"):
-            for key in self._usage_keys():
+            await self._drive(
+                self.policy.flush_steps(keys, reports=self._reports, clock=self._clock), "recording feedback"
+            )
+            for key in keys:
                 stats = await self._strategy.get_window_stats(key.budget.item, *key.identifiers)
                 result.append(self._usage(key, stats.reset_time, stats.remaining))
         return result

@@ -45,6 +45,7 @@ from aims_snaptrade.errors import (
     SnapTradeConfigurationError,
     SnapTradeConflictError,
     SnapTradeConnectionError,
+    SnapTradeDeadlineExceededError,
     SnapTradeError,
     SnapTradeGuardrailError,
     SnapTradeNotFoundError,
@@ -59,7 +60,7 @@ from aims_snaptrade.operations import Operation
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-__all__ = ["PRESETS", "RetryBudget", "RetryPolicy", "RetryStats", "should_retry"]
+__all__ = ["PRESETS", "RetryBudget", "RetryPolicy", "RetryRun", "RetryStats", "should_retry"]
 
 log = logging.getLogger("aims_snaptrade.retry")
 
@@ -75,6 +76,8 @@ _NEVER_RETRIED: tuple[type[SnapTradeError], ...] = (
     # Raised by our own limiter after it waited as long as it was allowed to (or was told to
     # fail fast): retrying would only wait again, past what the caller asked for.
     SnapTradeBudgetExhaustedError,
+    # The call's deadline ran out: another attempt could only end later still.
+    SnapTradeDeadlineExceededError,
 )
 
 
@@ -195,6 +198,7 @@ class _Call:
         self.has_key = has_key
         self.budget = budget
         self.last_cost: int | None = None
+        self.stopped_by_deadline = False
 
     def before(self, retry_state: RetryCallState) -> None:
         self.budget.stats.add("attempts")
@@ -259,6 +263,37 @@ class _StopWhenBudgetEmpty(stop_base):
         return False
 
 
+class _StopBeforeDeadline(stop_before_delay):
+    """tenacity ``stop``: no sleep may end past the deadline (and say that this was the reason)."""
+
+    def __init__(self, call: _Call, deadline: float) -> None:
+        super().__init__(deadline)
+        self.call = call
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        stop = super().__call__(retry_state)
+        if stop:
+            self.call.stopped_by_deadline = True
+        return stop
+
+
+@dataclass(frozen=True)
+class RetryRun:
+    """The retry state of one call: ``tenacity`` keyword arguments and why it stopped.
+
+    Attributes:
+        kwargs: For ``tenacity.Retrying(**kwargs)`` / ``tenacity.AsyncRetrying(**kwargs)``.
+    """
+
+    kwargs: dict[str, Any]
+    _call: _Call = field(repr=False)
+
+    @property
+    def stopped_by_deadline(self) -> bool:
+        """The next attempt's wait would have ended past the deadline, so it was not made."""
+        return self._call.stopped_by_deadline
+
+
 class _WaitRetryAfter(wait_base):
     """tenacity ``wait``: the backoff, raised to the error's ``retry_after`` when it names one."""
 
@@ -286,7 +321,9 @@ class RetryPolicy:
     Attributes:
         name: Preset name, or ``"custom"``.
         max_attempts: Attempts in total, the first included (1 = no retry).
-        deadline: Overall seconds from the first attempt; no sleep may end past it. ``None``: none.
+        deadline: Overall seconds from the first attempt: no sleep may end past it, and it bounds
+            budget waits and each attempt's read timeout too (see ``CallOptions.deadline``).
+            ``None``: none.
         initial_delay: Backoff window of the first retry, seconds (doubles each retry).
         max_delay: Cap of the backoff window, seconds (a longer ``retry_after`` still wins).
         full_jitter: Sleep a uniform random time within the window (AWS "full jitter"); ``False``
@@ -374,18 +411,28 @@ class RetryPolicy:
         error is raised as it is, never wrapped in ``RetryError``). Build a new set per call: it
         carries the call's budget bookkeeping.
         """
+        return self.start(op, has_idempotency_key=has_idempotency_key, deadline=self.deadline).kwargs
+
+    def start(self, op: Operation, *, has_idempotency_key: bool, deadline: float | None) -> RetryRun:
+        """The retry state of one call of ``op`` whose overall deadline is ``deadline`` seconds.
+
+        The client passes the earlier of this policy's :attr:`deadline` and the call's own
+        (``CallOptions(deadline=...)``); :attr:`RetryRun.stopped_by_deadline` then tells a stop
+        for time from the others.
+        """
         assert self.budget is not None
         call = _Call(self, op, has_idempotency_key, self.budget)
         stops: list[stop_base] = [stop_after_attempt(self.max_attempts)]
-        if self.deadline is not None:
-            stops.append(stop_before_delay(self.deadline))
+        if deadline is not None:
+            stops.append(_StopBeforeDeadline(call, deadline))
+        # Last: tokens are only paid for a retry that nothing else stops.
         stops.append(_StopWhenBudgetEmpty(call))
         backoff: wait_base = (
             wait_random_exponential(multiplier=self.initial_delay, max=self.max_delay)
             if self.full_jitter
             else wait_exponential(multiplier=self.initial_delay, max=self.max_delay)
         )
-        return {
+        kwargs = {
             "stop": stop_any(*stops),
             "wait": _WaitRetryAfter(backoff),
             "retry": _RetryDecision(call),
@@ -393,6 +440,7 @@ class RetryPolicy:
             "before_sleep": call.before_sleep,
             "reraise": True,
         }
+        return RetryRun(kwargs, call)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -374,20 +374,26 @@ def test_lower_remaining_counts_someone_elses_requests_for_every_replica(
 ) -> None:
     policy = make_policy(Budget("customer", "customer", 10, 60))
     replica_a, replica_b = limiter(policy, redis_url, clock), limiter(policy, redis_url, clock)
+    sent_at = replica_a.acquire(BALANCE, user_id="user-1", account_id="acc-1")
+    # SnapTrade counted 4 (another service shares the client id); we only know of 1. Observing
+    # costs no round trip: the report rides on replica A's next composed check.
+    replica_a.observe(ACCOUNTS, account_id=None, status=200, headers={"X-RateLimit-Remaining": "6"}, sent_at=sent_at)
+    assert [u.used for u in replica_b.usage()] == [1]
     take(replica_a)
-    # SnapTrade counted 4 (another service shares the client id); we only know of 1.
-    replica_a.observe(ACCOUNTS, account_id=None, status=200, headers={"X-RateLimit-Remaining": "6"})
-    assert [u.used for u in replica_b.usage()] == [4]
+    assert [u.used for u in replica_b.usage()] == [5]
     # Agreeing or higher numbers change nothing.
-    replica_b.observe(ACCOUNTS, account_id=None, status=200, headers={"X-RateLimit-Remaining": "9"})
+    replica_b.observe(ACCOUNTS, account_id=None, status=200, headers={"X-RateLimit-Remaining": "5"})
     replica_b.observe(ACCOUNTS, account_id=None, status=200, headers={})
-    assert [u.used for u in replica_a.usage()] == [4]
+    assert [u.used for u in replica_a.usage()] == [5]
+    replica_b.observe(ACCOUNTS, account_id=None, status=200, headers={"X-RateLimit-Remaining": "9"})
+    assert [u.used for u in replica_b.usage()] == [5]
     # Remaining 0 with a Reset: pause until the reset instead of filling the window.
     replica_b.observe(
         ACCOUNTS, account_id=None, status=200, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3"}
     )
     error = refused(replica_b)
     assert (error.limit_scope, error.retry_after) == ("customer", 3)
+    assert [u.used for u in replica_a.usage()] == [5]
     for lim in (replica_a, replica_b):
         lim.close()
 

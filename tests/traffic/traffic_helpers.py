@@ -18,7 +18,7 @@ import limits.strategies
 import pytest
 import redis
 
-from aims_snaptrade.ratelimit import Budget, RateLimitPolicy
+from aims_snaptrade.ratelimit import Budget, RateLimiter, RateLimitPolicy
 
 REDIS_URL = os.environ.get("AIMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -104,3 +104,21 @@ class RedisProcess:
 def policy_for(client_id: str, *budgets: Budget, **kwargs: Any) -> RateLimitPolicy:
     """A policy with the given client-wide budgets (and keyword fields)."""
     return RateLimitPolicy(client_id=client_id, budgets=budgets, **kwargs)
+
+
+def race_in_process(policy: RateLimitPolicy, url: str, start: Any, results: Any) -> None:
+    """Worker of the multi-process tests: ten fail-fast acquires once ``start`` is set."""
+    from aims_snaptrade.errors import SnapTradeBudgetExhaustedError
+    from aims_snaptrade.operations import get_operation
+
+    lim = RateLimiter(policy, url)
+    start.wait(30)
+    admitted = 0
+    for _ in range(10):
+        try:
+            lim.acquire(get_operation("get_user_account_balance"), user_id="user-1", account_id="acc-1", mode="fail")
+            admitted += 1
+        except SnapTradeBudgetExhaustedError:
+            pass
+    lim.close()
+    results.put(admitted)

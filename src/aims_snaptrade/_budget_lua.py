@@ -1,0 +1,201 @@
+"""The composed budget check as one Redis server-side script (registered once, run by EVALSHA).
+
+``limits`` takes one key per call and has no multi-key transaction, so the check that takes a
+slot from every budget of a call (plan minute/hour/day, customer, account, user) is this one
+script: it runs atomically on the Redis server, in one round trip, and takes every budget or
+none. It keeps ``limits``' key layout and entry format, so ``limits``' strategies read what it
+writes (``get_window_stats``, ``test``):
+
+* moving window: a list of request timestamps under ``LIMITS:<item key>``, newest first, trimmed
+  to the limit. A slot counts as taken while its timestamp is within ``window + margin`` seconds,
+  and the key expires only ``window + margin`` after its newest entry (``limits`` sets the plain
+  window on every hit, so a key written by ``limits`` alone vanishes before the margin passed);
+* sliding-window counter: ``limits``' two counters ``LIMITS:{<item key>}`` (current window) and
+  ``LIMITS:{<item key>}/-1`` (previous one), shifted as ``limits``' own script shifts them.
+
+Before taking, the script records what SnapTrade reported on earlier answers
+(``X-RateLimit-Remaining`` lower than ours): that costs ``observe`` no round trip of its own.
+
+``ARGV``: ``now``, the number of budgets, then per budget :data:`FIELDS` values (see
+:func:`aims_snaptrade._budget_take.script_arguments`). Result: ``taken`` (1/0), then per budget its
+status (``""`` room, ``"h"`` held by SnapTrade's report, else seconds until room) and then per
+budget the slots recorded from a report.
+"""
+
+from __future__ import annotations
+
+FIELDS = 9
+"""ARGV values per budget: sliding, limit, span, amount, depth, since, used, noise, hold."""
+
+COMPOSED_CHECK = """
+local now_text = ARGV[1]
+local now = tonumber(now_text)
+local n = tonumber(ARGV[2])
+local F = 9
+local specs = {}
+local k = 1
+for i = 1, n do
+    local b = 2 + (i - 1) * F
+    local s = {
+        sliding = ARGV[b + 1] == '1',
+        limit = tonumber(ARGV[b + 2]),
+        span = tonumber(ARGV[b + 3]),
+        amount = tonumber(ARGV[b + 4]),
+        depth = tonumber(ARGV[b + 5]),
+        since = tonumber(ARGV[b + 6]),
+        used = tonumber(ARGV[b + 7]),
+        noise = tonumber(ARGV[b + 8]),
+        hold = ARGV[b + 9] == '1',
+    }
+    s.key = KEYS[k]
+    k = k + 1
+    if s.sliding then
+        s.prev = KEYS[k]
+        k = k + 1
+    end
+    specs[i] = s
+end
+
+-- moving window: limits' list of timestamps, newest first
+local function moving_push(s, count)
+    local entries = {}
+    for i = 1, count do
+        entries[i] = now_text
+    end
+    for i = 1, #entries, 5000 do
+        redis.call('lpush', s.key, unpack(entries, i, math.min(i + 4999, #entries)))
+    end
+    redis.call('ltrim', s.key, 0, s.limit - 1)
+    -- the margin is part of the window: the key must outlive its newest entry by window + margin
+    redis.call('pexpire', s.key, math.ceil(s.span * 1000))
+end
+
+local function moving_used(s, from)
+    -- entries are newest first: binary search for the last one newer than `from`
+    local low, high = 0, redis.call('llen', s.key) - 1
+    local count = 0
+    while low <= high do
+        local mid = math.floor((low + high) / 2)
+        if tonumber(redis.call('lindex', s.key, mid)) > from then
+            count = mid + 1
+            low = mid + 1
+        else
+            high = mid - 1
+        end
+    end
+    return count
+end
+
+local function moving_wait(s)
+    -- Room for this call and every in-process waiter ahead of it (depth): the slot this call
+    -- would get is the (depth + amount)-th to free; beyond the limit it frees a lap later.
+    local need = s.amount + s.depth
+    local lap = math.floor((need - 1) / s.limit)
+    local index = s.limit - ((need - 1) % s.limit) - 1
+    local entry = redis.call('lindex', s.key, index)
+    if not entry then
+        if lap == 0 then
+            return nil
+        end
+        return lap * s.span
+    end
+    local frees = tonumber(entry) + s.span * (lap + 1)
+    if lap == 0 and frees < now then
+        return nil
+    end
+    return math.max(frees - now, 0.001)
+end
+
+-- sliding-window counter: limits' current and previous counters
+local function sliding_state(s)
+    local expiry = s.span * 1000
+    local current_ttl = tonumber(redis.call('pttl', s.key))
+    if current_ttl > 0 and current_ttl < expiry then
+        redis.call('rename', s.key, s.prev)
+        redis.call('set', s.key, 0, 'PX', current_ttl + expiry)
+    end
+    local pc = tonumber(redis.call('get', s.prev)) or 0
+    local pt = tonumber(redis.call('pttl', s.prev)) or 0
+    local cc = tonumber(redis.call('get', s.key)) or 0
+    local ct = tonumber(redis.call('pttl', s.key)) or 0
+    if pt < 0 then pt = 0 end
+    if ct < 0 then ct = 0 end
+    return pc, pt, cc, ct, math.floor(pc * pt / expiry) + cc
+end
+
+local function sliding_add(s, count)
+    if redis.call('exists', s.key) == 1 then
+        redis.call('incrby', s.key, count)
+    else
+        redis.call('set', s.key, count, 'PX', s.span * 2000)
+    end
+end
+
+local function sliding_wait(s)
+    local expiry = s.span * 1000
+    local pc, pt, cc, ct, weighted = sliding_state(s)
+    local need = s.amount + s.depth
+    if weighted + need <= s.limit then
+        return nil
+    end
+    local room = s.limit - cc - need
+    if pc > 0 and room >= 0 then
+        -- the previous window's weight decays linearly: wait until floor(pc * ttl / expiry) <= room
+        return math.max((pt - (room + 1) * expiry / pc) / 1000, 0.001)
+    end
+    return math.max((ct - expiry) / 1000, 0.001)
+end
+
+local statuses = {}
+local recorded = {}
+local blocked = false
+for i, s in ipairs(specs) do
+    statuses[i] = ''
+    recorded[i] = 0
+    if s.since >= 0 then
+        local used
+        if s.sliding then
+            local _, _, _, _, weighted = sliding_state(s)
+            used = weighted
+        else
+            used = moving_used(s, s.since - s.span)
+        end
+        local missing = math.min(s.used - used, s.limit)
+        if missing > s.noise then
+            if s.hold then
+                statuses[i] = 'h'
+                blocked = true
+            else
+                if s.sliding then sliding_add(s, missing) else moving_push(s, missing) end
+                recorded[i] = missing
+            end
+        end
+    end
+end
+for i, s in ipairs(specs) do
+    if s.amount > 0 and statuses[i] == '' then
+        local wait
+        if s.sliding then wait = sliding_wait(s) else wait = moving_wait(s) end
+        if wait then
+            statuses[i] = tostring(wait)
+            blocked = true
+        end
+    end
+end
+local result = {0}
+if not blocked then
+    for _, s in ipairs(specs) do
+        if s.amount > 0 then
+            if s.sliding then sliding_add(s, s.amount) else moving_push(s, s.amount) end
+        end
+    end
+    result[1] = 1
+end
+for i = 1, n do
+    result[1 + i] = statuses[i]
+end
+for i = 1, n do
+    result[1 + n + i] = recorded[i]
+end
+return result
+"""

@@ -1,0 +1,192 @@
+"""Who performs a :class:`~aims_snaptrade._ratelimit_policy.Take`: Redis (one script) or memory (one lock).
+
+Both take every budget of a call or none, in one step, and write ``limits``' own layout so its
+strategies read the result (``get_window_stats`` for usage). Redis runs
+:data:`~aims_snaptrade._budget_lua.COMPOSED_CHECK`, loaded once and then called by its SHA
+(``EVALSHA``; redis-py reloads it if the server forgot it); memory runs the same algorithm in
+Python under one lock, on ``limits``' in-memory storage.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from typing import Any
+
+from aims_snaptrade._budget_lua import COMPOSED_CHECK
+from aims_snaptrade._ratelimit_policy import Claim, Outcome, Take
+
+__all__ = ["COMPOSED_CHECK", "MemoryBudgets", "outcome_of", "script_call"]
+
+# Sweep keys whose every entry has expired once per this many takes (memory only: Redis expires keys itself).
+_SWEEP_EVERY = 4096
+
+
+def _span(claim: Claim) -> float:
+    return claim.key.budget.window + claim.margin
+
+
+def script_call(take: Take, prefix: str) -> tuple[list[str], list[Any]]:
+    """``(KEYS, ARGV)`` of the composed script for ``take`` (``prefix``: the storage's key prefix)."""
+    keys: list[str] = []
+    args: list[Any] = [repr(take.now), len(take.claims)]
+    for claim in take.claims:
+        name = claim.key.storage_key
+        if take.sliding:
+            keys += [f"{prefix}:{{{name}}}", f"{prefix}:{{{name}}}/-1"]
+        else:
+            keys.append(f"{prefix}:{name}")
+        report = claim.report
+        args += [
+            1 if take.sliding else 0,
+            claim.key.budget.limit,
+            repr(_span(claim)),
+            claim.amount,
+            claim.depth,
+            repr(report.since) if report else -1,
+            report.used if report else 0,
+            report.noise if report else 0,
+            1 if report is not None and report.hold_until is not None else 0,
+        ]
+    return keys, args
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def outcome_of(result: list[Any], count: int) -> Outcome:
+    """The script's answer as an :class:`Outcome`."""
+    statuses = [_text(value) for value in result[1 : 1 + count]]
+    return Outcome(
+        taken=int(result[0]) == 1,
+        waits=tuple(None if s == "" else 0.0 if s == "h" else float(s) for s in statuses),
+        held=tuple(s == "h" for s in statuses),
+        recorded=tuple(int(value) for value in result[1 + count : 1 + 2 * count]),
+    )
+
+
+class MemoryBudgets:
+    """The composed check on ``limits``' memory storage (sync or ``limits.aio``), under one lock.
+
+    Moving windows are ``limits``' entry lists (newest first; an entry expires ``window + margin``
+    after it was taken), sliding windows its time-bucketed counters. Only this object writes them,
+    always under its lock, and replaces a list rather than changing it, so ``limits``' readers see
+    either the old or the new window.
+    """
+
+    def __init__(self, storage: Any, entry_type: Any) -> None:
+        self._storage = storage
+        self._entry = entry_type
+        self._lock = threading.Lock()
+        self._takes = 0
+
+    def take(self, take: Take) -> Outcome:
+        """Record the reports, then take every claim or none (the script's algorithm)."""
+        now = take.now
+        n = len(take.claims)
+        waits: list[float | None] = [None] * n
+        held = [False] * n
+        recorded = [0] * n
+        with self._lock:
+            for i, claim in enumerate(take.claims):
+                report = claim.report
+                if report is None:
+                    continue
+                used = self._weighted(claim, now) if take.sliding else self._used(claim, report.since - _span(claim))
+                missing = min(report.used - used, claim.key.budget.limit)
+                if missing > report.noise:
+                    if report.hold_until is not None:
+                        held[i] = True
+                        waits[i] = 0.0
+                    else:
+                        self._add(claim, missing, now, take.sliding)
+                        recorded[i] = missing
+            for i, claim in enumerate(take.claims):
+                if claim.amount > 0 and not held[i]:
+                    waits[i] = self._sliding_wait(claim, now) if take.sliding else self._moving_wait(claim, now)
+            taken = all(w is None for w in waits)
+            if taken:
+                for claim in take.claims:
+                    if claim.amount > 0:
+                        self._add(claim, claim.amount, now, take.sliding)
+            self._takes += 1
+            if self._takes % _SWEEP_EVERY == 0:
+                self._sweep(now)
+        return Outcome(taken, tuple(waits), tuple(held), tuple(recorded))
+
+    # --- moving window ---------------------------------------------------------------------------
+
+    def _events(self, claim: Claim) -> list[Any]:
+        return self._storage.events.get(claim.key.storage_key) or []
+
+    def _used(self, claim: Claim, since: float) -> int:
+        return bisect.bisect_left(self._events(claim), -since, key=lambda entry: -entry.atime)
+
+    def _moving_wait(self, claim: Claim, now: float) -> float | None:
+        limit, span = claim.key.budget.limit, _span(claim)
+        need = claim.amount + claim.depth
+        lap, index = divmod(need - 1, limit)
+        events = self._events(claim)
+        position = limit - index - 1
+        if position >= len(events):
+            return None if lap == 0 else lap * span
+        frees = events[position].atime + span * (lap + 1)
+        if lap == 0 and frees < now:
+            return None
+        return max(float(frees) - now, 0.001)
+
+    def _push(self, claim: Claim, count: int, now: float) -> None:
+        entry = self._entry.__new__(self._entry)
+        entry.atime = now
+        entry.expiry = now + _span(claim)  # limits' expiry sweep keeps the margin too
+        self._storage.events[claim.key.storage_key] = ([entry] * count + self._events(claim))[: claim.key.budget.limit]
+
+    # --- sliding-window counter ------------------------------------------------------------------
+
+    def _counter(self, key: str, now: float) -> int:
+        if self._storage.expirations.get(key, 0) <= now:
+            self._storage.storage.pop(key, None)
+            self._storage.expirations.pop(key, None)
+        return int(self._storage.storage.get(key, 0))
+
+    def _sliding(self, claim: Claim, now: float) -> tuple[int, float, int, float, str]:
+        window = claim.key.budget.window
+        previous, current = self._storage.sliding_window_keys(claim.key.storage_key, window, now)
+        pc, cc = self._counter(previous, now), self._counter(current, now)
+        pt = (1 - (((now - window) / window) % 1)) * window if pc else 0.0
+        ct = (1 - ((now / window) % 1)) * window + window
+        return pc, pt, cc, ct, current
+
+    def _weighted(self, claim: Claim, now: float) -> int:
+        pc, pt, cc, _, _ = self._sliding(claim, now)
+        return math.floor(pc * pt / claim.key.budget.window) + cc
+
+    def _sliding_wait(self, claim: Claim, now: float) -> float | None:
+        limit, window = claim.key.budget.limit, claim.key.budget.window
+        pc, pt, cc, ct, _ = self._sliding(claim, now)
+        need = claim.amount + claim.depth
+        if math.floor(pc * pt / window) + cc + need <= limit:
+            return None
+        room = limit - cc - need
+        if pc > 0 and room >= 0:
+            return max(pt - (room + 1) * window / pc, 0.001)
+        return max(ct - window, 0.001)
+
+    def _add(self, claim: Claim, count: int, now: float, sliding: bool) -> None:
+        if not sliding:
+            self._push(claim, count, now)
+            return
+        _, _, _, _, current = self._sliding(claim, now)
+        if self._storage.storage.get(current, 0) == 0:
+            self._storage.expirations[current] = now + 2 * claim.key.budget.window
+        self._storage.storage[current] += count
+
+    def _sweep(self, now: float) -> None:
+        events = self._storage.events
+        for key in [k for k, entries in events.items() if not entries or entries[0].expiry <= now]:
+            events.pop(key, None)
+        for key in [k for k, at in self._storage.expirations.items() if at <= now]:
+            self._storage.storage.pop(key, None)
+            self._storage.expirations.pop(key, None)

@@ -56,6 +56,18 @@ for i = 1, n do
     specs[i] = s
 end
 
+-- Entries must stay sorted, newest first: a caller whose clock reading is older than the newest
+-- entry (it was read just before another caller's check ran) takes its slot at that entry's time.
+for _, s in ipairs(specs) do
+    if not s.sliding then
+        local head = redis.call('lindex', s.key, 0)
+        if head and tonumber(head) > now then
+            now = tonumber(head)
+            now_text = head
+        end
+    end
+end
+
 -- moving window: limits' list of timestamps, newest first
 local function moving_push(s, count)
     local entries = {}

@@ -84,12 +84,18 @@ class MemoryBudgets:
 
     def take(self, take: Take) -> Outcome:
         """Record the reports, then take every claim or none (the script's algorithm)."""
-        now = take.now
         n = len(take.claims)
         waits: list[float | None] = [None] * n
         held = [False] * n
         recorded = [0] * n
         with self._lock:
+            # Entries stay sorted, newest first (see the script): never stamp before the newest.
+            now = take.now
+            if not take.sliding:
+                for claim in take.claims:
+                    events = self._events(claim)
+                    if events and events[0].atime > now:
+                        now = events[0].atime
             for i, claim in enumerate(take.claims):
                 report = claim.report
                 if report is None:

@@ -85,6 +85,8 @@ _COOLDOWN_OPERATIONS = frozenset({"refresh_brokerage_authorization"})
 _MARGIN_SHARE = 0.02
 # The smallest pause between two checks, so a slot that frees "now" cannot make a waiter spin.
 _MIN_PAUSE = 0.001
+# How long a waiter looks away when the queue ahead of it was changing as it counted.
+_SETTLE_PAUSE = 0.002
 # Differences between SnapTrade's and our remaining count treated as timing noise (see feedback_noise).
 _NOISE_MIN = 2
 _NOISE_SHARE = 0.05
@@ -249,18 +251,21 @@ Engine = Generator[Step, object, float]
 
 
 class WaitQueue:
-    """This process's waiters in arrival order, per budget key; thread-safe, no IO.
+    """This process's acquires in arrival order, per budget key; thread-safe, no IO.
 
-    Each acquire draws a ticket on arrival; a waiter is enlisted under the storage keys of its
-    budgets. A call asks for room for itself *and* every enlisted waiter with an earlier ticket
-    on the same key (:attr:`Claim.depth`), so slots go to waiters in arrival order and a waiter
-    learns at once when its turn comes too late.
+    Each acquire draws a ticket on arrival and stays queued under the storage keys of its
+    budgets until it is served, refused or cancelled. A call asks for room for itself *and* every
+    queued call with an earlier ticket on the same key (:attr:`Claim.depth`), so slots go to
+    callers in arrival order and a waiter learns at once when its turn comes too late. While an
+    earlier caller's check is in flight, the count may be one too high (it may just have been
+    served): ``ahead`` says so, and the waiter looks again instead of refusing.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tickets = 0
         self._waiting: dict[int, tuple[str, ...]] = {}
+        self._taking: set[int] = set()
 
     def ticket(self) -> int:
         """A number larger than every earlier arrival's."""
@@ -269,7 +274,7 @@ class WaitQueue:
             return self._tickets
 
     def enlist(self, ticket: int, names: tuple[str, ...]) -> None:
-        """Queue ``ticket`` under the storage keys ``names`` (idempotent)."""
+        """Queue ``ticket`` under the storage keys ``names``."""
         with self._lock:
             self._waiting[ticket] = names
 
@@ -277,19 +282,31 @@ class WaitQueue:
         """Leave the queue (served, refused or cancelled)."""
         with self._lock:
             self._waiting.pop(ticket, None)
+            self._taking.discard(ticket)
 
-    def ahead(self, ticket: int, names: tuple[str, ...]) -> tuple[int, ...]:
-        """Per key of ``names``, how many enlisted waiters arrived before ``ticket``."""
+    def taking(self, ticket: int, busy: bool) -> None:
+        """Mark a queued call's check as in flight (its outcome not known yet) or settled."""
+        with self._lock:
+            if busy and ticket in self._waiting:
+                self._taking.add(ticket)
+            else:
+                self._taking.discard(ticket)
+
+    def ahead(self, ticket: int, names: tuple[str, ...]) -> tuple[tuple[int, ...], bool]:
+        """Per key of ``names``, how many queued calls arrived before ``ticket``, and whether any
+        of them has a check in flight (it may just have been served: the count is an upper bound)."""
         with self._lock:
             if not self._waiting:
-                return (0,) * len(names)
+                return (0,) * len(names), False
             counts = dict.fromkeys(names, 0)
+            unsettled = False
             for other, keys in self._waiting.items():
                 if other < ticket:
                     for name in keys:
                         if name in counts:
                             counts[name] += 1
-            return tuple(counts[name] for name in names)
+                            unsettled = unsettled or other in self._taking
+            return tuple(counts[name] for name in names), unsettled
 
 
 class ReportBook:
@@ -667,6 +684,7 @@ class RateLimitPolicy:
         margins = tuple(self.margin_for(key.budget) for key in keys)
         sliding = self.strategy != "moving-window"
         ticket = queue.ticket()
+        queue.enlist(ticket, names)  # from arrival on: later arrivals count this call as ahead
         try:
             while True:
                 now = clock()
@@ -675,15 +693,20 @@ class RateLimitPolicy:
                     end = pauses.until(scope, subject, now)
                     if end is not None:
                         blocked.append((end - now, scope, scope, subject, True))
+                unsettled = False
                 if not blocked:
-                    depths = queue.ahead(ticket, names)
+                    depths, unsettled = queue.ahead(ticket, names)
                     claims = tuple(
                         Claim(key, margin, 1, depth, reports.pop(name))
                         for key, margin, depth, name in zip(keys, margins, depths, names, strict=True)
                     )
+                    queue.taking(ticket, True)
+                    now = clock()
                     outcome = cast(Outcome, (yield Take(claims, now, sliding)))
                     if outcome.taken:
+                        queue.leave(ticket)  # before anyone counts it as still waiting
                         return now
+                    queue.taking(ticket, False)
                     for claim, wait, held in zip(claims, outcome.waits, outcome.held, strict=True):
                         budget = claim.key.budget
                         if held and claim.report is not None and claim.report.hold_until is not None:
@@ -698,7 +721,11 @@ class RateLimitPolicy:
                 wait, scope, name, subject, paused = max(blocked, key=lambda b: b[0])
                 wait = max(wait, _MIN_PAUSE)
                 now = clock()
-                if mode == "fail" or now + wait > limit_at:
+                if mode == "wait" and unsettled and not paused and now + wait > limit_at:
+                    # A waiter ahead was being served while we counted it: look again shortly
+                    # rather than refuse on a count that may be one too high.
+                    wait = min(wait, _SETTLE_PAUSE)
+                elif mode == "fail" or now + wait > limit_at:
                     raise self.refusal(
                         op,
                         scope=scope,
@@ -709,7 +736,6 @@ class RateLimitPolicy:
                         paused=paused,
                         deadline_left=max(limit_at - now, 0.0) if by_deadline and mode == "wait" else None,
                     )
-                queue.enlist(ticket, names)
                 yield Pause(wait)
         finally:
             queue.leave(ticket)

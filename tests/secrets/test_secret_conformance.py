@@ -56,6 +56,9 @@ class TestSQLiteStore(SecretStoreConformance, EncryptedAtRestConformance):
     def make_store(self, tmp_path: Path) -> SecretStore:
         return SQLiteSecretStore(tmp_path / "secrets.db", KEYRING)
 
+    def make_store_with_keyring(self, tmp_path: Path, keyring: Keyring) -> SecretStore:
+        return SQLiteSecretStore(tmp_path / "secrets.db", keyring)
+
     def raw_storage(self, store: SecretStore) -> bytes:
         assert isinstance(store, SQLiteSecretStore)
         return _file_bytes(store.path)
@@ -80,6 +83,9 @@ class TestPostgresStore(SecretStoreConformance, EncryptedAtRestConformance):
 
     def make_store(self, tmp_path: Path) -> SecretStore:
         return PostgresSecretStore(POSTGRES_URL, KEYRING, schema=self.schema, table=table_for(tmp_path))
+
+    def make_store_with_keyring(self, tmp_path: Path, keyring: Keyring) -> SecretStore:
+        return PostgresSecretStore(POSTGRES_URL, keyring, schema=self.schema, table=table_for(tmp_path))
 
     def raw_storage(self, store: SecretStore) -> bytes:
         assert isinstance(store, PostgresSecretStore)

@@ -33,7 +33,10 @@ EXAMPLE = _load_example()
 
 class TestDocsDirectoryStore(SecretStoreConformance, EncryptedAtRestConformance):
     def make_store(self, tmp_path: Path) -> SecretStore:
-        store: SecretStore = EXAMPLE["DirectorySecretStore"](tmp_path / "secrets", KEYRING)
+        return self.make_store_with_keyring(tmp_path, KEYRING)
+
+    def make_store_with_keyring(self, tmp_path: Path, keyring: Keyring) -> SecretStore:
+        store: SecretStore = EXAMPLE["DirectorySecretStore"](tmp_path / "secrets", keyring)
         return store
 
     def raw_storage(self, store: SecretStore) -> bytes:

@@ -203,6 +203,11 @@ def test_rotate_keys_command_failures(tmp_path: Path) -> None:
     err = io.StringIO()
     assert rotate_keys_command(_settings("nosuch://x", NEW.export()), out=io.StringIO(), err=err) == 2
     assert "unknown secret store scheme" in err.getvalue()
+    for keys in (None, NEW.export()):
+        err = io.StringIO()
+        assert rotate_keys_command(_settings("memory://", keys), out=io.StringIO(), err=err) == 2
+        assert "nothing to rotate" in err.getvalue()
+        assert "set SNAPTRADE_ENCRYPTION_KEYS first" not in err.getvalue()
     store = SQLiteSecretStore(tmp_path / "s.db", Keyring.generate("v0"))
     store.put("user-stray", "stray-secret-123456")
     store.close()

@@ -166,6 +166,14 @@ def rotate_keys_command(
         print(f"rotate-keys: {exc}", file=err)
         return 2
     try:
+        if getattr(store, "persistent", None) is False:
+            print(
+                f"rotate-keys: the {getattr(store, 'kind', 'memory')} store keeps nothing beyond the process that "
+                "opened it, so this command has nothing to rotate; set SNAPTRADE_SECRET_STORE_URL to the store "
+                "your services use (sqlite:///... or postgresql://...)",
+                file=err,
+            )
+            return 2
         if not getattr(store, "encrypted", False):
             print("rotate-keys: set SNAPTRADE_ENCRYPTION_KEYS first; this store is unencrypted", file=err)
             return 2

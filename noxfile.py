@@ -51,7 +51,23 @@ def webhooks(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def telemetry(session: nox.Session) -> None:
+    """The secret search of spans and metrics over 200 generated key/secret sets (the suite runs 8)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-s",
+        "tests/client/test_telemetry.py::test_no_attribute_of_any_span_event_or_metric_holds_a_secret",
+        *session.posargs,
+        env={"AIMS_TELEMETRY_EXAMPLES": "200"},
+    )
+
+
+@nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against the raw SDK measured in the same run."""
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/client_overhead.py")
+    session.run("python", "benchmarks/telemetry_overhead.py")

@@ -139,6 +139,7 @@ class HealthReport:
 @dataclass(slots=True)
 class _State:
     calls: deque[tuple[float, bool]] = field(default_factory=deque)
+    failures: int = 0  # failed calls in ``calls``, kept as they come and go
     auth: deque[float] = field(default_factory=deque)
     timeouts: deque[float] = field(default_factory=deque)
     activity: dict[str, deque[float]] = field(default_factory=dict)
@@ -223,6 +224,7 @@ class HealthMonitor:
                     state.timeouts.append(now)
             else:
                 state.calls.append((now, record.error is not None))
+                state.failures += record.error is not None
                 for subject in _subjects(record):
                     state.activity.setdefault(subject, deque()).append(now)
                     changes += self._set_unusual(subject, now)
@@ -299,8 +301,7 @@ class HealthMonitor:
             if usage is not None or error is not None:
                 state.budget_error = error
             changes += self._evaluate_budgets(now)
-            calls = len(state.calls)
-            errors = sum(1 for _, failed in state.calls if failed)
+            calls, errors = len(state.calls), state.failures
             report = HealthReport(
                 healthy=not state.active,
                 alerts=tuple(state.active.values()),
@@ -323,9 +324,8 @@ class HealthMonitor:
             while queue and queue[0] <= start:
                 queue.popleft()
         while state.calls and state.calls[0][0] <= start:
-            state.calls.popleft()
-        calls = len(state.calls)
-        errors = sum(1 for _, failed in state.calls if failed)
+            state.failures -= state.calls.popleft()[1]
+        calls, errors = len(state.calls), state.failures
         rate = errors / calls if calls else 0.0
         minutes = f"{self.window:g} s"
         high = calls >= self.min_calls and rate > self.error_rate

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import urllib.parse
 
@@ -198,9 +199,13 @@ def _encodings(secret: str) -> set[str]:
     }
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXAMPLES = int(os.environ.get("AIMS_TELEMETRY_EXAMPLES", "8"))
+_ran = {"examples": 0, "spans": 0, "points": 0}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(consumer_key=_secret_text, stale_secret=_secret_text)
-def test_no_attribute_of_any_span_event_or_metric_holds_a_secret(consumer_key, stale_secret):
+def _no_secret_in_any_attribute(consumer_key, stale_secret):
     install()
     SPANS.clear()
     before = snapshot()
@@ -226,15 +231,40 @@ def test_no_attribute_of_any_span_event_or_metric_holds_a_secret(consumer_key, s
                 client.list_accounts("stale-user")
             secrets = {consumer_key, stale_secret, user.user_secret, store.get(user.user_id)}
     spans = SPANS.get_finished_spans()
+    changes = delta(before, snapshot())
     assert len(spans) >= 3
     recorded = json.dumps(
         [
             [s.name, s.status.description, dict(s.attributes), [[ev.name, dict(ev.attributes)] for ev in s.events]]
             for s in spans
         ]
-        + [[name, sorted(map(str, attrs))] for name, attrs in delta(before, snapshot())],
+        + [[name, sorted(map(str, attrs))] for name, attrs in changes],
         default=str,
     )
     for secret in secrets:
         for form in _encodings(secret):
             assert form not in recorded
+    _ran["examples"] += 1
+    _ran["spans"] += len(spans)
+    _ran["points"] += len(changes)
+
+
+def test_no_attribute_of_any_span_event_or_metric_holds_a_secret():
+    _no_secret_in_any_attribute()
+    print(
+        f"secret search: {_ran['examples']} generated key/secret sets; "
+        f"{_ran['spans']} spans and {_ran['points']} metric points searched, none holds a secret"
+    )
+
+
+async def test_the_async_clients_gauge_shows_the_usage_it_last_read(make_async_client, alice):
+    async with make_async_client(customer_limit=5, customer_limit_window=60) as client:
+        for _ in range(3):
+            await client.list_accounts(alice.user_id)
+        [customer] = [u for u in await client.rate_limit_usage() if u.name == "customer"]
+        gauge = [
+            value
+            for (name, attrs), value in snapshot().items()
+            if name == spec("budget_utilization").name and dict(attrs)["snaptrade.rate_limit.budget"] == "customer"
+        ]
+        assert customer.fraction == 0.6 and max(gauge) >= 0.6

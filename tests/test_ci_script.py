@@ -1,0 +1,22 @@
+"""``.ci/run`` runs the README's test command exactly, then every gate the docs claim."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ci_runs_the_readme_test_command_then_the_static_gates() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("Run the tests", 1)[1]
+    command = re.search(r"```bash\n(.+?)\n```", section, flags=re.DOTALL)
+    assert command is not None
+    readme_command = command.group(1).strip()
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert readme_command in lines  # exactly as the README states it
+    start = next(i for i, line in enumerate(lines) if line.endswith("python -m pytest"))
+    after = "\n".join(lines[start + 1 :])
+    for gate in ("ruff check src", "ruff format --check src", "mypy", "mkdocs build --strict"):
+        assert gate in after, f".ci/run does not run {gate!r} after the tests"

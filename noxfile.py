@@ -71,3 +71,10 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/client_overhead.py")
     session.run("python", "benchmarks/telemetry_overhead.py")
+
+
+@nox.session(python="3.11")
+def audit_kills(session: nox.Session) -> None:
+    """The audit trail under 100 SIGKILLs per backend (the normal suite runs a slice of 10)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-s", "tests/compliance/test_audit_processes.py", env={"AIMS_AUDIT_KILLS": "100"})

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from aims_snaptrade._transport import Response
     from aims_snaptrade.client import AsyncSafeSnapTradeClient, SafeSnapTradeClient
     from aims_snaptrade.errors import (
+        SnapTradeAuditError,
         SnapTradeAuthError,
         SnapTradeBrokerageAuthError,
         SnapTradeBrokerageError,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         SnapTradePermissionError,
         SnapTradeRateLimitError,
         SnapTradeRateLimiterUnavailableError,
+        SnapTradeRolloutError,
         SnapTradeSecretDecryptionError,
         SnapTradeSecretRotationError,
         SnapTradeSecretStoreError,
@@ -108,6 +110,7 @@ __all__ = [
     "SafeSnapTradeClient",
     "SecretStore",
     "Settings",
+    "SnapTradeAuditError",
     "SnapTradeAuthError",
     "SnapTradeBrokerageAuthError",
     "SnapTradeBrokerageError",
@@ -131,6 +134,7 @@ __all__ = [
     "SnapTradePermissionError",
     "SnapTradeRateLimitError",
     "SnapTradeRateLimiterUnavailableError",
+    "SnapTradeRolloutError",
     "SnapTradeSecretDecryptionError",
     "SnapTradeSecretRotationError",
     "SnapTradeSecretStoreError",
@@ -180,7 +184,9 @@ _WHERE: dict[str, str] = {
     "SafeSnapTradeClient": "aims_snaptrade.client",
     "SecretStore": "aims_snaptrade.secrets",
     "Settings": "aims_snaptrade.settings",
+    "SnapTradeAuditError": "aims_snaptrade.errors",
     "SnapTradeAuthError": "aims_snaptrade.errors",
+    "SnapTradeRolloutError": "aims_snaptrade.errors",
     "SnapTradeRateLimiterUnavailableError": "aims_snaptrade.errors",
     "SnapTradeBudgetExhaustedError": "aims_snaptrade.errors",
     "SnapTradeBrokerageAuthError": "aims_snaptrade.errors",

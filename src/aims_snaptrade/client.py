@@ -11,11 +11,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Self, TypeVar
 
 from aims_snaptrade import errors as e
 from aims_snaptrade._transport import AsyncTransport, Response, SyncTransport
+from aims_snaptrade.compliance.audit import AuditTrail
+from aims_snaptrade.compliance.consent import ConsentRecord, as_consent_lookup
+from aims_snaptrade.compliance.factory import audit_store_url, consent_store_url, open_audit_trail, open_consent_store
 from aims_snaptrade.error_mapping import map_exception, with_upstream_cause
 from aims_snaptrade.guardrails import ConsentChecker, check_startup
 from aims_snaptrade.models import (
@@ -101,6 +105,7 @@ class _Base:
         *,
         secret_store: SecretStore | None = None,
         consent: ConsentChecker | None = None,
+        audit: AuditTrail | None = None,
         retry: RetryPolicy | str | None = None,
         order_intent_store: OrderIntentStore | None = None,
         **overrides: Any,
@@ -121,9 +126,10 @@ class _Base:
         # The stores this client opened, closed with it (a store passed in belongs to the caller).
         self._owned_stores: list[Any] = [self.secret_store] if secret_store is None else []
         try:
-            check_startup(settings, store=self.secret_store, consent=consent)
+            consent, audit = self._open_compliance(settings, consent, audit)
+            check_startup(settings, store=self.secret_store, consent=consent, audit=audit)
             policy = retry if isinstance(retry, RetryPolicy) else RetryPolicy.preset(retry or settings.retry_policy)
-            self._core = Core(settings, retry=policy, consent=consent)
+            self._core = Core(settings, retry=policy, consent=consent, audit=audit is not None)
             self._open_order_intents(order_intent_store)
             _opened("SNAPTRADE_RATE_LIMIT_STORAGE_URL", self._open_io, RateLimitPolicy.from_settings(settings))
         except BaseException:
@@ -138,6 +144,24 @@ class _Base:
                 len(pending),
                 ", ".join(sorted(pending)),
             )
+
+    def _open_compliance(
+        self, settings: Settings, consent: ConsentChecker | None, audit: AuditTrail | None
+    ) -> tuple[ConsentChecker | None, AuditTrail | None]:
+        """Open the consent store and audit trail the settings name (unless given) and register both."""
+        if consent is None and settings.consent_store_url:
+            consent = open_consent_store(consent_store_url(settings), settings)
+            self._owned_stores.append(consent)
+        if audit is None and settings.audit_key is not None:
+            audit = open_audit_trail(audit_store_url(settings), settings)
+            self._owned_stores.append(audit)
+        self.consent_store = consent
+        self.audit_trail = audit
+        if consent is not None:
+            self._stores["consent"] = as_consent_lookup(consent)
+        if audit is not None:
+            self._stores["audit"] = audit
+        return consent, audit
 
     def _open_io(self, limits: RateLimitPolicy) -> None:
         """Create the shell's transport and rate limiter."""
@@ -180,10 +204,17 @@ class _Base:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Self:
-        """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor."""
-        names = ("secret_store", "consent", "retry", "order_intent_store")
+        """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor.
+
+        In production the consent store is opened even without ``SNAPTRADE_CONSENT_STORE_URL``
+        (in the secret store's database), so a service starts from environment variables alone.
+        """
+        names = ("secret_store", "consent", "audit", "retry", "order_intent_store")
         passthrough = {k: kwargs.pop(k) for k in names if k in kwargs}
-        return cls(Settings.from_env(**kwargs), **passthrough)
+        settings = Settings.from_env(**kwargs)
+        if settings.is_production and settings.consent_required and "consent" not in passthrough:
+            settings = settings.model_copy(update={"consent_store_url": consent_store_url(settings)})
+        return cls(settings, **passthrough)
 
     def _target(self, effect: Effect) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """What performs ``effect`` in this shell: the same for both, only awaiting differs."""
@@ -248,7 +279,10 @@ class SafeSnapTradeClient(_Base):
         settings: Validated settings; when omitted, built from the keyword ``overrides``
             (``client_id=``, ``consumer_key=``, ``environment=``, ``base_url=``, ...).
         secret_store: Where user secrets live; default: opened from ``settings.secret_store_url``.
-        consent: A :class:`~aims_snaptrade.guardrails.ConsentChecker` (required in production).
+        consent: A :class:`~aims_snaptrade.guardrails.ConsentChecker` (required in production);
+            default: opened from ``settings.consent_store_url`` when set.
+        audit: An :class:`~aims_snaptrade.compliance.AuditTrail` (required in production);
+            default: opened from ``settings.audit_store_url`` when ``settings.audit_key`` is set.
         retry: A :class:`~aims_snaptrade.retry.RetryPolicy` or preset name.
     """
 
@@ -511,6 +545,19 @@ class SafeSnapTradeClient(_Base):
     def rate_limit_usage(self) -> list[BudgetUsage]:
         """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""
         return self._limiter.usage()
+
+    def grant_consent(
+        self, user_id: str, scope: str, *, disclosure_version: str, source: str, expires_at: datetime | None = None
+    ) -> ConsentRecord:
+        """Record the user's consent (``"read"`` or ``"trade"``) and audit it; see docs/compliance.md."""
+        flow = self._core.grant_consent(
+            user_id, scope, disclosure_version=disclosure_version, source=source, expires_at=expires_at
+        )
+        return self._run(flow)
+
+    def revoke_consent(self, user_id: str, scope: str | None = None, *, source: str) -> int:
+        """Revoke the user's consent for ``scope`` (all scopes when ``None``) and audit it; returns how many."""
+        return self._run(self._core.revoke_consent(user_id, scope, source=source))
 
     def close(self) -> None:
         """Release connections, the rate limiter and (if the client opened it) the secret store."""
@@ -806,6 +853,19 @@ class AsyncSafeSnapTradeClient(_Base):
         """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""
         self._last_usage = await self._limiter.usage()
         return self._last_usage
+
+    async def grant_consent(
+        self, user_id: str, scope: str, *, disclosure_version: str, source: str, expires_at: datetime | None = None
+    ) -> ConsentRecord:
+        """Record the user's consent (``"read"`` or ``"trade"``) and audit it; see docs/compliance.md."""
+        flow = self._core.grant_consent(
+            user_id, scope, disclosure_version=disclosure_version, source=source, expires_at=expires_at
+        )
+        return await self._run(flow)
+
+    async def revoke_consent(self, user_id: str, scope: str | None = None, *, source: str) -> int:
+        """Revoke the user's consent for ``scope`` (all scopes when ``None``) and audit it; returns how many."""
+        return await self._run(self._core.revoke_consent(user_id, scope, source=source))
 
     def _check_loop(self) -> None:
         # The pooled session and the async Redis client belong to the event loop they were made

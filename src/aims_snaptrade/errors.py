@@ -24,6 +24,7 @@ from typing import Any
 from aims_snaptrade.redaction import redact
 
 __all__ = [
+    "SnapTradeAuditError",
     "SnapTradeAuthError",
     "SnapTradeBrokerageAuthError",
     "SnapTradeBrokerageError",
@@ -47,6 +48,7 @@ __all__ = [
     "SnapTradePermissionError",
     "SnapTradeRateLimitError",
     "SnapTradeRateLimiterUnavailableError",
+    "SnapTradeRolloutError",
     "SnapTradeSecretDecryptionError",
     "SnapTradeSecretRotationError",
     "SnapTradeSecretStoreError",
@@ -169,9 +171,35 @@ class SnapTradeGuardrailError(SnapTradeError):
 
 
 class SnapTradeConsentRequiredError(SnapTradeGuardrailError):
-    """The end user has not given (or has withdrawn, or let expire) consent for this use."""
+    """The end user has not given (or has withdrawn, or let expire) consent for this use.
+
+    Attributes:
+        scope: The consent scope the call needs (``"read"`` or ``"trade"``).
+        reason: ``"missing"``, ``"expired"`` or ``"revoked"`` (``None`` when unknown).
+        expires_at: When the consent expired (or would have), as an aware ``datetime``.
+    """
 
     default_hint = "Record the user's consent before connecting or reading their brokerage data."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: str | None = None,
+        reason: str | None = None,
+        expires_at: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.scope = scope
+        self.reason = reason
+        self.expires_at = expires_at
+
+
+class SnapTradeRolloutError(SnapTradeGuardrailError):
+    """The user is outside the gradual rollout (``SNAPTRADE_ROLLOUT``); nothing was sent."""
+
+    default_hint = "Add the user to the rollout's allow-list or raise its percentage once ready."
 
 
 class SnapTradeConfirmationError(SnapTradeGuardrailError):
@@ -383,6 +411,19 @@ class SnapTradeStoreError(SnapTradeError):
     """A local store failed (secrets, consent, audit, order intents, sync ledger, webhook dedupe)."""
 
     default_hint = "Check the store's configuration and health."
+
+
+class SnapTradeAuditError(SnapTradeStoreError):
+    """The audit trail could not record an event, or refused an operation on a broken chain.
+
+    When raised for a call, the call itself was made: ``request_id`` names it and the message says
+    its outcome, so do not resend a write because of this error.
+    """
+
+    default_hint = (
+        "Check the audit store (SNAPTRADE_AUDIT_STORE_URL) is reachable; run `aims-snaptrade audit verify` "
+        "and see docs/compliance.md for recovery."
+    )
 
 
 class SnapTradeSecretStoreError(SnapTradeStoreError):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from aims_snaptrade.errors import SnapTradeConsentRequiredError, SnapTradeGuardrailError
+from aims_snaptrade.errors import SnapTradeGuardrailError
 from aims_snaptrade.operations import Operation
 from aims_snaptrade.settings import Settings
 
@@ -50,13 +50,13 @@ def consent_scope(operation: Operation) -> str | None:
     return "trade" if operation.trading else "read"
 
 
-def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | None) -> None:
+def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | None, audit: Any = None) -> None:
     """Refuse unsafe set-ups, listing every violation at once with its fix.
 
-    In production: the base URL must be HTTPS, the secret store persistent and encrypted, and
-    consent checks on (with a consent checker given). The secret store must declare
-    ``persistent = True`` and ``encrypted = True``; a store that does not declare them (a custom
-    store written without them) is refused: production fails closed.
+    In production: the base URL must be HTTPS, the secret store persistent and encrypted,
+    consent checks on (with a consent checker given) and an audit trail kept. The secret store must
+    declare ``persistent = True`` and ``encrypted = True``; a store that does not declare them (a
+    custom store written without them) is refused: production fails closed.
     """
     if not settings.is_production:
         return
@@ -73,7 +73,21 @@ def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | N
     if not settings.consent_required:
         violations.append("consent checks are disabled; unset SNAPTRADE_CONSENT_REQUIRED (production needs them)")
     elif consent is None:
-        violations.append("no consent checker was given; pass consent=<ConsentChecker> to the client")
+        violations.append(
+            "no consent checker was given; pass consent=<ConsentChecker> to the client "
+            "(from_env() opens the consent store of SNAPTRADE_CONSENT_STORE_URL)"
+        )
+    elif not getattr(consent, "persistent", True):
+        violations.append(
+            "the consent store is in memory; set SNAPTRADE_CONSENT_STORE_URL to sqlite:/// or postgresql://"
+        )
+    if audit is None:
+        violations.append(
+            "no audit trail is kept; set SNAPTRADE_AUDIT_KEY (at least 32 characters, e.g. from "
+            "`aims-snaptrade generate-key`) or pass audit=<AuditTrail>"
+        )
+    elif not getattr(audit, "persistent", True):
+        violations.append("the audit trail is in memory; set SNAPTRADE_AUDIT_STORE_URL to sqlite:/// or postgresql://")
     if violations:
         numbered = "; ".join(f"({i}) {v}" for i, v in enumerate(violations, 1))
         raise SnapTradeGuardrailError(
@@ -116,9 +130,11 @@ def check_call(
     arguments: Mapping[str, Any],
     *,
     confirm: bool,
-    consent: ConsentChecker | None,
 ) -> None:
-    """Refuse a call the configuration does not allow. Raises before anything is sent."""
+    """Refuse a call the configuration does not allow. Raises before anything is sent.
+
+    Consent is decided on the road (:mod:`aims_snaptrade.pipeline`), as an effect: it reads a store.
+    """
     name = operation.name
     if settings.key_type == "personal" and name in COMMERCIAL_ONLY:
         raise SnapTradeGuardrailError(
@@ -138,11 +154,3 @@ def check_call(
             operation=name,
             hint="Pass confirm=True once you are sure.",
         )
-    scope = consent_scope(operation)
-    if scope and consent is not None and settings.consent_required:
-        user_id = arguments.get("user_id")
-        if isinstance(user_id, str) and not consent.has_consent(user_id, scope):
-            raise SnapTradeConsentRequiredError(
-                f"User {user_id!r} has no current {scope!r} consent on record for {name}.",
-                operation=name,
-            )

@@ -1,7 +1,7 @@
 """The one road every call takes, written once for the sync and the async client.
 
-``guardrails -> secret lookup -> [rate limiter -> signed SDK call -> error mapping -> limiter
-feedback] under the retry policy``.
+``guardrails -> rollout -> consent -> secret lookup -> [rate limiter -> signed SDK call -> error
+mapping -> limiter feedback] under the retry policy -> audit``.
 
 The road and the typed helpers are *flows*: generators that never do IO themselves. They yield
 effects (:class:`Send`, :class:`Acquire`, :class:`Sleep`, :class:`StoreCall`, ...) and receive
@@ -24,7 +24,10 @@ from pydantic import ValidationError
 
 from aims_snaptrade import errors as e
 from aims_snaptrade._transport import Response, Timeouts
-from aims_snaptrade.guardrails import ConsentChecker, check_call
+from aims_snaptrade.compliance.audit import AuditEvent
+from aims_snaptrade.compliance.consent import ConsentDecision, ConsentRecord
+from aims_snaptrade.compliance.rollout import Rollout
+from aims_snaptrade.guardrails import ConsentChecker, check_call, consent_scope
 from aims_snaptrade.models import (
     Account,
     Activity,
@@ -268,10 +271,14 @@ class Core:
         *,
         retry: RetryPolicy,
         consent: ConsentChecker | None,
+        audit: bool = False,
     ) -> None:
         self.settings = settings
         self.retry = retry
+        # Compliance: the shell registers ``consent`` (a lookup) and ``audit`` (a trail) as stores.
         self.consent = consent
+        self.audit = audit
+        self.rollout = Rollout.parse(settings.rollout) if settings.rollout and settings.rollout.strip() else None
         self._endpoint = Endpoint.of(settings.base_url)
         self.observers: list[CallObserver] = []
         """Called with every finished attempt and call (see :class:`~aims_snaptrade.health.HealthMonitor`)."""
@@ -287,11 +294,15 @@ class Core:
         confirm: bool = False,
         options: CallOptions | None = None,
         budget_account: str | None = None,
+        exempt: bool = False,
     ) -> Flow[Response]:
         """The one road: every request, from a helper or :meth:`SafeSnapTradeClient.call`.
 
         ``budget_account`` names the account whose budgets a request draws on when its arguments
         carry none (placing a checked trade addresses the trade, not the account).
+
+        ``exempt`` skips the rollout and consent checks, for the data-rights flows only (a person
+        may export or erase their data after withdrawing consent); such calls are audited too.
         """
         checked = _checked_call(name, arguments, confirm, options)
         operation = get_operation(name)
@@ -301,19 +312,72 @@ class Core:
             observers=self.observers,
             include_ids=self.settings.telemetry_include_user_ids,
         )
+        trace = _Trace(time.perf_counter())
         try:
             try:
-                response = yield from self._road(operation, arguments, confirm, checked, telemetry, budget_account)
+                response = yield from self._road(
+                    operation, arguments, confirm, checked, telemetry, budget_account, trace, exempt
+                )
             except e.SnapTradeAuthError as rejected:
                 if not (yield from self._refreshed_secret(operation, arguments, rejected)):
                     raise
                 # SnapTrade never processes a request it answers 1083, so one resend is safe.
-                response = yield from self._road(operation, arguments, confirm, checked, telemetry, budget_account)
+                response = yield from self._road(
+                    operation, arguments, confirm, checked, telemetry, budget_account, trace, exempt
+                )
+        except e.SnapTradeError as error:
+            telemetry.failed(error)
+            if self.audit:
+                yield from self._audit_call(operation, arguments, trace, error.status, error.request_id, error)
+            raise
         except BaseException as error:
             telemetry.failed(error)
             raise
         telemetry.succeeded(response.status, response.request_id)
+        if self.audit:
+            yield from self._audit_call(operation, arguments, trace, response.status, response.request_id, None)
         return response
+
+    def _audit_call(
+        self,
+        operation: Operation,
+        arguments: Mapping[str, Any],
+        trace: _Trace,
+        status: int | None,
+        request_id: str | None,
+        error: e.SnapTradeError | None,
+    ) -> Flow[None]:
+        user_id, account_id = arguments.get("user_id"), arguments.get("account_id")
+        event = AuditEvent(
+            kind="call" if trace.sent else "refused",
+            action=operation.name,
+            user_id=user_id if isinstance(user_id, str) else None,
+            account_id=account_id if isinstance(account_id, str) else None,
+            outcome="ok" if error is None else type(error).__name__,
+            status=status,
+            request_id=request_id,
+            attempts=trace.sent,
+            duration_ms=(time.perf_counter() - trace.started) * 1000,
+            # A write to SnapTrade is on disk before the call returns; reads survive a crash of
+            # this process but may be lost with the machine (see docs/compliance.md).
+            durable=trace.sent > 0 and not operation.idempotent,
+        )
+        yield from self.record(event, request_id=request_id, succeeded=error is None)
+
+    def record(self, event: AuditEvent, *, request_id: str | None = None, succeeded: bool = True) -> Flow[None]:
+        """Append ``event`` to the audit trail when one is configured (an effect, like any IO)."""
+        if not self.audit:
+            return
+        try:
+            yield StoreCall("append", (event,), store="audit")
+        except e.SnapTradeError as failure:
+            done = "succeeded" if succeeded else "failed"
+            raise e.SnapTradeAuditError(
+                f"The audit trail could not record {event.action} ({type(failure).__name__}); "
+                f"the {event.kind} itself {done}.",
+                operation=event.action,
+                request_id=request_id,
+            ) from failure
 
     def _stored_secret(self, name: str, user_id: str) -> Flow[str]:
         """The user's secret from the store, remembered in the cache."""
@@ -362,7 +426,9 @@ class Core:
         confirm: bool,
         options: CallOptions,
         telemetry: CallTelemetry,
-        budget_account: str | None = None,
+        budget_account: str | None,
+        trace: _Trace,
+        exempt: bool,
     ) -> Flow[Response]:
         name = operation.name
         args = dict(arguments)
@@ -372,7 +438,7 @@ class Core:
                     f"{reserved} is not accepted; pass parameters by their SDK keyword names.", operation=name
                 )
         timeouts = options.timeouts(self.settings)
-        check_call(self.settings, operation, args, confirm=confirm, consent=self.consent)
+        yield from self.admit(operation, args, confirm=confirm, exempt=exempt)
         user_id = args.get("user_id")
         if operation.user_scoped and self.settings.key_type == "commercial":
             _user_id(user_id)
@@ -424,6 +490,7 @@ class Core:
                     if attempt.read <= 0:
                         raise _no_time(operation, deadline, "rate-limit budget")
                     telemetry.sending()
+                    trace.sent += 1
                     try:
                         response = yield Send(operation, args, attempt)
                     except e.SnapTradeTimeoutError as timed_out:
@@ -450,7 +517,71 @@ class Core:
                 # tenacity hands back the successful result; failures were raised by iter() above.
                 return do  # type: ignore[no-any-return]
 
-    # --- typed helpers -------------------------------------------------------------------------
+    def admit(
+        self, operation: Operation, arguments: Mapping[str, Any], *, confirm: bool = False, exempt: bool = False
+    ) -> Flow[None]:
+        """The local checks of the road, before anything is sent: guardrails, rollout, consent.
+
+        Consent is read from the consent store every time (an effect the shell performs), so a
+        revocation by any replica refuses the next call. Flows that journal something before
+        calling the road (trading) run this first.
+        """
+        check_call(self.settings, operation, arguments, confirm=confirm)
+        user_id = arguments.get("user_id")
+        if exempt or not isinstance(user_id, str):
+            return
+        self._check_rollout(operation, user_id)
+        scope = consent_scope(operation)
+        if scope and self.consent is not None and self.settings.consent_required:
+            decision = yield StoreCall("decide", (user_id, scope), store="consent")
+            if not decision.allowed:
+                raise _consent_refusal(operation.name, user_id, decision)
+
+    # --- consent -------------------------------------------------------------------------------
+
+    def grant_consent(
+        self,
+        user_id: str,
+        scope: str,
+        *,
+        disclosure_version: str,
+        source: str,
+        expires_at: datetime | None = None,
+    ) -> Flow[ConsentRecord]:
+        """Record the user's consent for ``scope`` in the consent store, then audit it (durably)."""
+        self._consent_store("grant_consent")
+        args = (user_id, scope, disclosure_version, source, None, expires_at)
+        record: ConsentRecord = yield StoreCall("grant", args, store="consent")
+        detail = {"scope": scope, "disclosure_version": disclosure_version, "source": source}
+        expiry = record.expires_at.isoformat()
+        yield from self.record(
+            AuditEvent("consent", "consent.grant", user_id=user_id, detail={**detail, "expires_at": expiry})
+        )
+        return record
+
+    def revoke_consent(self, user_id: str, scope: str | None = None, *, source: str) -> Flow[int]:
+        """Revoke the user's consent for ``scope`` (every scope when ``None``), then audit it."""
+        self._consent_store("revoke_consent")
+        revoked: int = yield StoreCall("revoke", (user_id, scope, source), store="consent")
+        detail: dict[str, str | int] = {"scope": scope or "all", "source": source, "revoked": revoked}
+        yield from self.record(AuditEvent("consent", "consent.revoke", user_id=user_id, detail=detail))
+        return revoked
+
+    def _consent_store(self, what: str) -> None:
+        if self.consent is None or not hasattr(self.consent, "grant"):
+            raise e.SnapTradeConfigurationError(
+                f"{what} needs a consent store; set SNAPTRADE_CONSENT_STORE_URL or pass consent=<ConsentStore>."
+            )
+
+    def _check_rollout(self, operation: Operation, user_id: str) -> None:
+        # Deleting a user stays possible outside the rollout: rolling back must be able to clean up.
+        if self.rollout is None or not operation.user_scoped or operation.name == "delete_snap_trade_user":
+            return
+        if not self.rollout.includes(user_id):
+            raise e.SnapTradeRolloutError(
+                f"User {user_id!r} is outside the SnapTrade rollout (SNAPTRADE_ROLLOUT); {operation.name} was refused.",
+                operation=operation.name,
+            )
 
     def api_status(self, options: CallOptions | None = None) -> Flow[ApiStatus]:
         """SnapTrade's status, with the local clock's skew against the server's."""
@@ -499,6 +630,7 @@ class Core:
         register_secret(secret)
         yield StoreCall("put", (user_id, secret))
         self.secrets.put(user_id, secret)
+        yield from self.record(AuditEvent("secret", "secret.put", user_id=user_id))
         answered = body.get("userId")
         return RegisteredUser(user_id=answered if isinstance(answered, str) and answered else user_id)
 
@@ -526,6 +658,7 @@ class Core:
         if old is None:
             raise e.SnapTradeNotFoundError(f"No user secret is stored for user {user_id!r}.")
         yield StoreCall("begin_rotation", (user_id,))
+        yield from self.record(AuditEvent("secret", "secret.rotation.begin", user_id=user_id))
         try:
             response = yield from self.call(
                 "reset_snap_trade_user_secret", {"user_id": user_id, "user_secret": old}, options=options
@@ -539,6 +672,7 @@ class Core:
         except e.SnapTradeError:
             # A definite refusal: the old secret is still the valid one.
             yield StoreCall("abort_rotation", (user_id,))
+            yield from self.record(AuditEvent("secret", "secret.rotation.abort", user_id=user_id))
             raise
         body = response.body if isinstance(response.body, Mapping) else {}
         new = body.get("userSecret")
@@ -552,6 +686,7 @@ class Core:
         self.secrets.forget(user_id)
         yield StoreCall("complete_rotation", (user_id, new))
         self.secrets.put(user_id, new)
+        yield from self.record(AuditEvent("secret", "secret.rotation.complete", user_id=user_id))
         return RegisteredUser(user_id=user_id)
 
     def resolve_secret_rotation(self, user_id: str, options: CallOptions | None = None) -> Flow[bool]:
@@ -581,6 +716,7 @@ class Core:
                 ),
             ) from rejected
         yield StoreCall("abort_rotation", (user_id,))
+        yield from self.record(AuditEvent("secret", "secret.rotation.abort", user_id=user_id))
         return True
 
     def delete_user(self, user_id: str, *, confirm: bool, options: CallOptions | None = None) -> Flow[DeletedUser]:
@@ -591,6 +727,9 @@ class Core:
         )
         self.secrets.forget(user_id)
         removed = yield StoreCall("delete", (user_id,))
+        yield from self.record(
+            AuditEvent("secret", "secret.delete", user_id=user_id, detail={"removed": bool(removed)})
+        )
         body = response.body if isinstance(response.body, Mapping) else {}
         # The user is deleted whatever the body says: its fields are informational, so odd ones are dropped.
         status, detail = body.get("status"), body.get("detail")
@@ -784,3 +923,29 @@ def _final(operation: Operation, error: e.SnapTradeError) -> e.SnapTradeError:
     )
     outcome.__cause__ = error.__cause__
     return outcome
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What the audit record of one call needs from the road: when it started, requests sent."""
+
+    started: float
+    sent: int = 0
+
+
+def _consent_refusal(operation: str, user_id: str, decision: ConsentDecision) -> e.SnapTradeConsentRequiredError:
+    when = decision.expires_at.isoformat() if decision.expires_at else None
+    if decision.reason == "expired":
+        why = f"it expired at {when}"
+    elif decision.reason == "revoked" and decision.revoked_at is not None:
+        why = f"it was revoked at {decision.revoked_at.isoformat()}"
+    else:
+        why = "none is on record"
+    return e.SnapTradeConsentRequiredError(
+        f"User {user_id!r} has no current {decision.scope!r} consent for {operation}: {why}.",
+        operation=operation,
+        scope=decision.scope,
+        reason=decision.reason,
+        expires_at=decision.expires_at,
+        hint=f"Ask the person for {decision.scope!r} consent and record it (grant_consent); nothing was sent.",
+    )

@@ -30,7 +30,7 @@ DEFAULT_BASE_URL = "https://api.snaptrade.com/api/v1"
 Environment = Literal["sandbox", "production"]
 KeyType = Literal["commercial", "personal"]
 
-_FILE_CAPABLE = frozenset({"client_id", "consumer_key", "encryption_keys", "confirmation_key"})
+_FILE_CAPABLE = frozenset({"client_id", "consumer_key", "encryption_keys", "confirmation_key", "audit_key"})
 """Settings that may also be read from the file named by ``SNAPTRADE_<NAME>_FILE``."""
 
 # A DNS name, an IPv4 address or an IPv6 address (urlsplit strips the brackets): nothing the SDK
@@ -144,6 +144,21 @@ class Settings(BaseModel):
         default=None,
         description="HMAC key for order confirmation tokens, shared by replicas; unset: a random key per client.",
     )
+    # --- compliance (consent store, audit trail, rollout): see docs/compliance.md ---
+    consent_store_url: str | None = Field(
+        default=None,
+        description="Where consents live: sqlite:///path, postgresql://...?schema=, memory://; "
+        "unset: the secret store's database (production opens it by default).",
+    )
+    audit_key: SecretStr | None = Field(
+        default=None, description="Key of the audit chain's HMACs (at least 32 characters); set: audit every call."
+    )
+    audit_store_url: str | None = Field(
+        default=None, description="Where the audit chain lives (same forms); unset: the secret store's database."
+    )
+    rollout: str | None = Field(
+        default=None, description="Who may use SnapTrade: 'allow=u1,u2;percent=10;salt=...'; unset: everyone."
+    )
 
     @field_validator("client_id")
     @classmethod
@@ -180,6 +195,27 @@ class Settings(BaseModel):
             if len(raw.encode()) < 16:
                 raise ValueError("must be at least 16 bytes (generate one with `aims-snaptrade generate-key`)")
             register_secret(raw)
+        return value
+
+    @field_validator("audit_key")
+    @classmethod
+    def _check_audit_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            register_secret(value.get_secret_value())
+            if len(value.get_secret_value().strip()) < 32:
+                raise ValueError("must be at least 32 characters (`aims-snaptrade generate-key` prints one)")
+        return value
+
+    @field_validator("rollout")
+    @classmethod
+    def _check_rollout(cls, value: str | None) -> str | None:
+        from aims_snaptrade.compliance.rollout import Rollout
+
+        if value is not None and value.strip():
+            try:
+                Rollout.parse(value)  # a malformed rollout is a start-up error, not a per-call surprise
+            except SnapTradeConfigurationError as exc:
+                raise ValueError(exc.message.removeprefix("SNAPTRADE_ROLLOUT ")) from None
         return value
 
     @field_validator("base_url")

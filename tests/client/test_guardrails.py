@@ -12,6 +12,7 @@ from aims_snaptrade import (
     SnapTradeConsentRequiredError,
     SnapTradeGuardrailError,
 )
+from aims_snaptrade.compliance import AuditKey, SQLiteAuditTrail
 from aims_snaptrade.secrets import Keyring, MemorySecretStore, SQLiteSecretStore
 
 KEY = "prod-consumer-key-abcdef0123456789"
@@ -80,9 +81,11 @@ def test_unencrypted_store_is_refused_in_production(tmp_path):
 
 def test_a_safe_production_setup_is_accepted(tmp_path):
     store = SQLiteSecretStore(tmp_path / "s.db", keyring=Keyring.generate("v1"))
-    with production(secret_store=store) as client:
+    audit = SQLiteAuditTrail(tmp_path / "s.db", AuditKey("k" * 32))
+    with production(secret_store=store, audit=audit) as client:
         assert client.settings.is_production
     store.close()
+    audit.close()
 
 
 def test_environment_must_be_explicit():

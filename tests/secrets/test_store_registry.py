@@ -165,6 +165,9 @@ def test_production_refuses_a_store_until_it_declares_itself(
     with SnapTradeEmulator() as emu:
         _env(monkeypatch, emu, f"{scheme}:///{tmp_path}/v.db", SNAPTRADE_ENVIRONMENT="production")
     monkeypatch.delenv("SNAPTRADE_BASE_URL")  # production needs SnapTrade's HTTPS URL; nothing is sent
+    # Production also keeps an audit trail (docs/compliance.md).
+    monkeypatch.setenv("SNAPTRADE_AUDIT_KEY", "audit-key-for-the-registry-test-0123456789")
+    monkeypatch.setenv("SNAPTRADE_AUDIT_STORE_URL", f"sqlite:///{tmp_path}/audit.db")
     if refusals:
         with pytest.raises(SnapTradeGuardrailError) as info:
             SafeSnapTradeClient.from_env(consent=Consent())

@@ -25,7 +25,6 @@ from decimal import Decimal
 from typing import Any
 
 from aims_snaptrade import errors as e
-from aims_snaptrade.guardrails import check_call
 from aims_snaptrade.models import _to_decimal
 from aims_snaptrade.operations import get_operation
 from aims_snaptrade.pipeline import CallOptions, Core, Flow, StoreCall
@@ -71,9 +70,9 @@ class TradingFlows:
 
     # --- local checks ----------------------------------------------------------------------------
 
-    def _precheck(self, operation: str, arguments: Mapping[str, Any]) -> None:
-        """The road's own guardrails (trading switch, consent), run before the intent is journaled."""
-        check_call(self.settings, get_operation(operation), arguments, confirm=False, consent=self.core.consent)
+    def _precheck(self, operation: str, arguments: Mapping[str, Any]) -> Flow[None]:
+        """The road's own guardrails (trading switch, rollout, consent), run before the intent is journaled."""
+        yield from self.core.admit(get_operation(operation), arguments)
 
     def _check_notional(self, notional: Decimal | None, operation: str) -> None:
         cap = self.settings.max_order_notional
@@ -149,7 +148,7 @@ class TradingFlows:
         """Check an order's impact with SnapTrade and return a confirmable :class:`OrderPreview`."""
         _text("user_id", user_id)
         request = OrderRequest.build(account_id, **terms)
-        self._precheck("get_order_impact", {"user_id": user_id})
+        yield from self._precheck("get_order_impact", {"user_id": user_id})
         request = yield from self._universal_symbol(request, options)
         issued = _now()
         response = yield from self.core.call(
@@ -218,7 +217,7 @@ class TradingFlows:
             )
         self._check_notional(preview.estimated_cost or preview.notional_value, "place_order")
         arguments = {"user_id": preview.user_id, "trade_id": preview.trade_id}
-        self._precheck("place_order", arguments)
+        yield from self._precheck("place_order", arguments)
         now = _now()
         intent = OrderIntent(
             client_order_id=preview.client_order_id,
@@ -275,7 +274,7 @@ class TradingFlows:
                 raise e.SnapTradeValidationError(
                     f"client_order_id must be a UUID4, got {client_order_id!r}.", operation="place_force_order"
                 ) from None
-        self._precheck("place_force_order", {"user_id": user_id})
+        yield from self._precheck("place_force_order", {"user_id": user_id})
         notional = request.notional()
         if notional is None and self.settings.max_order_notional is not None:
             notional = request.notional((yield from self._last_price(user_id, request, options)))
@@ -344,7 +343,7 @@ class TradingFlows:
             raise e.SnapTradeValidationError(
                 "replace_order needs units (not notional_value).", operation="replace_order"
             )
-        self._precheck("replace_order", {"user_id": user_id})
+        yield from self._precheck("replace_order", {"user_id": user_id})
         self._check_notional(request.notional(), "replace_order")
         old = yield from self.order_detail(user_id, account_id, brokerage_order_id, options)
         if not old.is_open:

@@ -1,0 +1,343 @@
+"""The two databases the compliance stores run on: SQLite (embedded) and PostgreSQL (fleets).
+
+The consent store and the audit trail write the same SQL against either; this module hides the
+three things that differ: placeholders (``?`` here, ``%s`` for psycopg), column types in DDL, and
+how a writer takes the lock that serialises it (``BEGIN IMMEDIATE`` in SQLite, a row lock in
+PostgreSQL). Both are thread-safe (one connection behind a lock) and fork-safe (a child process
+opens its own connection on first use).
+
+Durability: a ``durable`` transaction is flushed to disk before ``commit`` returns (SQLite
+``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``); a non-durable one survives a crash
+of this process (it is in the OS's hands, or the server's) but may be lost with the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
+from aims_snaptrade.redaction import register_secret
+
+__all__ = ["Cursor", "Database", "PostgresDatabase", "SQLiteDatabase"]
+
+_T = TypeVar("_T")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class Cursor(Protocol):
+    """What a transaction body uses: ``execute`` with ``?`` placeholders."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; the result has ``fetchone``/``fetchall``/``rowcount``."""
+        ...
+
+
+class Database(Protocol):
+    """A SQL database as the compliance stores see it."""
+
+    kind: str
+    persistent: bool
+    description: str
+
+    def ddl(self, statement: str) -> str:
+        """``statement`` with ``{id}`` (auto-increment key), ``{real}`` and ``{t:name}`` filled in."""
+        ...
+
+    def table(self, name: str) -> str:
+        """The qualified name of one of our tables."""
+        ...
+
+    def setup(self, statements: Sequence[str]) -> None:
+        """Create tables and indexes if absent, serialised against other processes."""
+        ...
+
+    def transaction(self, *, durable: bool, lock: str | None = None) -> Any:
+        """A context manager yielding a :class:`Cursor` inside one write transaction.
+
+        ``lock`` names a table whose single row (``id = 1``) the transaction locks first, so
+        writers that take it run one at a time (a no-op in SQLite, where ``BEGIN IMMEDIATE``
+        already serialises every writer of the file).
+        """
+        ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only statement and return its rows."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Make deleted rows unrecoverable from the files (SQLite: truncate the WAL)."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection. Idempotent."""
+        ...
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class _SQLiteCursor:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(sql, tuple(params))
+
+
+class SQLiteDatabase:
+    """A SQLite file (WAL, ``0600``), or ``:memory:`` for tests (one process only)."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], *, what: str, busy_timeout: float = 10.0) -> None:
+        """Open (creating if needed) the file at ``path``; ``what`` names the store in errors."""
+        self.memory = str(path) == ":memory:"
+        self.path = Path(path)
+        self.persistent = not self.memory
+        self.description = f"SQLite {what} {str(path)!r}"
+        self._what = what
+        self._busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        if not self.memory:
+            if not self.path.parent.is_dir():
+                raise SnapTradeConfigurationError(
+                    f"the directory of the {self.description} does not exist; create it or fix its URL"
+                )
+            if not self.path.exists():
+                # Private before SQLite creates it with the umask's mode.
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        try:
+            with self._lock:
+                self._connection()
+        except sqlite3.Error as exc:
+            raise SnapTradeConfigurationError(f"cannot open the {self.description}: {exc}") from None
+
+    def ddl(self, statement: str) -> str:
+        out = statement.replace("{id}", "INTEGER PRIMARY KEY AUTOINCREMENT").replace("{real}", "REAL")
+        return re.sub(r"\{t:(\w+)\}", lambda m: self.table(m.group(1)), out)
+
+    def table(self, name: str) -> str:
+        return name
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise SnapTradeStoreError(f"the {self.description} is closed")
+        if self._conn is None or self._pid != os.getpid():
+            # After fork the inherited connection is the parent's: abandon it, never close it.
+            conn = sqlite3.connect(
+                ":memory:" if self.memory else self.path, timeout=0.002, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 2")
+            if not self.memory:
+                (mode,) = self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+                if str(mode).lower() != "wal":
+                    raise SnapTradeConfigurationError(
+                        f"the {self.description} cannot use WAL mode; put it on a local filesystem"
+                    )
+            # Zero freed pages, so erased rows leave no bytes behind in the file.
+            conn.execute("PRAGMA secure_delete = ON")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _retry(self, attempt: Callable[[], _T]) -> _T:
+        # SQLite's own busy handler backs off to 100 ms sleeps and starves writers under steady
+        # contention; short jittered retries keep appends at about a millisecond.
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.0005
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 0.01)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise SnapTradeStoreError(f"the {self.description} failed: {exc}", retryable=_busy(exc)) from None
+
+    def setup(self, statements: Sequence[str]) -> None:
+        with self.transaction(durable=True) as cur:
+            for statement in statements:
+                cur.execute(self.ddl(statement))
+
+    @contextmanager
+    def transaction(self, *, durable: bool, lock: str | None = None) -> Iterator[Cursor]:
+        with self._lock, self._errors():
+            conn = self._connection()
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            # BEGIN IMMEDIATE takes the file's write lock up front: writers queue here, one at a
+            # time, and never deadlock upgrading a read lock. Only BEGIN is retried.
+            self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield _SQLiteCursor(conn)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock, self._errors():
+            conn = self._connection()
+            return self._retry(lambda: conn.execute(sql, tuple(params)).fetchall())
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the file and truncate it, so erased rows leave no old page copies."""
+        self.query("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteDatabase({str(self.path)!r})"
+
+
+class _PostgresCursor:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(sql.replace("?", "%s"), tuple(params))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+class PostgresDatabase:
+    """A PostgreSQL database (psycopg 3, the ``postgres`` extra); tables live in ``schema``."""
+
+    kind = "postgresql"
+    persistent = True
+
+    def __init__(self, conninfo: str, *, what: str, schema: str = "public", connect_timeout: float = 5.0) -> None:
+        """Check the connection string and schema name and connect."""
+        try:
+            import psycopg
+        except ImportError:
+            raise SnapTradeConfigurationError(
+                f"the PostgreSQL {what} needs psycopg 3: pip install 'aims-snaptrade[postgres]'"
+            ) from None
+        if not _IDENTIFIER.match(schema):
+            raise SnapTradeConfigurationError(f"PostgreSQL schema {schema!r} must be a plain identifier")
+        self._psycopg = psycopg
+        try:
+            parts = psycopg.conninfo.conninfo_to_dict(conninfo)
+        except psycopg.Error:
+            raise SnapTradeConfigurationError(f"the PostgreSQL {what} URL is not a valid connection string") from None
+        password = parts.get("password")
+        register_secret(None if password is None else str(password))
+        user = str(parts.get("user", ""))
+        host, port, db = parts.get("host", "localhost"), parts.get("port", "5432"), parts.get("dbname", "")
+        self.description = f"PostgreSQL {what} at postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
+        self.schema = schema
+        self._conninfo = conninfo
+        self._kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in parts:
+            self._kwargs["connect_timeout"] = max(1, round(connect_timeout))
+        if "application_name" not in parts:
+            self._kwargs["application_name"] = f"aims-snaptrade-{what.replace(' ', '-')}"
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._pid = os.getpid()
+        self._closed = False
+        try:
+            with self._lock:
+                self._connection()
+        except psycopg.Error as exc:
+            raise SnapTradeConfigurationError(f"cannot use the {self.description}: {_one_line(exc)}") from None
+
+    def ddl(self, statement: str) -> str:
+        out = statement.replace("{id}", "BIGSERIAL PRIMARY KEY").replace("{real}", "DOUBLE PRECISION")
+        return re.sub(r"\{t:(\w+)\}", lambda m: self.table(m.group(1)), out)
+
+    def table(self, name: str) -> str:
+        return f'"{self.schema}"."{name}"'
+
+    def _connection(self) -> Any:
+        if self._closed:
+            raise SnapTradeStoreError(f"the {self.description} is closed")
+        conn = self._conn
+        if conn is not None and self._pid == os.getpid() and not conn.closed and not conn.broken:
+            return conn
+        self._conn = None  # after fork the socket is the parent's: abandon it, never close it
+        self._conn = self._psycopg.connect(self._conninfo, **self._kwargs)
+        self._pid = os.getpid()
+        return self._conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self._psycopg.Error as exc:
+            conn = self._conn
+            if conn is not None and (conn.closed or conn.broken):
+                self._conn = None
+            retryable = isinstance(exc, self._psycopg.OperationalError)
+            raise SnapTradeStoreError(f"the {self.description} failed: {_one_line(exc)}", retryable=retryable) from None
+
+    def setup(self, statements: Sequence[str]) -> None:
+        with self._lock, self._errors():
+            conn = self._connection()
+            with conn.transaction():
+                # Several services start at once: serialise the DDL instead of racing on pg_type.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("aims_snaptrade:" + self.schema,))
+                if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
+                    conn.execute(f'CREATE SCHEMA "{self.schema}"')
+                for statement in statements:
+                    conn.execute(self.ddl(statement))
+
+    @contextmanager
+    def transaction(self, *, durable: bool, lock: str | None = None) -> Iterator[Cursor]:
+        with self._lock, self._errors():
+            conn = self._connection()
+            with conn.transaction():
+                # Durable writes wait for the WAL flush; the others may be lost only with the server.
+                conn.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
+                if lock is not None:
+                    conn.execute(f"SELECT 1 FROM {self.table(lock)} WHERE id = 1 FOR UPDATE")
+                yield _PostgresCursor(conn)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock, self._errors():
+            rows: list[tuple[Any, ...]] = self._connection().execute(sql.replace("?", "%s"), tuple(params)).fetchall()
+            return rows
+
+    def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL reclaims deleted rows with VACUUM."""
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresDatabase({self.description!r}, schema={self.schema!r})"

@@ -36,33 +36,23 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict")
 
 
+def _many_examples(session: nox.Session, test: str, variable: str, examples: int) -> None:
+    """Run ``test`` with its hypothesis example count raised through ``variable``."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-p", "no:cacheprovider", "-s", test, *session.posargs, env={variable: str(examples)})
+
+
 @nox.session(python="3.11")
 def webhooks(session: nox.Session) -> None:
     """Webhook verification properties over 10,000 generated payloads each (the suite runs a slice)."""
-    session.install("-e", ".[test]")
-    session.run(
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "tests/webhooks/test_webhook_verify_properties.py",
-        *session.posargs,
-        env={"AIMS_WEBHOOK_EXAMPLES": "10000"},
-    )
+    _many_examples(session, "tests/webhooks/test_webhook_verify_properties.py", "AIMS_WEBHOOK_EXAMPLES", 10_000)
 
 
 @nox.session(python="3.11")
 def telemetry(session: nox.Session) -> None:
     """The secret search of spans and metrics over 200 generated key/secret sets (the suite runs 8)."""
-    session.install("-e", ".[test]")
-    session.run(
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "-s",
-        "tests/client/test_telemetry.py::test_no_attribute_of_any_span_event_or_metric_holds_a_secret",
-        *session.posargs,
-        env={"AIMS_TELEMETRY_EXAMPLES": "200"},
-    )
+    test = "tests/client/test_telemetry.py::test_no_attribute_of_any_span_event_or_metric_holds_a_secret"
+    _many_examples(session, test, "AIMS_TELEMETRY_EXAMPLES", 200)
 
 
 @nox.session(python="3.11")

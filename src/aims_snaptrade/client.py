@@ -19,6 +19,7 @@ from aims_snaptrade import errors as e
 from aims_snaptrade._transport import AsyncTransport, Response, SyncTransport
 from aims_snaptrade.compliance.audit import AuditTrail
 from aims_snaptrade.compliance.consent import ConsentRecord, as_consent_lookup
+from aims_snaptrade.compliance.data_rights import ErasureReceipt, erase_user, export_user
 from aims_snaptrade.compliance.factory import audit_store_url, consent_store_url, open_audit_trail, open_consent_store
 from aims_snaptrade.error_mapping import map_exception, with_upstream_cause
 from aims_snaptrade.guardrails import ConsentChecker, check_startup
@@ -559,6 +560,14 @@ class SafeSnapTradeClient(_Base):
         """Revoke the user's consent for ``scope`` (all scopes when ``None``) and audit it; returns how many."""
         return self._run(self._core.revoke_consent(user_id, scope, source=source))
 
+    def export_user(self, user_id: str, *, options: CallOptions | None = None) -> dict[str, Any]:
+        """Everything held about the user, locally and at SnapTrade, as one JSON-ready document."""
+        return self._run(export_user(self._core, user_id, options))
+
+    def erase_user(self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None) -> ErasureReceipt:
+        """Erase the user at SnapTrade and locally (needs ``confirm=True``); returns the receipt."""
+        return self._run(erase_user(self._core, user_id, confirm=confirm, options=options))
+
     def close(self) -> None:
         """Release connections, the rate limiter and (if the client opened it) the secret store."""
         self._unwatch_budgets()
@@ -866,6 +875,16 @@ class AsyncSafeSnapTradeClient(_Base):
     async def revoke_consent(self, user_id: str, scope: str | None = None, *, source: str) -> int:
         """Revoke the user's consent for ``scope`` (all scopes when ``None``) and audit it; returns how many."""
         return await self._run(self._core.revoke_consent(user_id, scope, source=source))
+
+    async def export_user(self, user_id: str, *, options: CallOptions | None = None) -> dict[str, Any]:
+        """Everything held about the user, locally and at SnapTrade, as one JSON-ready document."""
+        return await self._run(export_user(self._core, user_id, options))
+
+    async def erase_user(
+        self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None
+    ) -> ErasureReceipt:
+        """Erase the user at SnapTrade and locally (needs ``confirm=True``); returns the receipt."""
+        return await self._run(erase_user(self._core, user_id, confirm=confirm, options=options))
 
     def _check_loop(self) -> None:
         # The pooled session and the async Redis client belong to the event loop they were made

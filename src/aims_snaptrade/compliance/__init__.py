@@ -16,6 +16,7 @@ from aims_snaptrade.compliance.audit import (
     SQLAuditTrail,
     SQLiteAuditTrail,
     VerifyReport,
+    audit_webhooks,
 )
 from aims_snaptrade.compliance.consent import (
     SCOPES,
@@ -59,6 +60,7 @@ __all__ = [
     "as_consent_lookup",
     "audit_key_from_settings",
     "audit_store_url",
+    "audit_webhooks",
     "consent_store_url",
     "open_audit_trail",
     "open_consent_store",

@@ -44,6 +44,7 @@ __all__ = [
     "SQLAuditTrail",
     "SQLiteAuditTrail",
     "VerifyReport",
+    "audit_webhooks",
 ]
 
 log = logging.getLogger("aims_snaptrade.audit")
@@ -337,6 +338,10 @@ class AuditTrail(Protocol):
         """Blank the user's clear ids in every record (the pseudonyms stay); returns how many."""
         ...
 
+    def pseudonym(self, user_id: str) -> str:
+        """The user's pseudonym in this trail."""
+        ...
+
     def purge(self, before: datetime) -> PurgeReport:
         """Remove records older than ``before``, moving the signed anchor past them."""
         ...
@@ -344,6 +349,31 @@ class AuditTrail(Protocol):
     def close(self) -> None:
         """Release connections. Idempotent."""
         ...
+
+
+def audit_webhooks(trail: AuditTrail) -> Callable[[Any], None]:
+    """An ``on_verified`` hook for :class:`~aims_snaptrade.webhooks.WebhookReceiver` that records
+    every verified webhook (duplicates included) durably before it is processed::
+
+        WebhookReceiver(handler, consumer_key=key, on_verified=audit_webhooks(client.audit_trail))
+    """
+
+    def on_verified(event: Any) -> None:
+        detail: dict[str, Scalar] = {"webhook_id": getattr(event, "webhook_id", None)}
+        authorization = getattr(event, "authorization_id", None)
+        if isinstance(authorization, str):
+            detail["authorization_id"] = authorization
+        trail.append(
+            AuditEvent(
+                "webhook",
+                f"webhook.{getattr(event, 'event_type', 'unknown')}",
+                user_id=getattr(event, "user_id", None),
+                account_id=getattr(event, "account_id", None),
+                detail=detail,
+            )
+        )
+
+    return on_verified
 
 
 # --- the SQL trail ---------------------------------------------------------------------------
@@ -425,6 +455,10 @@ class SQLAuditTrail:
             except Exception:
                 log.exception("the audit on_record hook failed for record %d (the record is stored)", record.seq)
         return record
+
+    def pseudonym(self, user_id: str) -> str:
+        """See :meth:`AuditTrail.pseudonym`."""
+        return self.key.pseudonym(user_id)
 
     def pseudonymise(self, user_id: str) -> int:
         """See :meth:`AuditTrail.pseudonymise`."""

@@ -105,6 +105,15 @@ def test_right_key_passes_wrong_key_fails_and_nothing_is_left_behind(
     assert list(tmp_path.iterdir()) == []  # no secret store file, no WAL, nothing
 
 
+def test_a_trading_service_is_verified_without_creating_its_intent_journal(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SNAPTRADE_TRADING_ENABLED", "true")
+    code, checks = verify(capsys)
+    assert code == 0, checks
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_existing_store_is_read_not_written(
     env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -193,13 +202,17 @@ def test_a_missing_postgres_table_is_not_created(env: dict[str, str], monkeypatc
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     from aims_snaptrade import __version__
+    from aims_snaptrade.cli import _parser
 
-    for argv in (["--help"], ["verify", "--help"]):
+    subcommands = next(a for a in _parser()._actions if a.dest == "command").choices
+    assert "verify" in subcommands
+    for argv in (["--help"], *([name, "--help"] for name in subcommands)):
         with pytest.raises(SystemExit):
             main(argv)
         text = capsys.readouterr().out
-        assert "``" not in text
-        assert "Exit codes" in text
+        assert "``" not in text, argv  # no reST markup in terminal help
+        if argv[0] in ("--help", "verify"):
+            assert "Exit codes" in text
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"aims-snaptrade {__version__}"

@@ -96,31 +96,34 @@ def check_startup(settings: Settings, *, store: Any, consent: ConsentChecker | N
         )
 
 
+_STORE_TRAITS = (
+    (
+        "persistent",
+        "keeps secrets across restarts",
+        "is not persistent (in memory: user secrets would be lost on restart); "
+        "set SNAPTRADE_SECRET_STORE_URL to sqlite:///path or postgresql://...",
+    ),
+    (
+        "encrypted",
+        "encrypts secrets at rest",
+        "is not encrypted; set SNAPTRADE_ENCRYPTION_KEYS (generate one with `aims-snaptrade generate-key`)",
+    ),
+)
+"""(attribute, what declaring it True promises, the refusal when it is False) for production stores."""
+
+
 def _store_violations(store: Any) -> list[str]:
     name = type(store).__name__
     found: list[str] = []
-    persistent = getattr(store, "persistent", None)
-    if persistent is None:
-        found.append(
-            f"the secret store {name} does not declare `persistent`; give the class `persistent = True` "
-            "if it keeps secrets across restarts (production refuses stores that do not say so)"
-        )
-    elif persistent is not True:
-        found.append(
-            f"the secret store {name} is not persistent (in memory: user secrets would be lost on restart); "
-            "set SNAPTRADE_SECRET_STORE_URL to sqlite:///path or postgresql://..."
-        )
-    encrypted = getattr(store, "encrypted", None)
-    if encrypted is None:
-        found.append(
-            f"the secret store {name} does not declare `encrypted`; give the class `encrypted = True` "
-            "if it encrypts secrets at rest (production refuses stores that do not say so)"
-        )
-    elif encrypted is not True:
-        found.append(
-            f"the secret store {name} is not encrypted; set SNAPTRADE_ENCRYPTION_KEYS "
-            "(generate one with `aims-snaptrade generate-key`)"
-        )
+    for trait, promise, refusal in _STORE_TRAITS:
+        value = getattr(store, trait, None)
+        if value is None:
+            found.append(
+                f"the secret store {name} does not declare `{trait}`; give the class `{trait} = True` if it "
+                f"{promise} (production refuses stores that do not say so)"
+            )
+        elif value is not True:
+            found.append(f"the secret store {name} {refusal}")
     return found
 
 

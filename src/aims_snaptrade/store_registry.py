@@ -28,13 +28,18 @@ store's factory is called as ``factory(url, keyring)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aims_snaptrade.errors import SnapTradeConfigurationError
 
-__all__ = ["STORE_GROUPS", "known_schemes", "resolve_store_factory", "url_scheme"]
+__all__ = ["STORE_GROUPS", "known_schemes", "probing", "resolve_store_factory", "url_scheme"]
 
 STORE_GROUPS: Mapping[str, str] = {
     "aims_snaptrade.secret_stores": "SnapTrade user secrets",
@@ -75,7 +80,11 @@ def resolve_store_factory(group: str, scheme: str, builtins: Mapping[str, Callab
     """
     scheme = scheme.lower()
     if scheme in builtins:
-        return builtins[scheme]
+        factory = builtins[scheme]
+        scratch = _SCRATCH.get()
+        if scratch is not None and scheme == "sqlite":
+            return _redirecting_missing_files(factory, scratch)
+        return factory
     for ep in entry_points(group=group):
         if ep.name.lower() != scheme:
             continue
@@ -99,3 +108,36 @@ def resolve_store_factory(group: str, scheme: str, builtins: Mapping[str, Callab
         f"To add one, register a factory in your package's pyproject.toml: "
         f'[project.entry-points."{group}"] {scheme} = "your_package.module:factory", then reinstall it.'
     )
+
+
+_SCRATCH: ContextVar[Path | None] = ContextVar("aims_snaptrade_store_scratch", default=None)
+
+
+@contextmanager
+def probing() -> Iterator[None]:
+    """Open stores by URL without leaving storage behind (what ``aims-snaptrade verify`` does).
+
+    Inside the block, a built-in ``sqlite:///`` store whose file does not exist yet is opened on a
+    throwaway file in a temporary directory instead, removed when the block ends, so the real
+    start-up path runs and creates nothing where the URL points. Existing files are opened as
+    usual. PostgreSQL stores and plug-ins are opened as usual (a table a store creates at start-up
+    is created); the secret store has its own read-only mode (``open_secret_store(create=False)``).
+    """
+    with tempfile.TemporaryDirectory(prefix="aims-snaptrade-probe-") as scratch:
+        token = _SCRATCH.set(Path(scratch))
+        try:
+            yield
+        finally:
+            _SCRATCH.reset(token)
+
+
+def _redirecting_missing_files(factory: Callable[..., Any], scratch: Path) -> Callable[..., Any]:
+    def open_elsewhere(url: str, *args: Any, **kwargs: Any) -> Any:
+        scheme, _, rest = url.partition("://")
+        path = Path(unquote(rest[1:])) if rest.startswith("/") and "?" not in rest else None
+        if path is not None and str(path) and not path.exists():
+            stand_in = scratch / f"{len(list(scratch.iterdir()))}-{path.name}"
+            url = f"{scheme}:///{quote(str(stand_in))}"
+        return factory(url, *args, **kwargs)
+
+    return open_elsewhere

@@ -3,8 +3,9 @@
 Each check is one :class:`Check` (a pass, or a failure with its fix). The client is built exactly
 as ``SafeSnapTradeClient.from_env()`` builds it (settings from the environment, the same
 constructor, so the same guardrails and whatever consent checker the start-up path provides),
-except that the secret store is opened with ``create=False``: verify never creates a file or a
-table, and never writes a row.
+except that the secret store is opened with ``create=False`` and every other store inside
+:func:`aims_snaptrade.store_registry.probing`: verify creates no SQLite file where a URL points,
+no secret-store table, and writes no secret.
 
 Exit codes: 0 every check passed; 1 a check failed; 2 the settings cannot be read at all.
 """
@@ -20,6 +21,7 @@ from aims_snaptrade import errors as e
 from aims_snaptrade.secrets.crypto import PLAINTEXT_VERSION, Keyring
 from aims_snaptrade.secrets.protocol import KeyRotatable
 from aims_snaptrade.settings import Settings
+from aims_snaptrade.store_registry import probing
 
 __all__ = ["EXIT_CHECK_FAILED", "EXIT_CONFIGURATION", "EXIT_OK", "Check", "VerifyReport", "run_verify"]
 
@@ -279,16 +281,17 @@ def _check_rate_limit_storage(report: VerifyReport, settings: Settings) -> None:
 def _check_client(report: VerifyReport, settings: Settings, store: Any) -> None:
     from aims_snaptrade.client import SafeSnapTradeClient
 
-    try:
-        # The constructor from_env() uses: same guardrails, same consent start-up path.
-        client = SafeSnapTradeClient(settings, secret_store=store, retry="none")
-    except e.SnapTradeError as exc:
-        report.add(Check("start-up guardrails", False, exc.message, exc.hint))
-        return
-    with client:
-        report.add(Check("start-up guardrails", True, "the client starts with these settings"))
-        _check_clock(report, settings, client)
-        _check_signed_call(report, settings, client)
+    with probing():  # the other stores the client opens by URL leave no file behind either
+        try:
+            # The constructor from_env() uses: same guardrails, same consent start-up path.
+            client = SafeSnapTradeClient(settings, secret_store=store, retry="none")
+        except e.SnapTradeError as exc:
+            report.add(Check("start-up guardrails", False, exc.message, exc.hint))
+            return
+        with client:
+            report.add(Check("start-up guardrails", True, "the client starts with these settings"))
+            _check_clock(report, settings, client)
+            _check_signed_call(report, settings, client)
 
 
 def _check_clock(report: VerifyReport, settings: Settings, client: Any) -> None:

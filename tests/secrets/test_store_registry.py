@@ -186,6 +186,17 @@ def test_cli_uses_the_plugin_by_url(plugin: Path, tmp_path: Path, monkeypatch: p
     assert "DeclaredStore" in capsys.readouterr().err
 
 
+def test_verify_opens_the_plugin_by_url(plugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import json
+
+    with SnapTradeEmulator() as emu:
+        _env(monkeypatch, emu, f"vaultish-declared:///{tmp_path}/v.db")
+        code = main(["verify", "--json"])
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert code == 0, checks
+    assert "opened by its plug-in's factory" in checks["secret store"]["detail"]
+
+
 def test_a_fresh_process_finds_the_plugin_through_pythonpath(plugin_dir: Path, tmp_path: Path) -> None:
     code = (
         "from aims_snaptrade.secrets import open_secret_store, Keyring\n"

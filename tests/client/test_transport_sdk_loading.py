@@ -61,3 +61,19 @@ def test_a_call_imports_only_its_own_endpoint_and_the_sdk_stays_whole():
     ]
     assert loaded["facade_after"] is True
     assert loaded["version"] is True
+
+
+CONSTRUCT_ONLY = """
+import json, sys
+from aims_snaptrade import SafeSnapTradeClient
+from aims_snaptrade.secrets import MemorySecretStore
+client = SafeSnapTradeClient(base_url="http://127.0.0.1:9/api/v1", consumer_key="k", client_id="c",
+                             environment="sandbox", secret_store=MemorySecretStore())
+heavy = ("cryptography", "sqlite3", "psycopg", "redis", "snaptrade_client.client", "hypothesis")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+
+def test_a_client_without_keys_or_databases_loads_none_of_their_libraries():
+    out = subprocess.run([sys.executable, "-c", CONSTRUCT_ONLY], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.splitlines()[-1]) == []

@@ -20,12 +20,21 @@ import binascii
 import os
 import re
 from collections.abc import Iterable
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeSecretDecryptionError
 from aims_snaptrade.redaction import register_secret
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+
+def _aesgcm() -> type[AESGCM]:
+    # cryptography is imported on first use: a service without encryption keys never loads it.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM
+
 
 __all__ = ["ASSOCIATED_DATA_PREFIX", "PLAINTEXT_VERSION", "Keyring", "SecretCodec"]
 
@@ -119,7 +128,7 @@ class Keyring:
     @classmethod
     def generate(cls, version: str = "v1") -> Keyring:
         """Return a keyring holding one fresh random key named ``version``."""
-        return cls([(version, AESGCM.generate_key(bit_length=256))])
+        return cls([(version, _aesgcm().generate_key(bit_length=256))])
 
     def rotated(self, version: str | None = None) -> Keyring:
         """Return a new keyring with a fresh current key in front and every existing key kept.
@@ -129,7 +138,7 @@ class Keyring:
         if version is None:
             numbers = [int(v[1:]) for v in self._order if re.fullmatch(r"v\d+", v)]
             version = f"v{max(numbers, default=0) + 1}"
-        fresh = AESGCM.generate_key(bit_length=256)
+        fresh = _aesgcm().generate_key(bit_length=256)
         return Keyring([(version, fresh), *((v, self._keys[v]) for v in self._order)])
 
     def export(self) -> str:
@@ -186,7 +195,7 @@ class SecretCodec:
             for version in keyring.versions:
                 key = keyring.key(version)
                 if key is not None:  # always true: versions come from the keyring itself
-                    self._ciphers[version] = AESGCM(key)
+                    self._ciphers[version] = _aesgcm()(key)
 
     @property
     def encrypted(self) -> bool:
@@ -244,6 +253,8 @@ class SecretCodec:
                 f"the stored secret of user {user_id!r} is malformed (unknown format or truncated)"
             )
         nonce, sealed = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = cipher.decrypt(nonce, sealed, associated_data(user_id))
         except InvalidTag:

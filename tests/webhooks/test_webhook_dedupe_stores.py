@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ def test_urls_choose_the_store(tmp_path: Path, redis_prefix: str, pg_schema: str
         ("memory://somewhere", "takes no path"),
         ("sqlite://", "must be sqlite:///"),
         ("sqlite:///:memory:", "must be sqlite:///"),
-        ("nosuch://x", "unknown webhook dedupe store scheme 'nosuch'"),
+        ("nosuch://x", "unknown webhook dedupe store scheme 'nosuch'.*known schemes: memory://"),
         (POSTGRES_URL + "?table=bad-name", "invalid PostgreSQL table name"),
     ],
 )
@@ -106,3 +107,27 @@ def test_unreachable_redis_is_a_store_error() -> None:
             store.claim("x", "t", 1.0)
     finally:
         store.close()
+
+
+def test_a_custom_scheme_opens_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plug-in package (module + dist-info on sys.path, as pip leaves it) registers ``claims://``."""
+    (tmp_path / "claims_plugin.py").write_text(
+        "from aims_snaptrade.webhooks import SQLiteWebhookDedupeStore\n"
+        "def open_claims(url):\n"
+        "    store = SQLiteWebhookDedupeStore(url.partition(':///')[2])\n"
+        "    store.kind = 'claims'\n"
+        "    return store\n"
+    )
+    info = tmp_path / "claims_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: claims-plugin\nVersion: 0.1\n")
+    entry = "[aims_snaptrade.webhook_dedupe_stores]\nclaims = claims_plugin:open_claims\n"
+    (info / "entry_points.txt").write_text(entry)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = open_webhook_dedupe_store(f"claims:///{tmp_path}/c.db")
+    try:
+        assert store.kind == "claims"
+        assert store.claim("w", "t", 60.0) == "claimed"
+    finally:
+        store.close()
+        monkeypatch.delitem(sys.modules, "claims_plugin", raising=False)

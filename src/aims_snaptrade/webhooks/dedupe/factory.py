@@ -8,16 +8,17 @@
 * ``postgresql://user@host/db`` (or ``postgres://``), ``?schema=`` and ``?table=`` -
   :class:`PostgresWebhookDedupeStore`.
 * any other scheme: a factory registered under the entry-point group
-  ``aims_snaptrade.webhook_dedupe_stores`` (called with the URL).
+  ``aims_snaptrade.webhook_dedupe_stores`` (called with the URL), resolved by
+  :func:`aims_snaptrade.store_registry.resolve_store_factory`.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from aims_snaptrade.errors import SnapTradeConfigurationError
+from aims_snaptrade.store_registry import resolve_store_factory, url_scheme
 from aims_snaptrade.webhooks.dedupe.memory import MemoryWebhookDedupeStore
 from aims_snaptrade.webhooks.dedupe.protocol import WebhookDedupeStore
 
@@ -25,10 +26,7 @@ __all__ = ["ENTRY_POINT_GROUP", "open_webhook_dedupe_store"]
 
 ENTRY_POINT_GROUP = "aims_snaptrade.webhook_dedupe_stores"
 
-_HELP = (
-    "use memory://, sqlite:///path/to/claims.db, redis://host:6379/0 or postgresql://user@host/db, "
-    f"or register a factory for the scheme under the entry-point group {ENTRY_POINT_GROUP}"
-)
+_HELP = "use memory://, sqlite:///path/to/claims.db, redis://host:6379/0 or postgresql://user@host/db"
 
 
 def _split_query(url: str, ours: set[str]) -> tuple[str, dict[str, str]]:
@@ -93,15 +91,7 @@ def open_webhook_dedupe_store(url: str) -> WebhookDedupeStore:
     Raises:
         SnapTradeConfigurationError: No scheme, an unknown scheme, a bad path or an unreachable server.
     """
-    scheme, sep, _ = url.partition("://")
-    scheme = scheme.lower()
-    if not sep or not scheme:
-        raise SnapTradeConfigurationError(f"webhook dedupe store URL {url!r} has no scheme; {_HELP}")
-    factory = _BUILTINS.get(scheme)
-    if factory is None:
-        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == scheme]
-        if not found:
-            raise SnapTradeConfigurationError(f"unknown webhook dedupe store scheme {scheme!r}; {_HELP}")
-        factory = found[0].load()
+    scheme = url_scheme(url, setting="the webhook dedupe store URL")
+    factory = resolve_store_factory(ENTRY_POINT_GROUP, scheme, _BUILTINS)
     store: WebhookDedupeStore = factory(url)
     return store

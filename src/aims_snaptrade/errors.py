@@ -536,7 +536,7 @@ class SnapTradeRateLimiterUnavailableError(SnapTradeConfigurationError):
 class SnapTradeWebhookDedupeStoreError(SnapTradeStoreError):
     """The webhook de-duplication store failed (unreachable, or its table could not be created)."""
 
-    default_hint = "Check SNAPTRADE_WEBHOOK_DEDUPE_URL names a reachable store; SnapTrade redelivers meanwhile."
+    default_hint = "Check the webhook dedupe store URL names a reachable store; SnapTrade redelivers meanwhile."
 
 
 class SnapTradeWebhookError(SnapTradeError):

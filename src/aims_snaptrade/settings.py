@@ -72,6 +72,13 @@ class Settings(BaseModel):
         default=None,
         description="Keyring for secrets at rest: 'v2:<base64 32 bytes>,v1:<...>' (first one encrypts).",
     )
+    webhook_dedupe_url: str = Field(
+        default="sqlite:///aims-snaptrade-webhooks.db",
+        description="Webhook claims shared by replicas: sqlite:///path, redis://..., postgresql://... or memory://.",
+    )
+    webhook_tolerance: float = Field(
+        default=300.0, gt=0, description="Webhook replay window on eventTimestamp, seconds."
+    )
     rate_limit_storage_url: str = Field(
         default="memory://", description="limits storage URI: memory:// or redis://host:port/db."
     )

@@ -219,3 +219,25 @@ def test_asgi_app_refuses_other_methods_and_huge_bodies() -> None:
     assert asyncio.run(call("GET", [b""])) == 405
     assert asyncio.run(call("POST", [b"123456", b"123456"])) == 413
     assert asyncio.run(call("POST", [b"{}"])) == 401
+
+
+def test_from_settings_takes_key_store_and_window_from_the_environment(tmp_path: Any) -> None:
+    from aims_snaptrade.settings import Settings
+    from aims_snaptrade.webhooks import SQLiteWebhookDedupeStore
+
+    settings = Settings.from_env(
+        {
+            "SNAPTRADE_CLIENT_ID": "AIMS-TEST",
+            "SNAPTRADE_CONSUMER_KEY": KEY,
+            "SNAPTRADE_ENVIRONMENT": "sandbox",
+            "SNAPTRADE_WEBHOOK_DEDUPE_URL": f"sqlite:///{tmp_path}/claims.db",
+            "SNAPTRADE_WEBHOOK_TOLERANCE": "30",
+        }
+    )
+    handler = Recorder()
+    with WebhookReceiver.from_settings(handler, settings) as receiver:
+        assert isinstance(receiver.dedupe, SQLiteWebhookDedupeStore)
+        assert receiver.tolerance == 30.0
+        assert receiver.handle(*signed(payload())).outcome == "processed"
+        assert receiver.handle(*signed(payload(when=0))).status == 401
+    assert len(handler.calls) == 1

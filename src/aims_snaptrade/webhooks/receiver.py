@@ -39,6 +39,7 @@ from typing import Any, Literal
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeError, SnapTradeWebhookError
 from aims_snaptrade.pipeline import StoreCall
 from aims_snaptrade.redaction import install_log_redaction, redact, register_secret, scrub_exception
+from aims_snaptrade.settings import Settings
 from aims_snaptrade.webhooks.dedupe.factory import open_webhook_dedupe_store
 from aims_snaptrade.webhooks.dedupe.memory import MemoryWebhookDedupeStore
 from aims_snaptrade.webhooks.dedupe.protocol import WebhookDedupeStore
@@ -167,7 +168,7 @@ class WebhookReceiver:
         ):
             if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
                 raise SnapTradeConfigurationError(f"{name} must be positive seconds, got {value!r}.")
-        register_secret(consumer_key)
+        register_secret(consumer_key, kind="key")
         install_log_redaction()
         self._handler = handler
         self._consumer_key = consumer_key
@@ -182,6 +183,17 @@ class WebhookReceiver:
         elif isinstance(dedupe, str):
             dedupe = open_webhook_dedupe_store(dedupe)
         self.dedupe: WebhookDedupeStore = dedupe
+
+    @classmethod
+    def from_settings(
+        cls, handler: WebhookHandler, settings: Settings | None = None, **options: Any
+    ) -> WebhookReceiver:
+        """A receiver with the consumer key, ``SNAPTRADE_WEBHOOK_DEDUPE_URL`` and ``SNAPTRADE_WEBHOOK_TOLERANCE``
+        of ``settings`` (read from the environment when omitted); ``options`` override the rest."""
+        settings = settings or Settings.from_env()
+        options.setdefault("dedupe", settings.webhook_dedupe_url)
+        options.setdefault("tolerance", settings.webhook_tolerance)
+        return cls(handler, consumer_key=settings.consumer_key.get_secret_value(), **options)
 
     def __repr__(self) -> str:
         return f"WebhookReceiver(dedupe={self.dedupe!r}, tolerance={self.tolerance:g})"

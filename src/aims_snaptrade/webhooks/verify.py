@@ -33,7 +33,7 @@ from aims_snaptrade.errors import (
     SnapTradeWebhookSignatureError,
     SnapTradeWebhookStaleError,
 )
-from aims_snaptrade.redaction import register_secret
+from aims_snaptrade.redaction import register_secret, register_signature
 from aims_snaptrade.webhooks.events import WebhookEvent, parse_event
 
 __all__ = [
@@ -106,7 +106,7 @@ def verify_webhook(
         raise SnapTradeConfigurationError("verify_webhook needs the consumer key as a non-empty string.")
     if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or not tolerance > 0:
         raise SnapTradeConfigurationError(f"tolerance must be positive seconds, got {tolerance!r}.")
-    register_secret(consumer_key)
+    register_secret(consumer_key, kind="key")
     payload, text = _parse_body(body)
     _check_signature(headers, payload, text, consumer_key)
     _check_fresh(payload, tolerance, now())
@@ -171,6 +171,7 @@ def _check_signature(headers: Headers, payload: dict[str, Any], text: str, consu
         raise SnapTradeWebhookSignatureError(f"The webhook {problem}.")
     expected = sign_webhook(payload, consumer_key).encode("ascii")
     # Compare the base64 text, not decoded bytes: a changed padding bit must not decode the same.
+    register_signature(values[0].strip())  # masked in the library's logs wherever it might show up
     given = values[0].strip().encode("utf-8", "replace")
     signature_ok = hmac.compare_digest(expected, given)
     if not signature_ok:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from aims_snaptrade.testing.portal import complete_portal_link
     from aims_snaptrade.testing.seed import ConnectionPortalError, Scenario
     from aims_snaptrade.testing.signing import sign
+    from aims_snaptrade.testing.webhooks import WebhookEmitter, WebhookFault
 
 __all__ = [
     "API_PREFIX",
@@ -68,6 +69,8 @@ __all__ = [
     "RateLimit",
     "Scenario",
     "SnapTradeEmulator",
+    "WebhookEmitter",
+    "WebhookFault",
     "complete_portal_link",
     "run",
     "sign",
@@ -98,6 +101,8 @@ _WHERE = {
     "Scenario": "seed",
     "sign": "signing",
     "complete_portal_link": "portal",
+    "WebhookEmitter": "webhooks",
+    "WebhookFault": "webhooks",
 }
 
 

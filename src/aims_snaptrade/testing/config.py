@@ -130,6 +130,11 @@ class EmulatorConfig:
             the same account gets: ``"return_existing"`` (the brokerage deduplicates; the first
             order is returned and nothing new is created) or ``"reject"`` (409).
         journal_size: Entries kept by the request journal (oldest dropped first).
+        webhook_urls: Where the emulator delivers its webhooks (round-robin when several); empty:
+            none are sent (``emu.webhooks.urls`` can be set once the receiver is up).
+        webhook_retry_delays: Seconds before each redelivery of an undelivered webhook
+            (SnapTrade: 3 retries, backoff from 30 minutes). Shrink them for tests.
+        webhook_timeout: Seconds a delivery attempt may take before it counts as undelivered.
         api_version: The ``version`` reported by the status endpoint.
     """
 
@@ -148,6 +153,9 @@ class EmulatorConfig:
     enforce_trade_permission: bool = False
     duplicate_client_order_id: Literal["return_existing", "reject"] = "return_existing"
     journal_size: int = 100_000
+    webhook_urls: tuple[str, ...] = ()
+    webhook_retry_delays: tuple[float, ...] = (1800.0, 3600.0, 7200.0)
+    webhook_timeout: float = 10.0
     api_version: int = 151
 
     def __post_init__(self) -> None:
@@ -164,6 +172,8 @@ class EmulatorConfig:
             raise ValueError("duplicate_client_order_id must be 'return_existing' or 'reject'")
         if self.journal_size < 1:
             raise ValueError("journal_size must be at least 1")
+        if any(delay < 0 for delay in self.webhook_retry_delays) or self.webhook_timeout <= 0:
+            raise ValueError("webhook_retry_delays must not be negative and webhook_timeout must be positive")
 
     @property
     def default_client(self) -> ClientCredentials:

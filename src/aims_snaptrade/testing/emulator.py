@@ -37,6 +37,7 @@ from aims_snaptrade.testing.journal import Journal
 from aims_snaptrade.testing.routes import Dispatcher, portal_session_id
 from aims_snaptrade.testing.seed import Scenario
 from aims_snaptrade.testing.state import EmulatorState
+from aims_snaptrade.testing.webhooks import WebhookEmitter
 
 __all__ = ["ConnectedUser", "SnapTradeEmulator", "run"]
 
@@ -77,6 +78,8 @@ class SnapTradeEmulator:
         faults: Fault injection rules (:class:`~aims_snaptrade.testing.faults.FaultInjector`).
         journal: Every request served (:class:`~aims_snaptrade.testing.journal.Journal`).
         state: The in-memory world, for assertions beyond the helpers.
+        webhooks: The signed webhooks of its events (:class:`~aims_snaptrade.testing.webhooks.WebhookEmitter`):
+            set ``webhooks.urls`` (or ``webhook_urls=``) to receive them.
     """
 
     def __init__(
@@ -92,6 +95,8 @@ class SnapTradeEmulator:
         self.faults = FaultInjector()
         self.journal = Journal(config.journal_size)
         self.state = EmulatorState(config)
+        self.webhooks = WebhookEmitter(config, self.journal)
+        self.state.on_event = self.webhooks.emit
         self._dispatcher = Dispatcher(config, self.state, self.faults, self.journal)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -192,10 +197,12 @@ class SnapTradeEmulator:
         site = web.TCPSite(runner, self.host, self._requested_port, backlog=1024)
         await site.start()
         self._runner = runner
+        await self.webhooks.start()
         return int(runner.addresses[0][1])
 
     async def _astop(self) -> None:
         self._dispatcher.stopping()
+        await self.webhooks.stop()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -338,6 +345,7 @@ class SnapTradeEmulator:
         """Back to an empty emulator: no users, faults, journal entries or counted requests."""
         self.state.reset()
         self.faults.clear()
+        self.webhooks.reset()
         self.journal.clear()
         self.reset_rate_limits()
 

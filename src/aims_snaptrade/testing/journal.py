@@ -36,7 +36,12 @@ class JournalEntry:
         user_id: ``userId`` of user-scoped requests.
         account_id: Account addressed, for account-level requests.
         fault: Name of the injected fault, if any.
-        processed: The operation ran (its effects, like a placed order, happened).
+        processed: The operation ran (its effects, like a placed order, happened). For a
+            webhook delivery: the receiver answered 200, 201, 202 or 204.
+        webhook_id: For webhook deliveries (``operation="webhook"``): the payload's ``webhookId``.
+        event_type: For webhook deliveries: the payload's ``eventType``.
+        attempt: For webhook deliveries: 1 for the first attempt, 2 for the first redelivery...
+        url: For webhook deliveries: the receiver URL the attempt went to.
     """
 
     request_id: str
@@ -52,10 +57,29 @@ class JournalEntry:
     account_id: str | None
     fault: str | None
     processed: bool
+    webhook_id: str | None = None
+    event_type: str | None = None
+    attempt: int | None = None
+    url: str | None = None
 
 
 _FILTERS = frozenset(
-    {"operation", "method", "path", "status", "code", "client_id", "user_id", "account_id", "fault", "processed"}
+    {
+        "operation",
+        "method",
+        "path",
+        "status",
+        "code",
+        "client_id",
+        "user_id",
+        "account_id",
+        "fault",
+        "processed",
+        "webhook_id",
+        "event_type",
+        "attempt",
+        "url",
+    }
 )
 
 

@@ -110,6 +110,26 @@ class EmulatorState:
         self._accounts: dict[str, Account] = {}
         self._trades: dict[str, CheckedTrade] = {}
         self._client_order_ids: dict[tuple[str, str], Order] = {}
+        # Told of every change a webhook reports: (client_id, eventType, userId, **payload fields).
+        self.on_event: Callable[..., object] | None = None
+
+    def _emit(self, client_id: str, event_type: str, user_id: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(client_id, event_type, user_id, **fields)
+
+    def _emit_for_accounts(self, auth: Authorization, accounts: list[Account], *event_types: str) -> None:
+        for account in accounts:
+            for event_type in event_types:
+                details = {"success": True} if event_type == "ACCOUNT_HOLDINGS_UPDATED" else None
+                self._emit(
+                    auth.client_id,
+                    event_type,
+                    auth.user_id,
+                    accountId=account.id,
+                    brokerageAuthorizationId=auth.id,
+                    brokerageId=auth.brokerage.id,
+                    details=details,
+                )
 
     # --- ids and clients ------------------------------------------------------------------------
 
@@ -176,6 +196,7 @@ class EmulatorState:
                 raise ApiProblem(400, "1010", "User already exist")
             user = User(client.client_id, user_id, self.new_id("user-secret"), _utcnow())
             self._users[(client.client_id, user_id)] = user
+            self._emit(client.client_id, "USER_REGISTERED", user_id)
             return user
 
     def list_users(self, client: ClientCredentials) -> list[str]:
@@ -197,6 +218,7 @@ class EmulatorState:
                 k: s for k, s in self._sessions.items() if (s.client_id, s.user_id) != (user.client_id, user.user_id)
             }
             del self._users[(client.client_id, user.user_id)]
+            self._emit(client.client_id, "USER_DELETED", user.user_id)
 
     def reset_secret(self, client: ClientCredentials, user_id: object, secret: object) -> User:
         """Rotate a user's secret.
@@ -299,6 +321,7 @@ class EmulatorState:
                 auth.disabled_at = None
                 auth.updated_at = now
                 session.used = True
+                self._emit(auth.client_id, "CONNECTION_FIXED", auth.user_id, brokerageAuthorizationId=auth.id)
                 return auth
             broker = brokerage_for(brokerage or session.broker or "SANDBOX")
             connection_type = session.connection_type
@@ -321,6 +344,15 @@ class EmulatorState:
             for account in accounts:
                 self._accounts[account.id] = account
             session.used = True
+            fields = {"brokerageAuthorizationId": auth.id, "brokerageId": broker.id}
+            self._emit(auth.client_id, "CONNECTION_ADDED", auth.user_id, **fields)
+            self._emit_for_accounts(
+                auth,
+                accounts,
+                "NEW_ACCOUNT_AVAILABLE",
+                "ACCOUNT_TRANSACTIONS_INITIAL_UPDATE",
+                "ACCOUNT_HOLDINGS_UPDATED",
+            )
             return auth
 
     # --- connections ----------------------------------------------------------------------------
@@ -364,7 +396,11 @@ class EmulatorState:
     def delete_authorization(self, user: User, authorization_id: str) -> None:
         """Delete a connection and its accounts."""
         with self.lock:
-            self._drop_authorization(self.authorization(user, authorization_id))
+            auth = self.authorization(user, authorization_id)
+            accounts = [a for a in self._accounts.values() if a.authorization_id == auth.id]
+            self._drop_authorization(auth)
+            self._emit_for_accounts(auth, accounts, "ACCOUNT_REMOVED")
+            self._emit(auth.client_id, "CONNECTION_DELETED", auth.user_id, brokerageAuthorizationId=auth.id)
 
     def disable_authorization(self, authorization: Authorization) -> None:
         """Break a connection; 402 code 3011 when it is already disabled."""
@@ -375,6 +411,8 @@ class EmulatorState:
             authorization.disabled = True
             authorization.disabled_at = now
             authorization.updated_at = now
+            fields = {"brokerageAuthorizationId": authorization.id, "brokerageId": authorization.brokerage.id}
+            self._emit(authorization.client_id, "CONNECTION_BROKEN", authorization.user_id, **fields)
 
     def refresh_authorization(self, authorization: Authorization) -> None:
         """A manual refresh: 402 (3003) when disabled, 429 ``throttled`` when too frequent."""
@@ -393,6 +431,8 @@ class EmulatorState:
                 )
             authorization.last_refresh = now
             authorization.updated_at = _utcnow()
+            accounts = [a for a in self._accounts.values() if a.authorization_id == authorization.id]
+            self._emit_for_accounts(authorization, accounts, "ACCOUNT_HOLDINGS_UPDATED", "ACCOUNT_TRANSACTIONS_UPDATED")
 
     def set_ready_at(self, authorization: Authorization, seconds_from_now: float) -> None:
         """Make a connection answer 425 for ``seconds_from_now`` seconds (0: ready now)."""
@@ -618,7 +658,13 @@ class EmulatorState:
         account.orders.append(order)
         if client_order_id:
             self._client_order_ids[(account.id, client_order_id)] = order
+        self._emit_trade(account, order)
         return order
+
+    def _emit_trade(self, account: Account, order: Order) -> None:
+        details = {"brokerage_order_id": order.brokerage_order_id, "status": order.status}
+        fields = {"accountId": account.id, "brokerageAuthorizationId": account.authorization_id, "details": details}
+        self._emit(account.client_id, "TRADE_UPDATE", account.user_id, **fields)
 
     def place_order(self, user: User, body: Mapping[str, Any]) -> Order:
         """``/trade/place``: place an order without a prior impact check.
@@ -696,6 +742,7 @@ class EmulatorState:
             order.canceled_quantity = order.open_quantity
             order.status = "CANCELED" if order.filled_quantity == 0 else "PARTIAL_CANCELED"
             order.time_updated = _utcnow()
+            self._emit_trade(account, order)
             return order
 
     def replace_order(self, user: User, account: Account, body: Mapping[str, Any]) -> Order:

@@ -29,9 +29,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     from aims_snaptrade.health import health_command
-    from aims_snaptrade.settings import Settings
 
-    return health_command(Settings.from_env(), as_json=args.json, probe=args.probe)
+    return health_command(as_json=args.json, probe=args.probe)
 
 
 def _alert_rules(args: argparse.Namespace) -> int:

@@ -53,7 +53,6 @@ from aims_snaptrade.metric_table import (
     WINDOW_SECONDS,
 )
 from aims_snaptrade.ratelimit import BudgetUsage
-from aims_snaptrade.settings import Settings
 from aims_snaptrade.telemetry import CallRecord
 
 if TYPE_CHECKING:
@@ -453,8 +452,11 @@ def _is_async(client: object) -> bool:
 # --- aims-snaptrade health -------------------------------------------------------------------------
 
 
-def health_command(settings: Settings, *, as_json: bool = False, probe: bool = True) -> int:
+def health_command(*, as_json: bool = False, probe: bool = True) -> int:
     """``aims-snaptrade health``: probe SnapTrade from this configuration and print the monitor's state.
+
+    The client is built as a service builds it, with ``SafeSnapTradeClient.from_env()`` (so in
+    production with its consent and audit stores), and closed afterwards.
 
     The probe sends two calls (the unsigned status check and a signed ``get_partner_info``), so an
     outage, a timeout or a rejected consumer key raises its alert; the budgets are read from the
@@ -465,7 +467,8 @@ def health_command(settings: Settings, *, as_json: bool = False, probe: bool = T
     from aims_snaptrade.client import SafeSnapTradeClient
 
     probes: dict[str, str] = {}
-    with SafeSnapTradeClient(settings) as client:
+    with SafeSnapTradeClient.from_env() as client:
+        settings = client.settings
         monitor = HealthMonitor(client)
         if probe:
             for name, run in (

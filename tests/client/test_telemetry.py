@@ -268,3 +268,18 @@ async def test_the_async_clients_gauge_shows_the_usage_it_last_read(make_async_c
             if name == spec("budget_utilization").name and dict(attrs)["snaptrade.rate_limit.budget"] == "customer"
         ]
         assert customer.fraction == 0.6 and max(gauge) >= 0.6
+
+
+def test_telemetry_uses_only_the_api_and_nothing_of_the_transport():
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).parents[2] / "src" / "aims_snaptrade"
+    for module in ("telemetry.py", "metric_table.py", "health.py", "alert_rules.py"):
+        tree = ast.parse((src / module).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
+        assert not {m for m in imported if m.startswith(("aims_snaptrade._transport", "opentelemetry.sdk"))}, module
+    for path in src.rglob("*.py"):
+        assert "opentelemetry.sdk" not in path.read_text(), path

@@ -1,4 +1,5 @@
-"""The aims-snaptrade command: verify, health, alert-rules, demo, emulator, generate-key, rotate-keys.
+"""The aims-snaptrade command: verify, health, alert-rules, demo, emulator, generate-key, rotate-keys,
+consent, audit, export-user, erase-user.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -9,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from aims_snaptrade.compliance.cli import add_compliance_commands
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeError
 
 __all__ = ["main"]
@@ -122,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     rotate = commands.add_parser("rotate-keys", help="re-encrypt every stored secret with the current key")
     rotate.add_argument("--batch-size", type=int, default=100, help="rows per transaction (default 100)")
     rotate.set_defaults(handler=_rotate_keys)
+
+    # consent, audit, export-user, erase-user (docs/compliance.md)
+    add_compliance_commands(commands)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -144,3 +145,35 @@ def test_no_secret_reaches_the_audit_tables(tmp_path_factory, secret):
         dump = "\n".join(conn.iterdump())
     assert "carol" in dump  # the search does see the tables' content
     assert not [s for s in used if s and _leaks(dump, s)]
+
+
+def test_verified_webhooks_are_audited_through_the_receivers_hook(trail):
+    import time as clock
+
+    from aims_snaptrade.compliance import audit_webhooks
+    from aims_snaptrade.webhooks import WebhookReceiver, sign_webhook
+
+    key = "webhook-consumer-key-0123456789abcdef"
+    handled = []
+    payload = {
+        "webhookId": "wh-1",
+        "clientId": "AIMS",
+        "eventTimestamp": clock.strftime("%Y-%m-%dT%H:%M:%SZ", clock.gmtime()),
+        "userId": "frank",
+        "eventType": "ACCOUNT_HOLDINGS_UPDATED",
+        "accountId": "acc-9",
+    }
+    body = json.dumps(payload)
+    with WebhookReceiver(handled.append, consumer_key=key, on_verified=audit_webhooks(trail)) as receiver:
+        assert receiver.handle({"Signature": sign_webhook(payload, key)}, body).status == 200
+        assert receiver.handle({"Signature": "forged"}, body).status >= 400  # unverified: not recorded
+    (record,) = trail.tail(10)
+    assert (record.kind, record.action, record.user_id, record.account_id) == (
+        "webhook",
+        "webhook.ACCOUNT_HOLDINGS_UPDATED",
+        "frank",
+        "acc-9",
+    )
+    assert record.to_json()["detail"]["webhook_id"] == "wh-1"
+    assert len(handled) == 1
+    assert key not in json.dumps(record.to_json())

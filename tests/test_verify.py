@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aims_snaptrade.cli import main
 from aims_snaptrade.secrets import Keyring, SQLiteSecretStore
@@ -216,3 +218,22 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"aims-snaptrade {__version__}"
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(wrong_key=st.text(alphabet=st.characters(codec="ascii", categories=("L", "N")), min_size=20, max_size=64))
+def test_no_key_in_any_output(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], wrong_key: str
+) -> None:
+    """Neither the consumer key (right or wrong) nor the encryption keys appear in any report."""
+    keys = Keyring.generate("v1")
+    monkeypatch.setenv("SNAPTRADE_ENCRYPTION_KEYS", keys.export())
+    raw_key = keys.export().split(":", 1)[1]
+    for consumer_key, expected in ((env["SNAPTRADE_CONSUMER_KEY"], 0), (wrong_key, 1)):
+        monkeypatch.setenv("SNAPTRADE_CONSUMER_KEY", consumer_key)
+        for argv in (["verify"], ["verify", "--json"]):
+            assert main(argv) == expected
+            captured = capsys.readouterr()
+            for text in (captured.out, captured.err):
+                assert consumer_key not in text
+                assert raw_key not in text

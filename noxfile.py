@@ -68,3 +68,11 @@ def audit_kills(session: nox.Session) -> None:
     """The audit trail under 100 SIGKILLs per backend (the normal suite runs a slice of 10)."""
     session.install("-e", ".[test]")
     session.run("pytest", "-q", "-s", "tests/compliance/test_audit_processes.py", env={"AIMS_AUDIT_KILLS": "100"})
+
+
+@nox.session(python="3.11")
+def sync_load(session: nox.Session) -> None:
+    """Portfolio sync at the issue's scale: 1,000 users (batch, faults, SIGKILL resume, webhooks, Celery)."""
+    session.install("-e", ".[test,celery]")
+    env = {"AIMS_SYNC_LOAD_USERS": "1000", "AIMS_SYNC_LOAD_LIMIT": "250", "AIMS_SYNC_LOAD_WINDOW": "5"}
+    session.run("pytest", "tests/sync", "-s", "-p", "no:cacheprovider", *session.posargs, env=env)

@@ -242,6 +242,25 @@ class _SharedSession:
         return None
 
 
+class _ReadErrorResponse:
+    """An aiohttp error response, already read, offering what the SDK's *sync* deserializer asks of urllib3.
+
+    For a status its schema does not declare (410, 425, ...) the SDK's async methods fall back to
+    the sync ``deserialize``, which calls ``supports_chunked_reads()`` and reads ``.data``: on an
+    aiohttp response that is an ``AttributeError`` instead of the ``ApiException`` to map.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, data: bytes) -> None:
+        self._response = response
+        self.data = data
+
+    def supports_chunked_reads(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
+
+
 class AsyncTransport:
     """Sends one request through the SDK's async methods over one pooled aiohttp session."""
 
@@ -286,7 +305,10 @@ class AsyncTransport:
         response = await self._session_for_loop().request(
             method, yarl.URL(url, encoded=True), data=data, headers=headers, timeout=client_timeout
         )
-        return AsyncResponseWrapper(response, time.time() - started, cast(Any, _SharedSession()))
+        http_response: Any = response
+        if response.status >= 400:
+            http_response = _ReadErrorResponse(response, await response.read())
+        return AsyncResponseWrapper(http_response, time.time() - started, cast(Any, _SharedSession()))
 
     async def send(self, operation: Operation, arguments: Mapping[str, Any], timeouts: Timeouts) -> Response:
         """Send ``operation`` with SDK keyword ``arguments``; SDK and aiohttp errors propagate raw."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from aims_snaptrade import errors as e
 from aims_snaptrade._transport import AsyncTransport, Response, SyncTransport
@@ -46,6 +47,18 @@ from aims_snaptrade.trading.flows import INTENTS, TradingFlows
 from aims_snaptrade.trading.intents import OrderIntentStore
 from aims_snaptrade.trading.models import Order, OrderIntent, OrderPreview, Reconciliation
 from aims_snaptrade.trading.reconcile import Reconciler
+
+if TYPE_CHECKING:
+    from aims_snaptrade.sync import (
+        BatchSummary,
+        LedgerMark,
+        PortfolioSnapshot,
+        ProgressCallback,
+        Sink,
+        SyncLedger,
+        SyncPolicy,
+        UserSyncResult,
+    )
 
 __all__ = ["AsyncSafeSnapTradeClient", "SafeSnapTradeClient"]
 
@@ -109,6 +122,8 @@ class _Base:
         audit: AuditTrail | None = None,
         retry: RetryPolicy | str | None = None,
         order_intent_store: OrderIntentStore | None = None,
+        sync_ledger: SyncLedger | None = None,
+        sync_policy: SyncPolicy | None = None,
         **overrides: Any,
     ) -> None:
         install_log_redaction()
@@ -126,6 +141,10 @@ class _Base:
         self._stores: dict[str, Any] = {"secrets": self.secret_store}
         # The stores this client opened, closed with it (a store passed in belongs to the caller).
         self._owned_stores: list[Any] = [self.secret_store] if secret_store is None else []
+        # The sync ledger is opened on first use: services that never sync never create its file.
+        self._sync_ledger = sync_ledger
+        self._sync_policy = sync_policy
+        self._ledger_lock = threading.Lock()
         try:
             consent, audit = self._open_compliance(settings, consent, audit)
             check_startup(settings, store=self.secret_store, consent=consent, audit=audit)
@@ -210,7 +229,7 @@ class _Base:
         In production the consent store is opened even without ``SNAPTRADE_CONSENT_STORE_URL``
         (in the secret store's database), so a service starts from environment variables alone.
         """
-        names = ("secret_store", "consent", "audit", "retry", "order_intent_store")
+        names = ("secret_store", "consent", "audit", "retry", "order_intent_store", "sync_ledger", "sync_policy")
         passthrough = {k: kwargs.pop(k) for k in names if k in kwargs}
         settings = Settings.from_env(**kwargs)
         if settings.is_production and settings.consent_required and "consent" not in passthrough:
@@ -238,6 +257,45 @@ class _Base:
                 "or an order_intent_store is passed to the client.",
             )
         return getattr(store, effect.method), effect.args, {}
+
+    @property
+    def sync_policy(self) -> SyncPolicy:
+        """The polling policy of :meth:`sync_portfolio` (from settings unless one was passed)."""
+        if self._sync_policy is None:
+            from aims_snaptrade.sync import SyncPolicy
+
+            self._sync_policy = SyncPolicy.from_settings(self.settings)
+        return self._sync_policy
+
+    @property
+    def sync_ledger(self) -> SyncLedger:
+        """The sync ledger (opened from ``settings.sync_ledger_url`` on first use unless one was passed)."""
+        return self._open_ledger()
+
+    def _open_ledger(self) -> SyncLedger:
+        with self._ledger_lock:
+            ledger = self._stores.get("ledger")
+            if ledger is None:
+                from aims_snaptrade.sync import open_sync_ledger
+
+                ledger = self._sync_ledger
+                if ledger is None:
+                    ledger = open_sync_ledger(self.settings.sync_ledger_url)
+                    self._owned_stores.append(ledger)
+                self._stores["ledger"] = ledger
+            return ledger
+
+    def _sync_flow(self, user_id: str, force: bool, options: CallOptions | None) -> Flow[PortfolioSnapshot]:
+        from aims_snaptrade.sync.flow import sync_portfolio
+
+        self._open_ledger()
+        return sync_portfolio(self._core, user_id, policy=self.sync_policy, force=force, options=options)
+
+    def _mark_flow(self, event: Any) -> Flow[list[LedgerMark]]:
+        from aims_snaptrade.sync.webhooks import mark_ledger
+
+        self._open_ledger()
+        return mark_ledger(event)
 
     @property
     def retry_stats(self) -> RetryStats:
@@ -542,6 +600,20 @@ class SafeSnapTradeClient(_Base):
     def reconcile_pending(self, *, options: CallOptions | None = None) -> list[Reconciliation]:
         """Reconcile every pending intent (see :attr:`pending_order_intents`); never resends."""
         return self._run(self._reconciler.reconcile_pending(options))
+
+    def sync_portfolio(
+        self, user_id: str, *, force: bool = False, options: CallOptions | None = None
+    ) -> PortfolioSnapshot:
+        """Fetch what is due of the user's portfolio (everything with ``force``); see docs/portfolio-sync.md.
+
+        Raises :class:`~aims_snaptrade.sync.SnapTradeSyncInProgressError` when another worker
+        holds the user; per-account failures are states in the snapshot, not exceptions.
+        """
+        return self._run(self._sync_flow(user_id, force, options))
+
+    def mark_from_webhook(self, event: Any) -> list[LedgerMark]:
+        """Mark the sync ledger from a verified webhook event (payload mapping or typed event)."""
+        return self._run(self._mark_flow(event))
 
     def rate_limit_usage(self) -> list[BudgetUsage]:
         """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""
@@ -857,6 +929,85 @@ class AsyncSafeSnapTradeClient(_Base):
     async def reconcile_pending(self, *, options: CallOptions | None = None) -> list[Reconciliation]:
         """Reconcile every pending intent (see :attr:`pending_order_intents`); never resends."""
         return await self._run(self._reconciler.reconcile_pending(options))
+
+    async def sync_portfolio(
+        self, user_id: str, *, force: bool = False, options: CallOptions | None = None
+    ) -> PortfolioSnapshot:
+        """Fetch what is due of the user's portfolio (see :meth:`SafeSnapTradeClient.sync_portfolio`)."""
+        return await self._run(self._sync_flow(user_id, force, options))
+
+    async def mark_from_webhook(self, event: Any) -> list[LedgerMark]:
+        """Mark the sync ledger from a verified webhook event (payload mapping or typed event)."""
+        return await self._run(self._mark_flow(event))
+
+    def stream_sync(
+        self,
+        user_ids: Iterable[str] | AsyncIterable[str],
+        *,
+        concurrency: int = 16,
+        batch_id: str | None = None,
+        force: bool = False,
+        total: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> AsyncIterator[UserSyncResult]:
+        """Sync many users, yielding each user's result as it is ready (see :func:`aims_snaptrade.sync.stream_sync`)."""
+        from aims_snaptrade.sync.batch import stream_sync
+
+        return stream_sync(
+            self,
+            user_ids,
+            concurrency=concurrency,
+            batch_id=batch_id,
+            force=force,
+            total=total,
+            on_progress=on_progress,
+        )
+
+    async def sync_users(
+        self,
+        user_ids: Iterable[str] | AsyncIterable[str],
+        *,
+        concurrency: int = 16,
+        batch_id: str | None = None,
+        force: bool = False,
+        total: int | None = None,
+        on_result: Sink | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchSummary:
+        """Sync many users within the budget; per-user results go to ``on_result``; resumable with ``batch_id``."""
+        from aims_snaptrade.sync.batch import sync_users
+
+        return await sync_users(
+            self,
+            user_ids,
+            concurrency=concurrency,
+            batch_id=batch_id,
+            force=force,
+            total=total,
+            on_result=on_result,
+            on_progress=on_progress,
+        )
+
+    async def sync_due(
+        self,
+        *,
+        concurrency: int = 16,
+        batch_id: str | None = None,
+        on_result: Sink | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchSummary:
+        """Sync every user the ledger has something due or webhook-marked for (and only what is due)."""
+        from aims_snaptrade.sync.batch import due_user_ids, sync_users
+
+        self._open_ledger()
+        return await sync_users(
+            self,
+            due_user_ids(self),
+            concurrency=concurrency,
+            batch_id=batch_id,
+            on_result=on_result,
+            on_progress=on_progress,
+        )
 
     async def rate_limit_usage(self) -> list[BudgetUsage]:
         """How full each rate-limit budget is (alert when ``fraction`` reaches 0.8)."""

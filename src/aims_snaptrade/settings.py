@@ -106,6 +106,16 @@ class Settings(BaseModel):
     rate_limit_max_wait: float = Field(
         default=30.0, ge=0, description="Longest wait for a budget before failing, seconds."
     )
+    sync_ledger_url: str = Field(
+        default="sqlite:///aims-snaptrade-sync.db",
+        description="Where portfolio-sync progress lives: sqlite:///path, postgresql://..., or memory://.",
+    )
+    sync_holdings_per_day: float = Field(
+        default=4.0, gt=0, description="Background holdings refreshes per user per day (SnapTrade: at most 4)."
+    )
+    sync_activities_per_day: float = Field(
+        default=1.0, gt=0, description="Background activities fetches per account per day (SnapTrade: 1)."
+    )
     retry_policy: str = Field(default="standard", description="Retry preset: none, standard or patient.")
     clock_skew_tolerance: float = Field(
         default=30.0, ge=0, description="verify warns when the clock differs from SnapTrade's by more."

@@ -186,7 +186,7 @@ def test_a_killed_batch_resumes_without_fetching_finished_users_again(emu: SnapT
         f"sqlite:///{tmp_path}/secrets.db",
         f"sqlite:///{ledger_path}",
         REDIS_URL,  # the same shared budget as the rerun: the killed process's last requests still count
-        str(limit.limit),
+        str(client_kwargs(emu)["customer_limit"]),  # the same budget (and headroom) as the rerun
         str(limit.window_seconds),
         *(u.user_id for u in users),
     ]

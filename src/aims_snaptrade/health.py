@@ -9,7 +9,7 @@ budget usage, and keeps five alerts, named as the Prometheus rules of
   them failed;
 * ``SnapTradeRateLimitBudgetHigh``: a budget (or one account's or user's bucket) is 80% used, or
   SnapTrade asked for a pause (one alert per budget and subject);
-* ``SnapTradeAuthenticationFailures``: SnapTrade answered 401 (``SnapTradeAuthError``) in the window;
+* ``SnapTradeAuthenticationFailures``: a call failed with 401 (``SnapTradeAuthError``) in the window;
 * ``SnapTradeConnectionTimeouts``: a request timed out in the window (retried ones included);
 * ``SnapTradeUnusualActivity``: a user or account whose calls in the window are at least
   ``unusual_min_calls`` and more than ``unusual_factor`` times its own baseline, the average
@@ -217,11 +217,13 @@ class HealthMonitor:
         with self._lock:
             state = self._state
             if record.kind == "attempt":
-                if record.error is not None and issubclass(record.error, e.SnapTradeAuthError):
-                    state.auth.append(now)
                 if record.error is not None and issubclass(record.error, e.SnapTradeTimeoutError):
                     state.timeouts.append(now)
             else:
+                # A call, not an attempt: a 1083 the road cured by re-reading a secret another
+                # replica rotated is not an authentication failure.
+                if record.error is not None and issubclass(record.error, e.SnapTradeAuthError):
+                    state.auth.append(now)
                 state.calls.append((now, record.error is not None))
                 state.failures += record.error is not None
                 for subject in _subjects(record):

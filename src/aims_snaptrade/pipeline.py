@@ -322,6 +322,7 @@ class Core:
                 if not (yield from self._refreshed_secret(operation, arguments, rejected)):
                     raise
                 # SnapTrade never processes a request it answers 1083, so one resend is safe.
+                telemetry.retrying(0.0)
                 response = yield from self._road(
                     operation, arguments, confirm, checked, telemetry, budget_account, trace, exempt
                 )

@@ -10,6 +10,7 @@ import json
 import time
 
 import pytest
+from otel_helpers import SPANS, finished, install
 
 from aims_snaptrade import errors as e
 from aims_snaptrade.health import HealthMonitor
@@ -231,3 +232,16 @@ def test_health_command_without_probe_sends_nothing(emu, monkeypatch, capsys):
     assert main(["health", "--no-probe"]) == 0
     assert len(emu.journal) == before
     assert "UNHEALTHY" not in capsys.readouterr().out
+
+
+def test_a_1083_cured_by_the_secret_another_replica_stored_is_no_authentication_failure(make_client, alice, clock):
+    replica_a, replica_b = make_client(), make_client()  # one store, as two replicas share one
+    replica_a.list_accounts(alice.user_id)  # A caches the secret
+    monitor = HealthMonitor(replica_a, clock=clock)
+    install()
+    SPANS.clear()
+    replica_b.rotate_user_secret(alice.user_id)
+    replica_a.list_accounts(alice.user_id)  # rejected once (1083), resent with the stored secret
+    assert "SnapTradeAuthenticationFailures" not in _names(monitor)
+    [span] = finished("SnapTrade list_all_user_accounts")
+    assert span.attributes["http.request.resend_count"] == 1 and span.attributes["http.response.status_code"] == 200

@@ -248,10 +248,19 @@ def redact_all(values: Iterable[object]) -> tuple[object, ...]:
 
 
 def scrub_exception(exc: BaseException) -> str:
-    """Return a redacted one-line description of ``exc``: its qualified type name and text."""
+    """Return a redacted one-line description of ``exc``: its qualified type name and text.
+
+    An HTTP error that carries a response (the SDK's ``ApiException``) is described by its status
+    and reason only: its text repeats the headers and ``repr`` of the body bytes, an encoding of
+    an encoding of whatever the server echoed, and the library's own error already holds the
+    body's redacted detail.
+    """
     kind = type(exc)
     try:
-        text = str(exc)
+        if hasattr(exc, "body") and hasattr(exc, "status") and hasattr(exc, "reason"):
+            text = f"({getattr(exc, 'status', None)}) {getattr(exc, 'reason', None)} (headers and body omitted)"
+        else:
+            text = str(exc)
     except Exception:  # a broken __str__ must not hide the original failure
         text = "<unprintable>"
     return redact(f"{kind.__module__}.{kind.__qualname__}: {text}")
@@ -282,7 +291,17 @@ _installed = False
 _previous_factory = logging.getLogRecordFactory()
 
 
+def _decoded(value: object) -> object:
+    # Bytes would be formatted as repr(bytes): one more escaping over whatever they hold. Decoded,
+    # they hold the forms the registry knows.
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return value
+
+
 def _scrub_record(record: logging.LogRecord) -> None:
+    if isinstance(record.args, tuple):
+        record.args = tuple(_decoded(arg) for arg in record.args)
     try:
         message = record.getMessage()
     except Exception:

@@ -39,21 +39,27 @@ _ALPHABET = st.characters(codec="utf-8", exclude_categories=["Cs"])
 
 
 @st.composite
-def secrets_(draw: Any, min_size: int = 8) -> str:
-    """A secret of arbitrary characters (quotes, backslashes, control characters, non-ASCII).
+def secret_parts(draw: Any) -> tuple[str, str]:
+    """A secret of arbitrary characters (quotes, backslashes, control characters, non-ASCII) and its core.
 
-    A random core keeps it from being a word the library prints itself (a class name in a
-    traceback would read as a leak without being one).
+    The core, eight random letters and digits in the middle, is what a partial leak shows: it
+    is searched for on its own. It also keeps the secret from being a word the library prints
+    itself (a class name in a traceback would read as a leak without being one).
     """
     head = draw(st.text(_ALPHABET, max_size=12))
     tail = draw(st.text(_ALPHABET, max_size=12))
-    core = draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=min_size, max_size=min_size))
-    return head + core + tail
+    core = draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=8, max_size=8))
+    return head + core + tail, core
 
 
-def consumer_keys() -> st.SearchStrategy[str]:
-    """Keys as Settings accept them: no leading or trailing whitespace."""
-    return secrets_().map(lambda s: "k" + s + "k")
+def secrets_() -> st.SearchStrategy[str]:
+    """Secrets as :func:`secret_parts` makes them, without the core."""
+    return secret_parts().map(lambda parts: parts[0])
+
+
+def consumer_key_parts() -> st.SearchStrategy[tuple[str, str]]:
+    """Keys as Settings accept them (no leading or trailing whitespace), with their core."""
+    return secret_parts().map(lambda parts: ("k" + parts[0] + "k", parts[1]))
 
 
 def against(emu: Any, **overrides: Any) -> dict[str, Any]:
@@ -109,10 +115,11 @@ def span_texts(spans: Iterable[Any]) -> Iterator[str]:
             yield repr(dict(event.attributes or {}))
 
 
-def leaks(secrets: Iterable[str], texts: Iterable[str]) -> list[str]:
-    """The forms of ``secrets`` found in ``texts`` (empty when nothing leaked)."""
+def leaks(secrets: Iterable[str], texts: Iterable[str], cores: Iterable[str] = ()) -> list[str]:
+    """The forms of ``secrets`` and the ``cores`` found in ``texts`` (empty when nothing leaked)."""
     blob = "\n".join(texts)
-    return sorted({form for secret in secrets for form in forms_of(secret) if form in blob})
+    found = {form for secret in secrets for form in forms_of(secret) if form in blob}
+    return sorted(found | {core for core in cores if core in blob})
 
 
 class _Capture(logging.Handler):

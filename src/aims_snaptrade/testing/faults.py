@@ -25,7 +25,8 @@ Kinds of fault and what the client sees:
                         JSON instead of the real answer: missing, extra, null or mistyped fields.
 ``echo(status, fmt)``   An error answer whose body echoes the whole request (method, path and query
                         with ``userSecret``, headers with ``Signature``, body) as ``text``,
-                        ``headers`` (header lines), ``json``, ``html`` or ``form``; not processed.
+                        ``headers`` (header lines), ``json``, ``html``, ``form`` or ``values`` (the
+                        values without their names, quoted in prose); not processed.
                         What a careless proxy or framework error page does.
 ======================  ==========================================================================
 
@@ -48,7 +49,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from aims_snaptrade.testing.problems import error_body
 
@@ -68,7 +69,7 @@ class FaultKind(enum.StrEnum):
     ECHO = "echo"
 
 
-ECHO_FORMATS = ("text", "headers", "json", "html", "form")
+ECHO_FORMATS = ("text", "headers", "json", "html", "form", "values")
 """Body formats of :meth:`Fault.echo`."""
 
 
@@ -201,6 +202,15 @@ def echo_body(fmt: str, method: str, target: str, headers: Mapping[str, str], bo
         return urlencode({"method": method, "url": target, **dict(headers), "body": text}).encode(), (
             "application/x-www-form-urlencoded"
         )
+    if fmt == "values":
+        # Values without their names, as a debug page quoting locals would: no label to mask by.
+        query = [value for _, value in parse_qsl(target.partition("?")[2], keep_blank_values=True)]
+        try:
+            fields = [str(v) for v in json.loads(text).values()] if text.strip() else []
+        except (ValueError, AttributeError):
+            fields = [text]
+        quoted = ", ".join(repr(v) for v in [*query, *headers.values(), *fields])
+        return json.dumps({"detail": f"Could not process the request with {quoted}"}).encode(), "application/json"
     if fmt == "headers":
         return "\r\n".join(lines).encode(), "text/plain"
     return "\n".join([f"{method} {target}", *lines, "", text]).encode(), "text/plain"

@@ -12,7 +12,6 @@ tenacity's (``Retrying.iter``) over our errors; only who sleeps differs.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -112,7 +111,7 @@ class CallOptions:
 
 
 def _positive_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 # --- effects -----------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from aims_snaptrade import (
     SnapTradeMalformedResponseError,
     SnapTradeValidationError,
 )
+from aims_snaptrade.guardrails import check_call
+from aims_snaptrade.operations import get_operation
 from aims_snaptrade.redaction import MASK, redact
 from aims_snaptrade.secrets import MemorySecretStore
 from aims_snaptrade.settings import Settings
@@ -170,3 +172,10 @@ def test_only_true_confirms_a_destructive_call(client, emu, confirm):
     with pytest.raises((SnapTradeValidationError, SnapTradeGuardrailError)):
         client.delete_user("someone", confirm=confirm)
     assert emu.journal.count(operation="delete_snap_trade_user") == before
+
+
+@pytest.mark.parametrize("confirm", ["yes", 1, "True"])
+def test_the_guardrail_itself_confirms_only_on_true(confirm):
+    settings = Settings.build(_BASE)
+    with pytest.raises(SnapTradeGuardrailError, match="confirmation"):
+        check_call(settings, get_operation("delete_snap_trade_user"), {}, confirm=confirm, consent=None)

@@ -640,7 +640,7 @@ class Core:
         ``created`` on the result says which happened. A stored secret is trusted as it is; a call
         that SnapTrade answers 1083 later means it is stale (see docs/errors.md).
         """
-        _require_text("user_id", user_id)
+        user_id = _user_id(user_id)
         stored = yield StoreCall("get", (user_id,))
         if stored is not None:
             return RegisteredUser(user_id=user_id, created=False)

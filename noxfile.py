@@ -76,3 +76,23 @@ def sync_load(session: nox.Session) -> None:
     session.install("-e", ".[test,celery]")
     env = {"AIMS_SYNC_LOAD_USERS": "1000", "AIMS_SYNC_LOAD_LIMIT": "250", "AIMS_SYNC_LOAD_WINDOW": "5"}
     session.run("pytest", "tests/sync", "-s", "-p", "no:cacheprovider", *session.posargs, env=env)
+
+
+@nox.session(python="3.11")
+def hardening(session: nox.Session) -> None:
+    """Issue 9's proofs at full size: 10,000 examples per property and every fault-matrix cell.
+
+    Prints the figures at the end (``hardening figures``): examples, leaking examples, fuzz cases,
+    unexpected exception types, orphaned registrations, matrix cells.
+    """
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "tests/hardening",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--timeout=7200",
+        *session.posargs,
+        env={"AIMS_HARDENING_PROFILE": "hardening"},
+    )

@@ -11,8 +11,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 from urllib.parse import quote, quote_plus
 
+import aiohttp
+import urllib3
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -147,3 +150,30 @@ def captured_logs() -> Iterator[list[str]]:
     finally:
         root.removeHandler(handler)
         root.setLevel(previous)
+
+
+@contextmanager
+def signatures_on_the_wire() -> Iterator[list[str]]:
+    """Every ``Signature`` header the transports put on the wire, read where urllib3/aiohttp get it."""
+    seen: list[str] = []
+    sync_request = urllib3.PoolManager.request
+    async_request = aiohttp.ClientSession.request
+
+    def record(headers: Any) -> None:
+        for name, value in dict(headers or {}).items():
+            if name.lower() == "signature":
+                seen.append(value)
+
+    def sync_spy(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        record(kwargs.get("headers"))
+        return sync_request(self, method, url, *args, **kwargs)
+
+    def async_spy(self: Any, method: str, url: Any, **kwargs: Any) -> Any:
+        record(kwargs.get("headers"))
+        return async_request(self, method, url, **kwargs)
+
+    with (
+        mock.patch.object(urllib3.PoolManager, "request", sync_spy),
+        mock.patch.object(aiohttp.ClientSession, "request", async_spy),
+    ):
+        yield seen

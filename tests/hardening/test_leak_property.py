@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 from unittest import mock
 
-import aiohttp
 import pytest
-import urllib3
 from hardening_helpers import (
     COUNTS,
     PROFILE,
@@ -28,6 +24,7 @@ from hardening_helpers import (
     exception_texts,
     leaks,
     secret_parts,
+    signatures_on_the_wire,
     span_texts,
 )
 from hypothesis import given
@@ -74,33 +71,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     with mock.patch.object(telemetry, "_tracer", provider.get_tracer("hardening")):
         yield exporter
-
-
-@contextmanager
-def signatures_on_the_wire() -> Iterator[list[str]]:
-    """Every ``Signature`` header the transports put on the wire, read where urllib3/aiohttp get it."""
-    seen: list[str] = []
-    sync_request = urllib3.PoolManager.request
-    async_request = aiohttp.ClientSession.request
-
-    def record(headers: Any) -> None:
-        for name, value in dict(headers or {}).items():
-            if name.lower() == "signature":
-                seen.append(value)
-
-    def sync_spy(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        record(kwargs.get("headers"))
-        return sync_request(self, method, url, *args, **kwargs)
-
-    def async_spy(self: Any, method: str, url: Any, **kwargs: Any) -> Any:
-        record(kwargs.get("headers"))
-        return async_request(self, method, url, **kwargs)
-
-    with (
-        mock.patch.object(urllib3.PoolManager, "request", sync_spy),
-        mock.patch.object(aiohttp.ClientSession, "request", async_spy),
-    ):
-        yield seen
 
 
 async def _async_call(emu: SnapTradeEmulator, key: str, operation: str, secret: str) -> BaseException | None:

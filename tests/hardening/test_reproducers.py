@@ -178,4 +178,4 @@ def test_only_true_confirms_a_destructive_call(client, emu, confirm):
 def test_the_guardrail_itself_confirms_only_on_true(confirm):
     settings = Settings.build(_BASE)
     with pytest.raises(SnapTradeGuardrailError, match="confirmation"):
-        check_call(settings, get_operation("delete_snap_trade_user"), {}, confirm=confirm, consent=None)
+        check_call(settings, get_operation("delete_snap_trade_user"), {}, confirm=confirm)

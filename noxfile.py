@@ -56,6 +56,24 @@ def telemetry(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def trading(session: nox.Session) -> None:
+    """10,000 randomised fault trials around orders (sync and async) and 100 SIGKILLs; prints the figures."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-s",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--timeout=1800",
+        "tests/trading/test_trading_faults.py",
+        "tests/trading/test_trading_crash.py",
+        *session.posargs,
+        env={"AIMS_TRADING_TRIALS": "10000", "AIMS_TRADING_WORKERS": "4", "AIMS_TRADING_KILLS": "100"},
+    )
+
+
+@nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against the raw SDK measured in the same run."""
     session.install("-e", ".[test]")

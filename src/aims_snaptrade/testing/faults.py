@@ -21,6 +21,8 @@ Kinds of fault and what the client sees:
 ``lost_response()``     The request *is processed* (an order is placed), then the connection is
                         closed without an answer: the unknown-outcome case.
 ``malformed_json()``    The request is processed, then answered 200 with a truncated JSON body.
+``hold(s)``             The request is processed (an order is placed), then the answer is held for
+                        ``s`` seconds: a client that times out or dies meanwhile never learns it.
 ``answer(body)``        The request is processed, then answered (200 by default) with ``body`` as
                         JSON instead of the real answer: missing, extra, null or mistyped fields.
 ``echo(status, fmt)``   An error answer whose body echoes the whole request (method, path and query
@@ -67,6 +69,7 @@ class FaultKind(enum.StrEnum):
     MALFORMED_JSON = "malformed_json"
     ANSWER = "answer"
     ECHO = "echo"
+    HOLD = "hold"
 
 
 ECHO_FORMATS = ("text", "headers", "json", "html", "form", "values")
@@ -96,7 +99,13 @@ class Fault:
     @property
     def processes_request(self) -> bool:
         """True when the request is still handled (state may change) despite the fault."""
-        return self.kind in (FaultKind.LATENCY, FaultKind.LOST_RESPONSE, FaultKind.MALFORMED_JSON, FaultKind.ANSWER)
+        return self.kind in (
+            FaultKind.LATENCY,
+            FaultKind.LOST_RESPONSE,
+            FaultKind.MALFORMED_JSON,
+            FaultKind.ANSWER,
+            FaultKind.HOLD,
+        )
 
     @classmethod
     def status(
@@ -167,6 +176,16 @@ class Fault:
     def lost_response(cls) -> Fault:
         """Process the request (the write happens), then close the connection without answering."""
         return cls(FaultKind.LOST_RESPONSE, name="lost_response")
+
+    @classmethod
+    def hold(cls, seconds: float = 30.0) -> Fault:
+        """Process the request (the write happens), then hold the answer ``seconds`` before sending it.
+
+        Stopping the emulator ends the hold.
+        """
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        return cls(FaultKind.HOLD, seconds=seconds, name="hold")
 
     @classmethod
     def malformed_json(cls, status: int = 200) -> Fault:

@@ -332,6 +332,8 @@ class Dispatcher:
             status, body = self._process(call, raw_body, raw_query)
             if status >= 400 and isinstance(body, dict):
                 code = body.get("code")
+            if fault is not None and fault.kind is FaultKind.HOLD:
+                await self._sleep(fault.seconds)
             payload = _json_bytes(body)
             if fault is not None and fault.kind is FaultKind.LOST_RESPONSE:
                 status, payload = None, None

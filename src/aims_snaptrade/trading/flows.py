@@ -27,7 +27,7 @@ from typing import Any
 from aims_snaptrade import errors as e
 from aims_snaptrade.models import _to_decimal
 from aims_snaptrade.operations import get_operation
-from aims_snaptrade.pipeline import CallOptions, Core, Flow, StoreCall
+from aims_snaptrade.pipeline import CallOptions, Core, Flow, StoreCall, _parsed
 from aims_snaptrade.trading.confirmation import ConfirmationSigner
 from aims_snaptrade.trading.models import Order, OrderIntent, OrderPreview, OrderRequest
 
@@ -111,7 +111,7 @@ class TradingFlows:
             {"user_id": user_id, "account_id": account_id, "brokerage_order_id": brokerage_order_id},
             options=options,
         )
-        return Order.from_api(_body(response.body), account_id)
+        return _parsed(response, lambda body: Order.from_api(_body(body), account_id))
 
     def _last_price(self, user_id: str, request: OrderRequest, options: CallOptions | None) -> Flow[Decimal | None]:
         by_ticker = request.universal_symbol_id is None
@@ -402,9 +402,9 @@ class TradingFlows:
                 intent,
                 e.SnapTradeError("the answer carried no brokerage_order_id", request_id=response.request_id),
             )
-        order = Order.from_api(body, intent.account_id)
+        # Settled first: whatever else the answer holds, the order exists.
         yield StoreCall("update", (settled(intent, "placed", order_id=order_id, detail="answered"),), store=INTENTS)
-        return order
+        return _parsed(response, lambda answer: Order.from_api(_body(answer), intent.account_id))
 
     @staticmethod
     def unknown(intent: OrderIntent, lost: e.SnapTradeError) -> e.SnapTradeUnknownOutcomeError:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from aims_snaptrade import errors as e
-from aims_snaptrade.pipeline import CallOptions, Flow, StoreCall
+from aims_snaptrade.pipeline import CallOptions, Flow, StoreCall, _parsed
 from aims_snaptrade.trading.flows import INTENTS, TradingFlows, settled
 from aims_snaptrade.trading.models import Order, OrderIntent, Reconciliation
 
@@ -35,14 +35,27 @@ _RECENT_HORIZON = timedelta(hours=23)  # recentOrders covers 24 hours; keep a ma
 Found = tuple[Literal["placed", "absent", "unclear"], Order | None, str]
 
 
+def _kind(order_type: str | None) -> str:
+    # v1 spells "StopLimit", v2 "STOP_LIMIT": compare letters only.
+    return "".join(c for c in (order_type or "") if c.isalpha()).upper()
+
+
 def matches(intent: OrderIntent, order: Order) -> bool:
-    """Whether ``order`` has the intent's symbol, side and quantity (the account is the caller's)."""
+    """Whether ``order`` has the intent's symbol, side, quantity, order type and prices.
+
+    The account is the caller's to check; a field the record leaves out does not count against it.
+    """
     if order.action is not None and order.action.upper() != intent.action:
         return False
     symbols = {s for s in (intent.symbol, intent.universal_symbol_id) if s}
     listed = {s for s in (order.symbol, order.universal_symbol_id) if s}
     if symbols and listed and not (symbols & listed):
         return False
+    if order.order_type is not None and _kind(order.order_type) != _kind(intent.order_type):
+        return False
+    for wanted, got in ((intent.price, order.limit_price), (intent.stop, order.stop_price)):
+        if wanted is not None and got is not None and wanted != got:
+            return False
     return intent.units is None or order.total_quantity is None or order.total_quantity == intent.units
 
 
@@ -70,7 +83,9 @@ class Reconciler:
                 "get_user_account_orders", {**arguments, "state": "all", "days": days}, options=options
             )
             records = list(response.body) if isinstance(response.body, list) else []
-        return [Order.from_api(r, intent.account_id) for r in records if isinstance(r, Mapping)]
+        return _parsed(
+            response, lambda _: [Order.from_api(r, intent.account_id) for r in records if isinstance(r, Mapping)]
+        )
 
     def _find(self, intent: OrderIntent, options: CallOptions | None) -> Flow[Found]:
         if intent.kind == "replace":
@@ -98,7 +113,20 @@ class Reconciler:
         ]
         if candidates:
             order = min(candidates, key=lambda o: _aware(o.time_placed or intent.created_at))
-            return "placed", order, "found by account, symbol, side, quantity and time"
+            pending: list[OrderIntent] = yield StoreCall("pending", (), store=INTENTS)
+            rivals = [
+                i.client_order_id
+                for i in pending
+                if i.client_order_id != intent.client_order_id
+                and i.account_id == intent.account_id
+                and i.created_at <= _aware(order.time_placed or intent.created_at)
+                and matches(i, order)
+            ]
+            if rivals:
+                # Identical orders of several unsettled intents: which one was placed is not knowable
+                # from the listing, and a wrong guess could lead to a resend. Settle the others first.
+                return "unclear", None, f"order {order.brokerage_order_id} could also be intent(s) {', '.join(rivals)}"
+            return "placed", order, "found by account, symbol, side, quantity, order type, price and time"
         if intent.kind == "replace":
             return "unclear", None, "the old order says REPLACED but its replacement is not listed yet"
         return "absent", None, "no matching order is listed"

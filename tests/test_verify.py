@@ -237,3 +237,21 @@ def test_no_key_in_any_output(
             for text in (captured.out, captured.err):
                 assert consumer_key not in text
                 assert raw_key not in text
+
+
+def test_an_existing_postgres_table_is_read(env: dict[str, str], monkeypatch, capsys) -> None:
+    from aims_snaptrade.secrets import PostgresSecretStore
+
+    table = f"verify_{uuid.uuid4().hex[:12]}"
+    store = PostgresSecretStore(POSTGRES_URL, KEYS, table=table)
+    try:
+        store.put("fay", "secret-of-fay-123456")
+        monkeypatch.setenv("SNAPTRADE_SECRET_STORE_URL", f"{POSTGRES_URL}?table={table}")
+        code, checks = verify(capsys)
+        assert code == 0, checks
+        assert "postgresql store opened read-only: 1 secret," in checks["secret store"]["detail"]
+        assert "v1: 1" in checks["encryption at rest"]["detail"]
+    finally:
+        store.close()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE IF EXISTS public."{table}"')

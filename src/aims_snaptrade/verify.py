@@ -182,6 +182,7 @@ def _open_store(report: VerifyReport, settings: Settings, keyring: Keyring | Non
     how = "opened read-only" if is_builtin_scheme(url) else "opened by its plug-in's factory"
     try:
         count, pending = len(store.user_ids()), store.pending_rotations()
+        secrets = f"{count} secret{'' if count == 1 else 's'}"
     except e.SnapTradeError as exc:
         report.add(Check("secret store", False, f"{kind} store {how} but unreadable: {exc.message}", exc.hint))
         return store, True
@@ -190,12 +191,12 @@ def _open_store(report: VerifyReport, settings: Settings, keyring: Keyring | Non
             Check(
                 "secret store",
                 False,
-                f"{kind} store {how}: {count} secrets, {len(pending)} interrupted rotation(s): {', '.join(pending)}",
+                f"{kind} store {how}: {secrets}, {len(pending)} interrupted rotation(s): {', '.join(pending)}",
                 "call resolve_secret_rotation(user_id) for each (docs/secret-stores.md)",
             )
         )
     else:
-        report.add(Check("secret store", True, f"{kind} store {how}: {count} secrets, no interrupted rotation"))
+        report.add(Check("secret store", True, f"{kind} store {how}: {secrets}, no interrupted rotation"))
     return store, True
 
 

@@ -255,3 +255,22 @@ def test_an_existing_postgres_table_is_read(env: dict[str, str], monkeypatch, ca
         store.close()
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f'DROP TABLE IF EXISTS public."{table}"')
+
+
+def test_production_passes_start_up_with_environment_variables_alone(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No consent checker is passed anywhere: verify takes the one from_env() opens in production."""
+    monkeypatch.setenv("SNAPTRADE_ENVIRONMENT", "production")
+    monkeypatch.setenv("SNAPTRADE_SECRET_STORE_URL", f"sqlite:///{tmp_path}/prod/secrets.db")
+    # HTTPS to a closed local port: every start-up rule is met, and nothing leaves the machine.
+    monkeypatch.setenv("SNAPTRADE_BASE_URL", "https://127.0.0.2:9/api/v1")
+    monkeypatch.setenv("SNAPTRADE_CONNECT_TIMEOUT", "1")
+    monkeypatch.setenv("SNAPTRADE_AUDIT_KEY", uuid.uuid4().hex + uuid.uuid4().hex)
+    (tmp_path / "prod").mkdir()
+    code, checks = verify(capsys)
+    assert checks["start-up guardrails"]["ok"], checks["start-up guardrails"]
+    assert checks["secret store"]["ok"]
+    assert code == 1  # SnapTrade (here: nobody) did not answer
+    assert not checks["api status"]["ok"]
+    assert list((tmp_path / "prod").iterdir()) == []

@@ -1,8 +1,8 @@
 """``aims-snaptrade verify``: prove a deployment works before it serves anyone, changing nothing.
 
-Each check is one :class:`Check` (a pass, or a failure with its fix). The client is built exactly
-as ``SafeSnapTradeClient.from_env()`` builds it (settings from the environment, the same
-constructor, so the same guardrails and whatever consent checker the start-up path provides),
+Each check is one :class:`Check` (a pass, or a failure with its fix). The client is built by
+``SafeSnapTradeClient.from_env()`` itself (settings from the environment, the same guardrails,
+and the consent and audit stores the production start-up path opens),
 except that the secret store is opened with ``create=False`` and every other store inside
 :func:`aims_snaptrade.store_registry.probing`: verify creates no SQLite file where a URL points,
 no secret-store table, and writes no secret.
@@ -107,16 +107,15 @@ class _NotCreatedYet:
         return None
 
 
-def run_verify(settings: Settings | None = None) -> VerifyReport:
-    """Run every check; ``settings`` defaults to ``Settings.from_env()`` (as the CLI does)."""
+def run_verify() -> VerifyReport:
+    """Run every check against the ``SNAPTRADE_*`` environment, as ``from_env()`` reads it."""
     report = VerifyReport()
-    if settings is None:
-        try:
-            settings = Settings.from_env()
-        except e.SnapTradeConfigurationError as exc:
-            report.add(Check("settings", False, exc.message, exc.hint))
-            report.exit_code = EXIT_CONFIGURATION
-            return report
+    try:
+        settings = Settings.from_env()
+    except e.SnapTradeConfigurationError as exc:
+        report.add(Check("settings", False, exc.message, exc.hint))
+        report.exit_code = EXIT_CONFIGURATION
+        return report
     report.add(
         Check(
             "settings",
@@ -284,8 +283,9 @@ def _check_client(report: VerifyReport, settings: Settings, store: Any) -> None:
 
     with probing():  # the other stores the client opens by URL leave no file behind either
         try:
-            # The constructor from_env() uses: same guardrails, same consent start-up path.
-            client = SafeSnapTradeClient(settings, secret_store=store, retry="none")
+            # from_env() itself: the same guardrails and the same consent/audit start-up path a
+            # service takes; only the secret store is the read-only one opened above.
+            client = SafeSnapTradeClient.from_env(secret_store=store, retry="none")
         except e.SnapTradeError as exc:
             report.add(Check("start-up guardrails", False, exc.message, exc.hint))
             return

@@ -20,6 +20,7 @@ only). Consent stores are built with a 365-day maximum age (the suite makes old 
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -123,7 +124,7 @@ class ConsentStoreConformance:
         with pytest.raises(SnapTradeValidationError):
             store.grant("u8", "read", "", "suite")
         with pytest.raises(SnapTradeValidationError):
-            store.grant("u8", "read", "v1", "suite", granted_at=datetime(2026, 1, 1))  # noqa: DTZ001
+            store.grant("u8", "read", "v1", "suite", granted_at=datetime(2026, 1, 1))  # a naive time
         with pytest.raises(SnapTradeValidationError):
             store.decide("u8", "everything")
 
@@ -185,7 +186,7 @@ class AuditTrailConformance:
         """Sequence numbers follow each other and each record names its predecessor's MAC."""
         records = [trail.append(AuditEvent("call", "check", status=200)) for _ in range(5)]
         assert [r.seq for r in records] == [1, 2, 3, 4, 5]
-        assert all(b.prev_mac == a.mac for a, b in zip(records, records[1:], strict=False))
+        assert all(b.prev_mac == a.mac for a, b in itertools.pairwise(records))
         report = trail.verify()
         assert (report.ok, report.checked, report.head_seq) == (True, 5, 5)
         assert [r.seq for r in trail.tail(2)] == [4, 5]

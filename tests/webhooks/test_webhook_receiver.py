@@ -241,3 +241,26 @@ def test_from_settings_takes_key_store_and_window_from_the_environment(tmp_path:
         assert receiver.handle(*signed(payload())).outcome == "processed"
         assert receiver.handle(*signed(payload(when=0))).status == 401
     assert len(handler.calls) == 1
+
+
+def test_verified_deliveries_land_in_the_compliance_audit_trail(tmp_path: Any) -> None:
+    """``on_verified=audit_webhooks(trail)``: every verified delivery, duplicates too, and nothing forged."""
+    import secrets as random_secrets
+
+    from aims_snaptrade.compliance import AuditKey, SQLiteAuditTrail, audit_webhooks
+
+    trail = SQLiteAuditTrail(tmp_path / "audit.db", AuditKey(random_secrets.token_urlsafe(32)))
+    handler = Recorder()
+    receiver = WebhookReceiver(handler, consumer_key=KEY, on_verified=audit_webhooks(trail))
+    body = payload("CONNECTION_BROKEN", brokerageAuthorizationId="auth-9")
+    headers, raw = signed(body)
+    outcomes = [receiver.handle(headers, raw).outcome for _ in range(2)]
+    assert receiver.handle({"Signature": "Zm9yZ2Vk"}, raw).status == 401
+    try:
+        records = trail.tail(10)
+        assert outcomes == ["processed", "duplicate"]
+        assert [r.action for r in records] == ["webhook.CONNECTION_BROKEN"] * 2
+        assert all(json.loads(r.detail)["webhook_id"] == body["webhookId"] for r in records)
+        assert trail.verify().ok
+    finally:
+        trail.close()

@@ -209,7 +209,7 @@ class WebhookEmitter:
 
     async def start(self) -> None:
         """Open the HTTP client and send what was emitted before the emulator started."""
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        self._session = aiohttp.ClientSession()
         with self._lock:
             self._loop = asyncio.get_running_loop()
             backlog, self._backlog = self._backlog, []
@@ -331,7 +331,8 @@ class WebhookEmitter:
         status: int | None = None
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature}
         try:
-            async with self._session.post(url, data=body, headers=headers) as response:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            async with self._session.post(url, data=body, headers=headers, timeout=timeout) as response:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError):

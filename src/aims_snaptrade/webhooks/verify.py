@@ -171,11 +171,12 @@ def _check_signature(headers: Headers, payload: dict[str, Any], text: str, consu
         raise SnapTradeWebhookSignatureError(f"The webhook {problem}.")
     expected = sign_webhook(payload, consumer_key).encode("ascii")
     # Compare the base64 text, not decoded bytes: a changed padding bit must not decode the same.
-    register_signature(values[0].strip())  # masked in the library's logs wherever it might show up
     given = values[0].strip().encode("utf-8", "replace")
-    signature_ok = hmac.compare_digest(expected, given)
-    if not signature_ok:
+    if not hmac.compare_digest(expected, given):
         raise SnapTradeWebhookSignatureError("The webhook signature does not match its payload.")
+    # A genuine signature is masked in the library's logs wherever it might show up. Forged ones
+    # are not registered: a flood of them would only evict genuine entries from the registry.
+    register_signature(values[0].strip())
     if not _spelled_canonically(payload, text):
         raise SnapTradeWebhookSignatureError(
             "The webhook body spells a value differently from what was signed (escapes, number form or keys)."

@@ -30,6 +30,9 @@ from aims_snaptrade.webhooks import EVENT_TYPES, GenericWebhookEvent, verify_web
 EXAMPLES = int(os.environ.get("AIMS_WEBHOOK_EXAMPLES", "60"))
 NOW = 1_900_000_000.0
 TOLERANCE = 300.0
+# The suite's 120 s per-test timeout is for the bounded slice; the nox session's 10,000 examples
+# per property take minutes on a busy machine.
+pytestmark = pytest.mark.timeout(max(120, EXAMPLES // 5))
 PROPERTY = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -274,3 +274,18 @@ def test_production_passes_start_up_with_environment_variables_alone(
     assert code == 1  # SnapTrade (here: nobody) did not answer
     assert not checks["api status"]["ok"]
     assert list((tmp_path / "prod").iterdir()) == []
+
+
+def test_a_reachable_redis_is_shared_storage(env: dict[str, str], monkeypatch, capsys) -> None:
+    from aims_snaptrade.testing import ClientCredentials, EmulatorConfig
+
+    # A client id of its own: the budgets verify's signed call takes in the shared Redis are keyed by it.
+    own = ClientCredentials(f"VERIFY-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex + uuid.uuid4().hex)
+    with SnapTradeEmulator(EmulatorConfig(clients=(own,))) as emulator:
+        monkeypatch.setenv("SNAPTRADE_CLIENT_ID", own.client_id)
+        monkeypatch.setenv("SNAPTRADE_CONSUMER_KEY", own.consumer_key)
+        monkeypatch.setenv("SNAPTRADE_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("SNAPTRADE_RATE_LIMIT_STORAGE_URL", "redis://127.0.0.1:6379/0")
+        code, checks = verify(capsys)
+    assert code == 0, checks
+    assert "redis:// answers; budgets are shared by every replica" in checks["rate-limit storage"]["detail"]

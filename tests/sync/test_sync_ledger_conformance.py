@@ -49,7 +49,7 @@ def test_factory_builds_each_builtin(tmp_path: Path, pg_schema: str) -> None:
     ("url", "says"),
     [
         ("no-scheme", "has no scheme"),
-        ("bogus://x", "unknown sync ledger scheme 'bogus'"),
+        ("bogus://x", "unknown sync ledger scheme 'bogus'.*aims_snaptrade.sync_ledgers"),
         ("memory://path", "takes no path"),
         ("sqlite://", "must be sqlite:///"),
         ("sqlite:///:memory:", "must be sqlite:///"),
@@ -61,4 +61,30 @@ def test_factory_builds_each_builtin(tmp_path: Path, pg_schema: str) -> None:
 def test_factory_rejects_bad_urls_with_the_fix(url: str, says: str) -> None:
     with pytest.raises(SnapTradeConfigurationError, match=says) as caught:
         open_sync_ledger(url)
-    assert "SNAPTRADE_SYNC_LEDGER_URL" in str(caught.value) or "identifier" in str(caught.value)
+    text = str(caught.value)
+    assert "SNAPTRADE_SYNC_LEDGER_URL" in text or "identifier" in text or "entry-points" in text
+
+
+def test_a_custom_scheme_comes_from_its_entry_point(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A package registering ``aims_snaptrade.sync_ledgers`` entry point ``custom`` opens ``custom://`` URLs."""
+    from importlib.metadata import EntryPoint
+
+    from aims_snaptrade import store_registry
+
+    opened: list[str] = []
+
+    def factory(url: str) -> SyncLedger:
+        opened.append(url)
+        return SQLiteSyncLedger(tmp_path / "custom.db")
+
+    monkeypatch.setitem(globals(), "_custom_factory", factory)
+    point = EntryPoint("custom", f"{__name__}:_custom_factory", "aims_snaptrade.sync_ledgers")
+    monkeypatch.setattr(
+        store_registry, "entry_points", lambda group: [point] if group == "aims_snaptrade.sync_ledgers" else []
+    )
+    ledger = open_sync_ledger("custom://anything")
+    try:
+        assert isinstance(ledger, SQLiteSyncLedger)
+        assert opened == ["custom://anything"]
+    finally:
+        ledger.close()

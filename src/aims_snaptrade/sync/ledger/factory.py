@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from aims_snaptrade.errors import SnapTradeConfigurationError
+from aims_snaptrade.store_registry import resolve_store_factory, url_scheme
 from aims_snaptrade.sync.ledger.protocol import SyncLedger
 
 __all__ = ["ENTRY_POINT_GROUP", "open_sync_ledger"]
@@ -71,14 +72,6 @@ def open_sync_ledger(url: str) -> SyncLedger:
     """
     if not isinstance(url, str):
         raise SnapTradeConfigurationError(f"the sync ledger URL must be a string; {_HELP}")
-    scheme, sep, _ = url.partition("://")
-    if not sep or not scheme:
-        raise SnapTradeConfigurationError(f"sync ledger URL {url!r} has no scheme; {_HELP}")
-    factory: Callable[[str], Any] = _resolve(scheme.lower())
+    scheme = url_scheme(url, setting="SNAPTRADE_SYNC_LEDGER_URL")
+    factory: Callable[[str], Any] = resolve_store_factory(ENTRY_POINT_GROUP, scheme, BUILTINS)
     return factory(url)  # type: ignore[no-any-return]
-
-
-def _resolve(scheme: str) -> Callable[[str], Any]:
-    if scheme in BUILTINS:
-        return BUILTINS[scheme]
-    raise SnapTradeConfigurationError(f"unknown sync ledger scheme {scheme!r}; {_HELP}")

@@ -14,7 +14,7 @@ from aims_snaptrade.testing import ConnectedUser, SnapTradeEmulator
 POSTGRES_URL = os.environ.get("AIMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AIMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # The suite runs a bounded slice; `nox -s sync_load` runs the 1,000 users.
-LOAD_USERS = int(os.environ.get("AIMS_SYNC_LOAD_USERS", "80"))
+LOAD_USERS = int(os.environ.get("AIMS_SYNC_LOAD_USERS", "50"))
 FULL_LOAD = LOAD_USERS >= 1000
 # The emulator's shrunk customer window (limit, seconds). The limiter reuses a slot only once it has
 # been free for 2% of the window; on a busy CI machine request arrival jitters by tens of

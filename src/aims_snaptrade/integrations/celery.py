@@ -1,0 +1,143 @@
+"""Celery tasks for fleets: ``aims_snaptrade.sync_user`` and ``aims_snaptrade.sync_due``.
+
+Install ``aims-snaptrade[celery,redis,postgres]`` and run workers with::
+
+    celery -A aims_snaptrade.integrations.celery worker --queues aims-snaptrade-sync
+
+Every worker process builds one :class:`~aims_snaptrade.SafeSnapTradeClient` from the
+``SNAPTRADE_*`` environment on its first task. For a fleet, point them all at the same Redis
+budgets (``SNAPTRADE_RATE_LIMIT_STORAGE_URL``), the same PostgreSQL ledger
+(``SNAPTRADE_SYNC_LEDGER_URL``) and the same secret store. The tasks are idempotent and safe on
+any number of workers: a duplicate finds nothing due, or the user's lease held by another worker,
+and sends nothing. There is no scheduler here: run ``sync_due`` periodically with Celery beat
+(docs/portfolio-sync.md).
+
+The app reads ``SNAPTRADE_CELERY_BROKER_URL`` (default ``redis://127.0.0.1:6379/0``),
+``SNAPTRADE_CELERY_QUEUE`` (default ``aims-snaptrade-sync``) and ``SNAPTRADE_CELERY_KEY_PREFIX``
+(a Redis key prefix for the broker's keys, to share one Redis between apps). To put the tasks on
+your own Celery app instead, call :func:`register_tasks`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+try:
+    from celery import Celery
+except ImportError as missing:  # pragma: no cover - exercised without the extra
+    from aims_snaptrade.errors import SnapTradeConfigurationError
+
+    raise SnapTradeConfigurationError(
+        "the Celery integration needs Celery: pip install 'aims-snaptrade[celery]'"
+    ) from missing
+
+from aims_snaptrade.client import SafeSnapTradeClient
+from aims_snaptrade.errors import SnapTradeError
+from aims_snaptrade.sync.batch import _store
+from aims_snaptrade.sync.flow import SnapTradeSyncInProgressError
+from aims_snaptrade.sync.snapshot import SyncFailure
+
+__all__ = ["DEFAULT_QUEUE", "app", "make_app", "register_tasks"]
+
+DEFAULT_QUEUE = "aims-snaptrade-sync"
+SYNC_USER = "aims_snaptrade.sync_user"
+SYNC_DUE = "aims_snaptrade.sync_due"
+_PAGE = 500
+
+
+class _ProcessClient:
+    """One client per worker process, built on first use (after the prefork pool forked)."""
+
+    def __init__(self, factory: Callable[[], SafeSnapTradeClient]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._client: SafeSnapTradeClient | None = None
+        self._pid = 0
+
+    def get(self) -> SafeSnapTradeClient:
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client, self._pid = self._factory(), os.getpid()
+            return self._client
+
+
+def register_tasks(
+    celery_app: Celery,
+    *,
+    client_factory: Callable[[], SafeSnapTradeClient] = SafeSnapTradeClient.from_env,
+    queue: str = DEFAULT_QUEUE,
+) -> tuple[Any, Any]:
+    """Register ``sync_user`` and ``sync_due`` on ``celery_app``; returns the two tasks.
+
+    Args:
+        celery_app: Your Celery application.
+        client_factory: Builds the worker process's client (default: from ``SNAPTRADE_*``).
+        queue: Where ``sync_due`` queues the ``sync_user`` tasks it fans out.
+    """
+    clients = _ProcessClient(client_factory)
+
+    @celery_app.task(name=SYNC_USER)  # type: ignore[untyped-decorator]
+    def sync_user(user_id: str, force: bool = False) -> dict[str, Any]:
+        """Sync what is due of one user; the summary says ``synced``, ``busy`` or ``failed``."""
+        try:
+            snapshot = clients.get().sync_portfolio(user_id, force=force)
+        except SnapTradeSyncInProgressError:
+            return {"user_id": user_id, "status": "busy", "requests": 0}
+        except SnapTradeError as error:
+            # Reported, not raised: Celery's own retries would hammer a failing user.
+            return {"user_id": user_id, "status": "failed", "error": SyncFailure.from_error(error).model_dump()}
+        states: dict[str, int] = {}
+        for account in snapshot.accounts:
+            states[account.state.value] = states.get(account.state.value, 0) + 1
+        return {"user_id": user_id, "status": "synced", "requests": snapshot.requests, "accounts": states}
+
+    @celery_app.task(name=SYNC_DUE)  # type: ignore[untyped-decorator]
+    def sync_due() -> int:
+        """Queue one ``sync_user`` per user with anything due or webhook-marked; returns how many."""
+        client = clients.get()
+        holdings_before, activities_before = client.sync_policy.due_before(time.time())
+        queued = 0
+        after: str | None = None
+        while True:
+            page: list[str] = client._run(_store("due_users", holdings_before, activities_before, after, _PAGE))
+            for user_id in page:
+                sync_user.apply_async(args=(user_id,), queue=queue)
+                queued += 1
+            if len(page) < _PAGE:
+                return queued
+            after = page[-1]
+
+    return sync_user, sync_due
+
+
+def make_app(
+    broker_url: str | None = None,
+    *,
+    queue: str | None = None,
+    key_prefix: str | None = None,
+    client_factory: Callable[[], SafeSnapTradeClient] = SafeSnapTradeClient.from_env,
+) -> Celery:
+    """A Celery app with the two tasks, configured from arguments or ``SNAPTRADE_CELERY_*``."""
+    broker = broker_url or os.environ.get("SNAPTRADE_CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    queue_name = queue or os.environ.get("SNAPTRADE_CELERY_QUEUE", DEFAULT_QUEUE)
+    prefix = key_prefix if key_prefix is not None else os.environ.get("SNAPTRADE_CELERY_KEY_PREFIX", "")
+    celery_app = Celery("aims_snaptrade", broker=broker)
+    options: dict[str, Any] = {"global_keyprefix": prefix} if prefix else {}
+    celery_app.conf.update(
+        broker_transport_options=options,
+        task_default_queue=queue_name,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,  # a worker takes one user at a time: fair across the fleet
+        task_acks_late=True,  # a task whose worker died is redelivered (the lease makes it safe)
+        worker_hijack_root_logger=False,
+    )
+    register_tasks(celery_app, client_factory=client_factory, queue=queue_name)
+    return celery_app
+
+
+app = make_app()
+"""The app ``celery -A aims_snaptrade.integrations.celery worker`` runs."""

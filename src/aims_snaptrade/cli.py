@@ -1,5 +1,5 @@
 """The aims-snaptrade command: verify, health, alert-rules, demo, emulator, generate-key, rotate-keys,
-consent, audit, export-user, erase-user.
+consent, audit, export-user, erase-user, sync.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from aims_snaptrade.compliance.cli import add_compliance_commands
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeError
+from aims_snaptrade.sync.cli import add_sync_command
 
 __all__ = ["main"]
 
@@ -127,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 
     # consent, audit, export-user, erase-user (docs/compliance.md)
     add_compliance_commands(commands)
+    add_sync_command(commands)
     return parser
 
 

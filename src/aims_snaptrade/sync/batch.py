@@ -7,7 +7,8 @@ result, never an exception that stops the batch. Results are streamed (an async 
 ``on_result`` callback): nothing but counters is kept, so memory stays flat however many users.
 
 With a ``batch_id`` the batch is resumable: each finished user is recorded in the ledger, and a
-rerun with the same id (after a crash, a deploy, a SIGKILL) skips them without a request. The
+rerun with the same id (after a crash, a deploy, a SIGKILL) skips them without a request, and
+tries the users that failed again. The
 batch id also owns the users' leases, so a rerun takes over the users its predecessor was
 syncing when it died: run one process per batch id at a time.
 """
@@ -201,7 +202,8 @@ async def stream_sync(
             result = UserSyncResult(
                 user_id, snapshot=snapshot.model_copy(update={"requests": sent[0]}), requests=sent[0]
             )
-        if batch_id is not None:
+        if batch_id is not None and result.ok:
+            # Only synced users are finished: a rerun of the batch tries the failed ones again.
             await client._run(_store("finish_in_batch", batch_id, user_id, time.time()))
         return result
 

@@ -37,7 +37,7 @@ from aims_snaptrade.secrets import Keyring
 from aims_snaptrade.testing import SnapTradeEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 PYTHON = {"python", "py", "python3"}
 PYTEST_MARKER = "<!-- docs-test: pytest -->"
 _FENCE = re.compile(

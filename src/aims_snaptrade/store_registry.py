@@ -28,6 +28,7 @@ store's factory is called as ``factory(url, keyring)``.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -135,9 +136,11 @@ def _redirecting_missing_files(factory: Callable[..., Any], scratch: Path) -> Ca
     def open_elsewhere(url: str, *args: Any, **kwargs: Any) -> Any:
         scheme, _, rest = url.partition("://")
         path = Path(unquote(rest[1:])) if rest.startswith("/") and "?" not in rest else None
-        if path is not None and str(path) and not path.exists():
-            stand_in = scratch / f"{len(list(scratch.iterdir()))}-{path.name}"
-            url = f"{scheme}:///{quote(str(stand_in))}"
+        if path is not None and not path.exists():
+            # One throwaway file per real path: stores sharing a database (consent and audit in
+            # the secret store's file) still share it while probing.
+            digest = hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]
+            url = f"{scheme}:///{quote(str(scratch / f'{digest}-{path.name}'))}"
         return factory(url, *args, **kwargs)
 
     return open_elsewhere

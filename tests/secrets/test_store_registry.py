@@ -206,3 +206,25 @@ def test_a_fresh_process_finds_the_plugin_through_pythonpath(plugin_dir: Path, t
     env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["DeclaredStore", "True", "True"]
+
+
+def test_probing_opens_missing_sqlite_files_elsewhere_and_removes_them(tmp_path: Path) -> None:
+    from aims_snaptrade.secrets import SQLiteSecretStore
+    from aims_snaptrade.store_registry import probing
+
+    existing = SQLiteSecretStore(tmp_path / "existing.db")
+    existing.close()
+    with probing():
+        first = open_secret_store(f"sqlite:///{tmp_path}/missing.db")
+        second = open_secret_store(f"sqlite:///{tmp_path}/missing.db")
+        in_place = open_secret_store(f"sqlite:///{tmp_path}/existing.db")
+        assert isinstance(first, SQLiteSecretStore)
+        assert isinstance(second, SQLiteSecretStore)
+        assert first.path == second.path  # one stand-in per real path: sharing stores still share
+        assert first.path.parent != tmp_path
+        assert in_place.path == tmp_path / "existing.db"
+        scratch = first.path.parent
+        for store in (first, second, in_place):
+            store.close()
+    assert not scratch.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.db"]

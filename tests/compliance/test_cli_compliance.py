@@ -86,3 +86,21 @@ def test_audit_commands_need_the_audit_key(env, monkeypatch, capsys):
     monkeypatch.delenv("SNAPTRADE_AUDIT_KEY")
     assert main(["audit", "verify"]) == 2
     assert "SNAPTRADE_AUDIT_KEY" in capsys.readouterr().err
+
+
+def test_rotate_keys_is_audited(env, monkeypatch, capsys, tmp_path):
+    from aims_snaptrade.secrets import Keyring, SQLiteSecretStore
+
+    keys = Keyring.generate("v1")
+    db = tmp_path / "keys.db"
+    store = SQLiteSecretStore(db, keys)
+    store.put("henry", "henry-secret-0123456789")
+    store.close()
+    monkeypatch.setenv("SNAPTRADE_SECRET_STORE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("SNAPTRADE_ENCRYPTION_KEYS", keys.rotated("v2").export())
+    assert main(["rotate-keys"]) == 0
+    capsys.readouterr()
+    code, tail = _json(capsys, ["audit", "tail", "-n", "1"])
+    (record,) = tail
+    assert (record["kind"], record["action"], record["outcome"]) == ("key", "key.rotate", "ok")
+    assert (record["detail"]["current_version"], record["detail"]["reencrypted"]) == ("v2", 1)

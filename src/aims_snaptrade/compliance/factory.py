@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from aims_snaptrade.compliance.audit import AuditKey, AuditTrail, OnRecord, PostgresAuditTrail, SQLiteAuditTrail
+from aims_snaptrade.compliance.audit import (
+    AuditEvent,
+    AuditKey,
+    AuditTrail,
+    OnRecord,
+    PostgresAuditTrail,
+    SQLiteAuditTrail,
+)
 from aims_snaptrade.compliance.consent import ConsentStore, PostgresConsentStore, SQLiteConsentStore
 from aims_snaptrade.errors import SnapTradeConfigurationError
 from aims_snaptrade.store_registry import resolve_store_factory, url_scheme
@@ -26,6 +33,7 @@ if TYPE_CHECKING:
     from aims_snaptrade.settings import Settings
 
 __all__ = [
+    "append_audit_event",
     "audit_key_from_settings",
     "audit_store_url",
     "consent_store_url",
@@ -139,3 +147,16 @@ def open_audit_trail(url: str, settings: Settings, *, on_record: OnRecord | None
     factory = resolve_store_factory(AUDIT_GROUP, url_scheme(url, setting=variable), builtins)
     trail: AuditTrail = factory(url, settings)
     return trail
+
+
+def append_audit_event(settings: Settings, event: AuditEvent) -> bool:
+    """Append one event to the audit trail ``settings`` name, for work done outside a client
+    (``aims-snaptrade rotate-keys``); ``False`` when no audit key is configured."""
+    if audit_key_from_settings(settings) is None:
+        return False
+    trail = open_audit_trail(audit_store_url(settings), settings)
+    try:
+        trail.append(event)
+    finally:
+        trail.close()
+    return True

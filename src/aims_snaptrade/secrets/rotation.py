@@ -193,4 +193,23 @@ def rotate_keys_command(
     finally:
         store.close()
     print(report.summary(), file=out)
+    _audit_rotation(settings, report, err)
     return 0 if report.complete else 1
+
+
+def _audit_rotation(settings: Settings, report: RotationReport, err: TextIO) -> None:
+    # An encryption-key event belongs in the audit trail (docs/compliance.md) when one is kept.
+    from aims_snaptrade.compliance.audit import AuditEvent
+    from aims_snaptrade.compliance.factory import append_audit_event
+
+    detail: dict[str, str | int | float | bool | None] = {
+        "current_version": report.current_version,
+        "scanned": report.scanned,
+        "reencrypted": report.reencrypted,
+        "failed": len(report.failed),
+    }
+    outcome = "ok" if report.complete else "incomplete"
+    try:
+        append_audit_event(settings, AuditEvent("key", "key.rotate", outcome=outcome, detail=detail))
+    except SnapTradeError as exc:
+        print(f"rotate-keys: the rotation is done but could not be audited: {exc}", file=err)

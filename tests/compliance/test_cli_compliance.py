@@ -101,6 +101,7 @@ def test_rotate_keys_is_audited(env, monkeypatch, capsys, tmp_path):
     assert main(["rotate-keys"]) == 0
     capsys.readouterr()
     code, tail = _json(capsys, ["audit", "tail", "-n", "1"])
+    assert code == 0
     (record,) = tail
     assert (record["kind"], record["action"], record["outcome"]) == ("key", "key.rotate", "ok")
     assert (record["detail"]["current_version"], record["detail"]["reencrypted"]) == ("v2", 1)

@@ -10,9 +10,13 @@ import pytest
 
 from aims_snaptrade import errors as e
 from aims_snaptrade.testing.order_intent_store_conformance import OrderIntentStoreConformance
-from aims_snaptrade.trading import MemoryOrderIntentStore, OrderIntentStore, SQLiteOrderIntentStore
+from aims_snaptrade.trading import (
+    MemoryOrderIntentStore,
+    OrderIntentStore,
+    PostgresOrderIntentStore,
+    SQLiteOrderIntentStore,
+)
 from aims_snaptrade.trading.factory import open_order_intent_store
-from aims_snaptrade.trading.intents_postgres import PostgresOrderIntentStore
 
 POSTGRES_URL = os.environ.get("AIMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -7,7 +7,13 @@ See ``docs/trading.md``.
 
 from aims_snaptrade.trading.confirmation import ConfirmationSigner
 from aims_snaptrade.trading.factory import open_order_intent_store
-from aims_snaptrade.trading.intents import MemoryOrderIntentStore, OrderIntentStore, SQLiteOrderIntentStore
+from aims_snaptrade.trading.intents import (
+    MemoryOrderIntentStore,
+    OrderIntentStore,
+    PostgresOrderIntentStore,
+    SQLiteOrderIntentStore,
+    SQLOrderIntentStore,
+)
 from aims_snaptrade.trading.models import (
     Order,
     OrderAction,
@@ -31,7 +37,9 @@ __all__ = [
     "OrderRequest",
     "OrderStatus",
     "OrderType",
+    "PostgresOrderIntentStore",
     "Reconciliation",
+    "SQLOrderIntentStore",
     "SQLiteOrderIntentStore",
     "TimeInForce",
     "open_order_intent_store",

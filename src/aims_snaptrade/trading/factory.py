@@ -2,7 +2,7 @@
 
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: :class:`SQLiteOrderIntentStore`.
 * ``postgresql://user@host/db`` (or ``postgres://``), with optional ``schema=`` and ``table=``
-  query parameters: :class:`~aims_snaptrade.trading.intents_postgres.PostgresOrderIntentStore`.
+  query parameters: :class:`PostgresOrderIntentStore`.
 * ``memory://``: :class:`MemoryOrderIntentStore` (tests only).
 * any other scheme: a factory registered under the entry-point group
   ``aims_snaptrade.order_intent_stores`` (called with the URL), through
@@ -16,7 +16,12 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from aims_snaptrade.errors import SnapTradeConfigurationError
 from aims_snaptrade.store_registry import resolve_store_factory, url_scheme
-from aims_snaptrade.trading.intents import MemoryOrderIntentStore, OrderIntentStore, SQLiteOrderIntentStore
+from aims_snaptrade.trading.intents import (
+    MemoryOrderIntentStore,
+    OrderIntentStore,
+    PostgresOrderIntentStore,
+    SQLiteOrderIntentStore,
+)
 
 __all__ = ["ENTRY_POINT_GROUP", "open_order_intent_store"]
 
@@ -37,16 +42,14 @@ def _sqlite(url: str) -> OrderIntentStore:
 
 
 def _postgres(url: str) -> OrderIntentStore:
-    from aims_snaptrade.trading.intents_postgres import DEFAULT_INTENT_TABLE, PostgresOrderIntentStore
-
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in query if k in {"schema", "table"}}
     libpq = [(k, v) for k, v in query if k not in {"schema", "table"}]
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(libpq), ""))
-    return PostgresOrderIntentStore(
-        conninfo, schema=ours.get("schema", "public"), table=ours.get("table", DEFAULT_INTENT_TABLE)
-    )
+    if "table" in ours:
+        return PostgresOrderIntentStore(conninfo, schema=ours.get("schema", "public"), table=ours["table"])
+    return PostgresOrderIntentStore(conninfo, schema=ours.get("schema", "public"))
 
 
 def _memory(url: str) -> OrderIntentStore:

@@ -9,28 +9,33 @@ the next start and settled by ``reconcile_pending()``.
   :class:`aims_snaptrade.testing.order_intent_store_conformance.OrderIntentStoreConformance`
   against your own store.
 * :class:`SQLiteOrderIntentStore` (default, one file, several processes on one host),
-  :class:`~aims_snaptrade.trading.intents_postgres.PostgresOrderIntentStore` (fleets) and
-  :class:`MemoryOrderIntentStore` (tests only).
+  :class:`PostgresOrderIntentStore` (fleets), both :class:`SQLOrderIntentStore` over the
+  compliance stores' database layer, and :class:`MemoryOrderIntentStore` (tests only).
 """
 
 from __future__ import annotations
 
 import os
-import random
-import sqlite3
+import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeOrderIntentStoreError
+from aims_snaptrade.compliance._db import Database, PostgresDatabase, SQLiteDatabase
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeOrderIntentStoreError, SnapTradeStoreError
 from aims_snaptrade.trading.models import OrderIntent
 
-__all__ = ["MemoryOrderIntentStore", "OrderIntentStore", "SQLiteOrderIntentStore"]
+__all__ = [
+    "MemoryOrderIntentStore",
+    "OrderIntentStore",
+    "PostgresOrderIntentStore",
+    "SQLOrderIntentStore",
+    "SQLiteOrderIntentStore",
+]
 
-_T = TypeVar("_T")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 @runtime_checkable
@@ -141,161 +146,131 @@ class MemoryOrderIntentStore:
         self._closed = True
 
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS order_intents (
-        client_order_id TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        brokerage_order_id TEXT,
-        created_at REAL NOT NULL,
-        body TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS order_intents_status ON order_intents (status, created_at)",
-    "CREATE INDEX IF NOT EXISTS order_intents_account ON order_intents (account_id, brokerage_order_id)",
-)
+_TABLE = "aims_snaptrade_order_intents"
 
 
-def _row(intent: OrderIntent) -> tuple[str, str, str, str | None, float, str]:
-    return (
-        intent.client_order_id,
-        intent.account_id,
-        intent.status,
-        intent.brokerage_order_id,
-        intent.created_at.timestamp(),
-        intent.to_json(),
-    )
+class SQLOrderIntentStore:
+    """Intents in one SQL table, on the compliance stores' database layer (SQLite or PostgreSQL).
 
-
-class SQLiteOrderIntentStore:
-    """Intents in a SQLite file (stdlib ``sqlite3``): WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE``.
-
-    A write is fsynced before it returns, so an intent recorded before a SIGKILL is there after
-    the restart. Thread-safe (one connection behind a lock), safe for several processes on one
-    host, and across ``fork`` (a child opens its own connection).
+    Every write is one durable transaction (SQLite ``synchronous=FULL`` under ``BEGIN IMMEDIATE``;
+    PostgreSQL ``synchronous_commit=on``), so an intent recorded before a SIGKILL is there after
+    the restart. ``record`` is one ``INSERT ... ON CONFLICT DO NOTHING``: of two processes
+    recording one ``client_order_id``, exactly one wins. Thread-safe and fork-safe.
     """
 
-    kind = "sqlite"
-    persistent = True
-
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
-        self.path = Path(path)
-        self._busy_timeout = busy_timeout
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = os.getpid()
-        self._closed = False
-        if not self.path.parent.is_dir():
-            raise SnapTradeConfigurationError(
-                f"the directory of the SQLite order-intent store {str(self.path)!r} does not exist; create it "
-                "or fix SNAPTRADE_ORDER_INTENT_STORE_URL"
-            )
+    def __init__(self, db: Database, table: str = _TABLE) -> None:
+        self._db = db
+        self.kind = db.kind
+        self.persistent = db.persistent
+        self._t = db.table(table)
         try:
-            with self._write() as conn:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
+            with self._errors():
+                db.setup(
+                    (
+                        f"""CREATE TABLE IF NOT EXISTS {{t:{table}}} (
+                            client_order_id TEXT PRIMARY KEY,
+                            account_id TEXT NOT NULL,
+                            status TEXT NOT NULL,
+                            brokerage_order_id TEXT,
+                            created_at {{real}} NOT NULL,
+                            body TEXT NOT NULL
+                        )""",
+                        f"CREATE INDEX IF NOT EXISTS {table}_status ON {{t:{table}}} (status, created_at)",
+                        f"CREATE INDEX IF NOT EXISTS {table}_account ON {{t:{table}}} (account_id, brokerage_order_id)",
+                    )
+                )
         except SnapTradeOrderIntentStoreError as exc:
-            self.close()
-            raise SnapTradeConfigurationError(
-                f"cannot open the SQLite order-intent store {str(self.path)!r}: {exc.message}"
-            ) from None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._closed:
-            raise SnapTradeOrderIntentStoreError(f"the SQLite order-intent store {str(self.path)!r} is closed")
-        if self._conn is None or self._pid != os.getpid():
-            # After fork the inherited connection belongs to the parent: abandon it, open our own.
-            conn = sqlite3.connect(self.path, timeout=0.002, isolation_level=None, check_same_thread=False)
-            self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
-            conn.execute("PRAGMA synchronous = FULL")
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
-
-    def _retry_busy(self, attempt: Callable[[], _T]) -> _T:
-        # SQLite's own busy handler sleeps in coarse steps; short jittered retries keep writers fair.
-        deadline = time.monotonic() + self._busy_timeout
-        delay = 0.0005
-        while True:
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, 0.01)
+            db.close()
+            raise SnapTradeConfigurationError(f"cannot open the order-intent store: {exc.message}") from None
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
+        # The database layer raises the generic store error; callers branch on this store's own.
         try:
             yield
-        except sqlite3.Error as exc:
-            raise SnapTradeOrderIntentStoreError(
-                f"SQLite order-intent store {str(self.path)!r} failed: {exc}"
-            ) from None
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._errors():
-            conn = self._connection()
-            self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[str, ...]]:
-        with self._lock, self._errors():
-            conn = self._connection()
-            return self._retry_busy(lambda: conn.execute(sql, params).fetchall())
+        except SnapTradeOrderIntentStoreError:
+            raise
+        except SnapTradeStoreError as exc:
+            raise SnapTradeOrderIntentStoreError(exc.message, retryable=exc.retryable) from None
 
     def record(self, intent: OrderIntent) -> bool:
         """See :meth:`OrderIntentStore.record`."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO order_intents VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (client_order_id) DO NOTHING",
-                _row(intent),
+        with self._errors(), self._db.transaction(durable=True) as cur:
+            inserted = cur.execute(
+                f"INSERT INTO {self._t} VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (client_order_id) DO NOTHING",
+                (
+                    intent.client_order_id,
+                    intent.account_id,
+                    intent.status,
+                    intent.brokerage_order_id,
+                    intent.created_at.timestamp(),
+                    intent.to_json(),
+                ),
             )
-            return cursor.rowcount == 1
+            return bool(inserted.rowcount == 1)
 
     def update(self, intent: OrderIntent) -> None:
         """See :meth:`OrderIntentStore.update`."""
-        coid, account, status, order_id, _, body = _row(intent)
-        with self._write() as conn:
-            changed = conn.execute(
-                "UPDATE order_intents SET account_id = ?, status = ?, brokerage_order_id = ?, body = ? "
+        with self._errors(), self._db.transaction(durable=True) as cur:
+            changed = cur.execute(
+                f"UPDATE {self._t} SET account_id = ?, status = ?, brokerage_order_id = ?, body = ? "
                 "WHERE client_order_id = ?",
-                (account, status, order_id, body, coid),
-            ).rowcount
-            if changed != 1:
-                raise _missing(coid)
+                (intent.account_id, intent.status, intent.brokerage_order_id, intent.to_json(), intent.client_order_id),
+            )
+            if changed.rowcount != 1:
+                raise _missing(intent.client_order_id)
 
     def get(self, client_order_id: str) -> OrderIntent | None:
         """See :meth:`OrderIntentStore.get`."""
-        rows = self._query("SELECT body FROM order_intents WHERE client_order_id = ?", (client_order_id,))
+        with self._errors():
+            rows = self._db.query(f"SELECT body FROM {self._t} WHERE client_order_id = ?", (client_order_id,))
         return OrderIntent.from_json(rows[0][0]) if rows else None
 
     def pending(self) -> list[OrderIntent]:
         """See :meth:`OrderIntentStore.pending`."""
-        rows = self._query("SELECT body FROM order_intents WHERE status = 'pending' ORDER BY created_at")
+        with self._errors():
+            rows = self._db.query(f"SELECT body FROM {self._t} WHERE status = 'pending' ORDER BY created_at")
         return [OrderIntent.from_json(body) for (body,) in rows]
 
     def claimed_order_ids(self, account_id: str) -> list[str]:
         """See :meth:`OrderIntentStore.claimed_order_ids`."""
-        rows = self._query(
-            "SELECT brokerage_order_id FROM order_intents WHERE account_id = ? AND brokerage_order_id IS NOT NULL",
-            (account_id,),
-        )
-        return [order_id for (order_id,) in rows]
+        with self._errors():
+            rows = self._db.query(
+                f"SELECT brokerage_order_id FROM {self._t} WHERE account_id = ? AND brokerage_order_id IS NOT NULL",
+                (account_id,),
+            )
+        return [str(order_id) for (order_id,) in rows]
 
     def close(self) -> None:
         """Close the connection; further calls fail."""
-        with self._lock:
-            self._closed = True
-            conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                conn.close()
+        self._db.close()
 
     def __repr__(self) -> str:
-        return f"SQLiteOrderIntentStore({str(self.path)!r})"
+        return f"{type(self).__name__}({self._db.description!r})"
+
+
+class SQLiteOrderIntentStore(SQLOrderIntentStore):
+    """The embedded default: intents in a SQLite file (WAL), safe for several processes on one host."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        super().__init__(SQLiteDatabase(path, what="order-intent store", busy_timeout=busy_timeout))
+
+
+class PostgresOrderIntentStore(SQLOrderIntentStore):
+    """Intents in a PostgreSQL table for fleets (psycopg 3, the ``postgres`` extra)."""
+
+    def __init__(
+        self, conninfo: str, *, schema: str = "public", table: str = _TABLE, connect_timeout: float = 5.0
+    ) -> None:
+        if not _IDENTIFIER.match(table):
+            raise SnapTradeConfigurationError(f"PostgreSQL order-intent table {table!r} must be a plain identifier")
+        super().__init__(
+            PostgresDatabase(conninfo, what="order-intent store", schema=schema, connect_timeout=connect_timeout),
+            table,
+        )
+
+    def drop(self) -> None:
+        """Drop the table (tests that made their own)."""
+        with self._errors(), self._db.transaction(durable=True) as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {self._t}")

@@ -12,6 +12,7 @@ tenacity's (``Retrying.iter``) over our errors; only who sleeps differs.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -111,7 +112,8 @@ class CallOptions:
 
 
 def _positive_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    # Finite: an infinite deadline or wait is a hang (None already means "the client's value").
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 # --- effects -----------------------------------------------------------------------------------
@@ -210,12 +212,20 @@ def _checked_call(name: Any, arguments: Any, confirm: Any, options: Any) -> Call
             operation=name,
             hint="Pass confirm=True (the bool) to confirm a destructive call.",
         )
+    return checked_options(options, name)
+
+
+def checked_options(options: Any, operation: str | None = None) -> CallOptions:
+    """``options`` as given (a fresh :class:`CallOptions` for ``None``); anything else is a validation error.
+
+    For every flow that reads its options before handing them to :meth:`Core.call`.
+    """
     if options is None:
         return CallOptions()
     if not isinstance(options, CallOptions):
         raise e.SnapTradeValidationError(
             f"options must be a CallOptions, got {type(options).__name__}.",
-            operation=name,
+            operation=operation,
             hint="Pass options=CallOptions(timeout=..., rate_limit_mode=..., max_wait=..., retry=...).",
         )
     return options

@@ -66,9 +66,11 @@ def consumer_key_parts() -> st.SearchStrategy[tuple[str, str]]:
 
 
 def against(emu: Any, **overrides: Any) -> dict[str, Any]:
-    """Client keyword arguments for the emulator ``emu`` (no retries unless overridden)."""
+    """Client keyword arguments for the emulator ``emu`` (no retries unless overridden, stores in memory)."""
     base = {"client_id": emu.client_id, "consumer_key": emu.consumer_key, "base_url": emu.base_url}
-    return {**base, "environment": "sandbox", "retry": "none", **overrides}
+    # Every store in memory: no files in the working directory, nothing shared between tests.
+    stores = {"sync_ledger_url": "memory://", "order_intent_store_url": "memory://", "webhook_dedupe_url": "memory://"}
+    return {**base, **stores, "environment": "sandbox", "retry": "none", **overrides}
 
 
 def forms_of(value: str) -> set[str]:

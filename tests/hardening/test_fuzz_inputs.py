@@ -9,6 +9,7 @@ SnapTrade created whose secret is not in the store.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 from collections.abc import Iterator
@@ -130,45 +131,40 @@ def _orphans(emu: SnapTradeEmulator, store: MemorySecretStore, user_id: Any) -> 
     return int(at_snaptrade and stored is None)
 
 
-_HELPERS = [
-    "api_status",
-    "register_user",
-    "ensure_user",
-    "rotate_user_secret",
-    "resolve_secret_rotation",
-    "delete_user",
-    "connection_portal_url",
-    "list_accounts",
-    "get_balances",
-    "get_positions",
-    "get_activities",
-]
+_NOT_INPUTS = {"close", "from_env", "add_call_observer", "call", "stream_sync"}
+HELPERS = sorted(
+    name
+    for name, member in inspect.getmembers(SafeSnapTradeClient, inspect.isfunction)
+    if not name.startswith("_") and name not in _NOT_INPUTS
+)
+"""Every public method of the client that takes input (``call`` has its own property below)."""
 
 
 @st.composite
 def helper_calls(draw: Any, user: ConnectedUser) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-    name = draw(st.sampled_from(_HELPERS))
-    ids = st.one_of(JUNK, st.just(user.user_id), st.text(min_size=1, max_size=12).map(lambda s: "fz-" + s))
-    accounts = st.one_of(JUNK, st.just(user.account_ids[0]))
-    args: tuple[Any, ...] = ()
+    """A helper and arguments for it from its signature: junk, or a real id now and then."""
+    name = draw(st.sampled_from(HELPERS))
+    real = {"user_id": st.just(user.user_id), "account_id": st.just(user.account_ids[0])}
+    fresh = st.text(min_size=1, max_size=12).map(lambda s: "fz-" + s)
+    args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    if name != "api_status":
-        args = (draw(ids),)
-    if name in ("get_balances", "get_positions", "get_activities"):
-        args = (*args, draw(accounts))
-    if name == "delete_user":
-        kwargs["confirm"] = draw(st.one_of(JUNK, st.just(False)))  # never True: the fuzz user stays
-    if name == "connection_portal_url":
-        for key in ("broker", "connection_type", "custom_redirect", "reconnect"):
-            if draw(st.booleans()):
-                kwargs[key] = draw(JUNK)
-    if name == "get_activities":
-        for key in ("start_date", "end_date", "type"):
-            if draw(st.booleans()):
-                kwargs[key] = draw(JUNK)
-    if draw(st.booleans()):
-        kwargs["options"] = draw(st.one_of(JUNK, st.just(CallOptions(timeout=2.0))))
-    return name, args, kwargs
+    for parameter in list(inspect.signature(getattr(SafeSnapTradeClient, name)).parameters.values())[1:]:
+        optional = parameter.default is not inspect.Parameter.empty
+        if optional and not draw(st.booleans()):
+            continue
+        if parameter.name == "confirm":
+            value = draw(st.one_of(JUNK, st.just(False)))  # never True: the fuzz user stays
+        elif parameter.name == "options":
+            value = draw(st.one_of(JUNK, st.just(CallOptions(timeout=2.0))))
+        elif parameter.name in real:
+            value = draw(st.one_of(JUNK, real[parameter.name], fresh))
+        else:
+            value = draw(JUNK)
+        if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and not optional:
+            args.append(value)
+        else:
+            kwargs[parameter.name] = value
+    return name, tuple(args), kwargs
 
 
 @PROFILE

@@ -160,6 +160,12 @@ def test_non_finite_or_absurd_timeouts_are_refused(timeout):
         CallOptions(timeout=timeout)
 
 
+@pytest.mark.parametrize("deadline", [math.inf, math.nan, 0, -1, True])
+def test_non_finite_deadlines_are_refused(deadline):
+    with pytest.raises(SnapTradeValidationError, match="deadline"):
+        CallOptions(deadline=deadline)
+
+
 @pytest.mark.parametrize("max_wait", [math.inf, math.nan, -1, 1e9])
 def test_non_finite_or_absurd_waits_are_refused(max_wait):
     with pytest.raises(SnapTradeValidationError, match="max_wait"):

@@ -77,6 +77,8 @@ def sync_portfolio(
         raise e.SnapTradeValidationError(f"user_id must be a non-empty string, got {type(user_id).__name__}.")
     if not isinstance(policy, SyncPolicy):
         raise e.SnapTradeValidationError(f"policy must be a SyncPolicy, got {type(policy).__name__}.")
+    if not isinstance(force, bool):
+        raise e.SnapTradeValidationError(f"force must be True or False, got {type(force).__name__}.")
     started = time.time()
     owner = lease_owner or uuid.uuid4().hex
     leased = yield StoreCall("acquire_lease", (user_id, owner, started, started + policy.lease_seconds), store=LEDGER)

@@ -27,7 +27,7 @@ from typing import Any
 from aims_snaptrade import errors as e
 from aims_snaptrade.models import _to_decimal
 from aims_snaptrade.operations import get_operation
-from aims_snaptrade.pipeline import CallOptions, Core, Flow, StoreCall, _parsed
+from aims_snaptrade.pipeline import CallOptions, Core, Flow, StoreCall, _parsed, checked_options
 from aims_snaptrade.trading.confirmation import ConfirmationSigner
 from aims_snaptrade.trading.models import Order, OrderIntent, OrderPreview, OrderRequest
 
@@ -93,7 +93,7 @@ class TradingFlows:
     def _write_options(self, options: CallOptions | None) -> CallOptions:
         # An order is never resent on the policy's say-so, whatever the policy allows for writes
         # carrying a client_order_id: only reconcile_order(resend=True) sends an intent again.
-        options = options or CallOptions()
+        options = checked_options(options)
         policy = options.retry or self.core.retry
         if policy.retry_idempotent_writes:
             options = dataclasses.replace(options, retry=dataclasses.replace(policy, retry_idempotent_writes=False))

@@ -154,11 +154,11 @@ class OrderRequest(BaseModel):
         if not isinstance(account_id, str) or not account_id.strip():
             problems.append("account_id must be a non-empty string")
         action = str(action).upper() if isinstance(action, str) else action
-        if action not in _ACTIONS:
+        if not isinstance(action, str) or action not in _ACTIONS:  # a list or dict is unhashable
             problems.append(f"action must be BUY or SELL, got {action!r}")
-        if order_type not in _TYPES:
+        if not isinstance(order_type, str) or order_type not in _TYPES:  # a list or dict is unhashable
             problems.append(f"order_type must be one of {', '.join(sorted(_TYPES))}, got {order_type!r}")
-        if time_in_force not in _TIMES:
+        if not isinstance(time_in_force, str) or time_in_force not in _TIMES:  # a list or dict is unhashable
             problems.append(f"time_in_force must be one of {', '.join(sorted(_TIMES))}, got {time_in_force!r}")
         for label, text in (("symbol", symbol), ("universal_symbol_id", universal_symbol_id)):
             if text is not None and (not isinstance(text, str) or not text.strip()):

@@ -289,3 +289,13 @@ def test_a_reachable_redis_is_shared_storage(env: dict[str, str], monkeypatch, c
         code, checks = verify(capsys)
     assert code == 0, checks
     assert "redis:// answers; budgets are shared by every replica" in checks["rate-limit storage"]["detail"]
+
+
+def test_a_store_that_cannot_open_stops_before_the_client(env: dict[str, str], tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("SNAPTRADE_SECRET_STORE_URL", f"sqlite:///{tmp_path}/no/such/dir/s.db")
+    code, checks = verify(capsys)
+    assert code == 1
+    assert failures(checks) == {"secret store", "start-up guardrails"}
+    assert "does not exist" in checks["secret store"]["detail"]
+    assert "not run" in checks["start-up guardrails"]["detail"]
+    assert list(tmp_path.iterdir()) == []

@@ -134,6 +134,16 @@ def run_verify() -> VerifyReport:
         _check_rate_limit_storage(report, settings)
         if store is not None:
             _check_client(report, settings, store)
+        else:
+            report.add(
+                Check(
+                    "start-up guardrails",
+                    False,
+                    "not run: the client cannot start without its secret store (so neither the clock nor "
+                    "the key was checked)",
+                    "fix the secret store first, then run verify again",
+                )
+            )
     finally:
         if opened and store is not None:
             store.close()

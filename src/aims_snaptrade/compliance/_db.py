@@ -47,6 +47,8 @@ class Database(Protocol):
     kind: str
     persistent: bool
     description: str
+    row_lock: str
+    """Appended to a ``SELECT`` to lock the rows it reads until commit (``""`` where writers are serialised anyway)."""
 
     def ddl(self, statement: str) -> str:
         """``statement`` with ``{id}`` (auto-increment key), ``{real}`` and ``{t:name}`` filled in."""
@@ -100,6 +102,7 @@ class SQLiteDatabase:
     """A SQLite file (WAL, ``0600``), or ``:memory:`` for tests (one process only)."""
 
     kind = "sqlite"
+    row_lock = ""  # BEGIN IMMEDIATE already holds the file's write lock
 
     def __init__(self, path: str | os.PathLike[str], *, what: str, busy_timeout: float = 10.0) -> None:
         """Open (creating if needed) the file at ``path``; ``what`` names the store in errors."""
@@ -113,6 +116,7 @@ class SQLiteDatabase:
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._closed = False
+        self._synchronous = ""
         if not self.memory:
             if not self.path.parent.is_dir():
                 raise SnapTradeConfigurationError(
@@ -151,7 +155,7 @@ class SQLiteDatabase:
                     )
             # Zero freed pages, so erased rows leave no bytes behind in the file.
             conn.execute("PRAGMA secure_delete = ON")
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid, self._synchronous = conn, os.getpid(), ""
         return self._conn
 
     def _retry(self, attempt: Callable[[], _T]) -> _T:
@@ -184,7 +188,10 @@ class SQLiteDatabase:
     def transaction(self, *, durable: bool, lock: str | None = None) -> Iterator[Cursor]:
         with self._lock, self._errors():
             conn = self._connection()
-            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            wanted = "FULL" if durable else "NORMAL"
+            if wanted != self._synchronous:  # a PRAGMA per append would cost as much as the insert
+                conn.execute(f"PRAGMA synchronous = {wanted}")
+                self._synchronous = wanted
             # BEGIN IMMEDIATE takes the file's write lock up front: writers queue here, one at a
             # time, and never deadlock upgrading a read lock. Only BEGIN is retried.
             self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
@@ -235,6 +242,7 @@ class PostgresDatabase:
 
     kind = "postgresql"
     persistent = True
+    row_lock = " FOR UPDATE"
 
     def __init__(self, conninfo: str, *, what: str, schema: str = "public", connect_timeout: float = 5.0) -> None:
         """Check the connection string and schema name and connect."""
@@ -317,12 +325,18 @@ class PostgresDatabase:
     def transaction(self, *, durable: bool, lock: str | None = None) -> Iterator[Cursor]:
         with self._lock, self._errors():
             conn = self._connection()
-            with conn.transaction():
-                # Durable writes wait for the WAL flush; the others may be lost only with the server.
-                conn.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
+            # One round trip opens the transaction and sets its durability: durable writes wait for
+            # the WAL flush; the others may be lost only with the server, never half-written.
+            conn.execute(f"BEGIN; SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
+            try:
                 if lock is not None:
                     conn.execute(f"SELECT 1 FROM {self.table(lock)} WHERE id = 1 FOR UPDATE")
                 yield _PostgresCursor(conn)
+            except BaseException:
+                if not conn.closed and not conn.broken:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._errors():

@@ -426,6 +426,10 @@ class SQLAuditTrail:
         self._insert = f"INSERT INTO {records} ({_FIELDS}) VALUES ({', '.join('?' * 16)})"
         self._head = f"SELECT seq, mac, anchor_seq, anchor_mac, anchor_sig FROM {head} WHERE id = 1"
         self._move_head = f"UPDATE {head} SET seq = ?, mac = ? WHERE id = 1"
+        self._lock_head = self._head + db.row_lock
+        if db.kind == "postgresql":
+            # One statement (one round trip) inserts the record and moves the head.
+            self._append = f"WITH r AS ({self._insert}) {self._move_head}"
         self._move_anchor = f"UPDATE {head} SET anchor_seq = ?, anchor_mac = ?, anchor_sig = ? WHERE id = 1"
         self._records_table, self._head_table = records, head
         try:
@@ -444,11 +448,15 @@ class SQLAuditTrail:
 
     def append(self, event: AuditEvent) -> AuditRecord:
         """See :meth:`AuditTrail.append`."""
-        with self.db.transaction(durable=event.durable, lock=_HEAD) as cur:
-            seq, prev = cur.execute(self._head).fetchone()[:2]
+        with self.db.transaction(durable=event.durable) as cur:
+            # Reading the head locks it (SQLite: the whole file already is): appenders queue here.
+            seq, prev = cur.execute(self._lock_head).fetchone()[:2]
             record = build_record(self.key, event, int(seq) + 1, prev, self.clock())
-            cur.execute(self._insert, _row(record))
-            cur.execute(self._move_head, (record.seq, record.mac))
+            if self.db.kind == "postgresql":
+                cur.execute(self._append, (*_row(record), record.seq, record.mac))
+            else:
+                cur.execute(self._insert, _row(record))
+                cur.execute(self._move_head, (record.seq, record.mac))
         if self.on_record is not None:
             try:
                 self.on_record(record)

@@ -31,7 +31,6 @@ Example::
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import threading
@@ -367,9 +366,12 @@ class HealthMonitor:
             times.popleft()
         if not times:
             del self._state.activity[subject]
-        ordered = list(times)  # appended in clock order
-        recent = len(ordered) - bisect.bisect_right(ordered, now - self.window)
-        baseline = (len(ordered) - recent) * self.window / self.unusual_baseline
+        cutoff, recent = now - self.window, 0
+        for stamp in reversed(times):  # appended in clock order: the window is the tail
+            if stamp <= cutoff:
+                break
+            recent += 1
+        baseline = (len(times) - recent) * self.window / self.unusual_baseline
         unusual = recent >= self.unusual_min_calls and recent > self.unusual_factor * baseline
         summary = (
             f"{subject} made {recent} calls in the last {self.window:g} s, against a baseline of "

@@ -264,3 +264,14 @@ def test_verified_deliveries_land_in_the_compliance_audit_trail(tmp_path: Any) -
         assert trail.verify().ok
     finally:
         trail.close()
+
+
+def test_production_refuses_claims_that_die_with_the_process() -> None:
+    from aims_snaptrade.errors import SnapTradeConfigurationError
+    from aims_snaptrade.settings import Settings
+
+    env = {"SNAPTRADE_CLIENT_ID": "AIMS-TEST", "SNAPTRADE_CONSUMER_KEY": KEY, "SNAPTRADE_ENVIRONMENT": "production"}
+    with pytest.raises(SnapTradeConfigurationError, match="production refuses the memory webhook dedupe store"):
+        WebhookReceiver.from_settings(
+            Recorder(), Settings.from_env({**env, "SNAPTRADE_WEBHOOK_DEDUPE_URL": "memory://"})
+        )

@@ -189,11 +189,23 @@ class WebhookReceiver:
         cls, handler: WebhookHandler, settings: Settings | None = None, **options: Any
     ) -> WebhookReceiver:
         """A receiver with the consumer key, ``SNAPTRADE_WEBHOOK_DEDUPE_URL`` and ``SNAPTRADE_WEBHOOK_TOLERANCE``
-        of ``settings`` (read from the environment when omitted); ``options`` override the rest."""
+        of ``settings`` (read from the environment when omitted); ``options`` override the rest.
+
+        Raises:
+            SnapTradeConfigurationError: In production, a ``memory://`` dedupe store.
+        """
         settings = settings or Settings.from_env()
         options.setdefault("dedupe", settings.webhook_dedupe_url)
         options.setdefault("tolerance", settings.webhook_tolerance)
-        return cls(handler, consumer_key=settings.consumer_key.get_secret_value(), **options)
+        receiver = cls(handler, consumer_key=settings.consumer_key.get_secret_value(), **options)
+        if settings.environment == "production" and receiver.dedupe.kind == "memory":
+            receiver.close()
+            # Claims that die with the process let every restart and every replica process again.
+            raise SnapTradeConfigurationError(
+                "production refuses the memory webhook dedupe store: set SNAPTRADE_WEBHOOK_DEDUPE_URL to "
+                "redis://..., postgresql://... (replicas) or sqlite:///path (one host)."
+            )
+        return receiver
 
     def __repr__(self) -> str:
         return f"WebhookReceiver(dedupe={self.dedupe!r}, tolerance={self.tolerance:g})"

@@ -472,11 +472,24 @@ class Core:
         idempotency_key = args.get(operation.idempotency_param) if operation.idempotency_param else None
         policy = options.retry or self.retry
         deadline = _earliest(options.deadline, policy.deadline)
+        started = time.monotonic()  # one clock for the whole call: tenacity's, from the first attempt
+        attempt = _Attempt(operation, args, options, timeouts, telemetry, trace, budget_user, account_id, deadline)
+        policy.stats.add("attempts")
+        try:
+            response = yield from self._attempt(attempt, started)
+        except e.SnapTradeError as error:
+            failure = error
+        else:
+            # Most calls succeed at once: they settle with the budget without building tenacity's
+            # objects, which only the retries below need.
+            policy.first_attempt_succeeded()
+            return response
         run = policy.start(operation, has_idempotency_key=bool(idempotency_key), deadline=deadline)
         retrying = tenacity.Retrying(**run.kwargs)
-        # One clock for the whole call: tenacity's, from the first attempt.
         state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
+        state.start_time = started
         retrying.begin()
+        state.set_exception((type(failure), failure, failure.__traceback__))  # attempt 1, counted above
         while True:
             try:
                 do = retrying.iter(state)
@@ -488,36 +501,11 @@ class Core:
                     raise _backoff_past(operation, error, deadline, state.upcoming_sleep) from error
                 raise final from error.__cause__
             if isinstance(do, tenacity.DoAttempt):
-                sent_at = None
                 try:
-                    telemetry.acquiring()
-                    left = _left(deadline, state)
-                    sent_at = yield Acquire(
-                        operation, budget_user, account_id, options.rate_limit_mode, options.max_wait, left
-                    )
-                    left = _left(deadline, state)
-                    attempt = timeouts if left is None or left >= timeouts.read else Timeouts(timeouts.connect, left)
-                    if attempt.read <= 0:
-                        raise _no_time(operation, deadline, "rate-limit budget")
-                    telemetry.sending()
-                    trace.sent += 1
-                    try:
-                        response = yield Send(operation, args, attempt)
-                    except e.SnapTradeTimeoutError as timed_out:
-                        # The read timeout was the deadline's: no time is left for another attempt.
-                        if attempt is timeouts or _final(operation, timed_out) is not timed_out:
-                            raise
-                        raise _no_time(operation, deadline, "response") from timed_out
+                    response = yield from self._attempt(attempt, started)
                 except e.SnapTradeError as error:
-                    telemetry.attempt_failed(error)
-                    if error.status is not None:
-                        scope = yield Observe(operation, account_id, error.status, error.headers or {}, sent_at)
-                        if scope is not None and isinstance(error, e.SnapTradeRateLimitError):
-                            error.limit_scope = scope  # the scope the limiter now pauses
                     state.set_exception((type(error), error, error.__traceback__))
                 else:
-                    telemetry.attempt_succeeded(response.status)
-                    yield Observe(operation, account_id, response.status, response.headers, sent_at)
                     state.set_result(response)
             elif isinstance(do, tenacity.DoSleep):
                 state.prepare_for_next_attempt()
@@ -526,6 +514,46 @@ class Core:
             else:
                 # tenacity hands back the successful result; failures were raised by iter() above.
                 return do  # type: ignore[no-any-return]
+
+    def _attempt(self, at: _Attempt, started: float) -> Flow[Response]:
+        """One attempt: budget, the request, feedback to the limiter. A failure is raised, observed."""
+        operation, deadline, telemetry = at.operation, at.deadline, at.telemetry
+        sent_at = None
+        try:
+            telemetry.acquiring()
+            options = at.options
+            sent_at = yield Acquire(
+                operation,
+                at.user_id,
+                at.account_id,
+                options.rate_limit_mode,
+                options.max_wait,
+                _left(deadline, started),
+            )
+            left = _left(deadline, started)
+            timeouts = at.timeouts
+            limits = timeouts if left is None or left >= timeouts.read else Timeouts(timeouts.connect, left)
+            if limits.read <= 0:
+                raise _no_time(operation, deadline, "rate-limit budget")
+            telemetry.sending()
+            at.trace.sent += 1
+            try:
+                response = yield Send(operation, at.args, limits)
+            except e.SnapTradeTimeoutError as timed_out:
+                # The read timeout was the deadline's: no time is left for another attempt.
+                if limits is timeouts or _final(operation, timed_out) is not timed_out:
+                    raise
+                raise _no_time(operation, deadline, "response") from timed_out
+        except e.SnapTradeError as error:
+            telemetry.attempt_failed(error)
+            if error.status is not None:
+                scope = yield Observe(operation, at.account_id, error.status, error.headers or {}, sent_at)
+                if scope is not None and isinstance(error, e.SnapTradeRateLimitError):
+                    error.limit_scope = scope  # the scope the limiter now pauses
+            raise
+        telemetry.attempt_succeeded(response.status)
+        yield Observe(operation, at.account_id, response.status, response.headers, sent_at)
+        return response  # type: ignore[no-any-return]
 
     def admit(
         self, operation: Operation, arguments: Mapping[str, Any], *, confirm: bool = False, exempt: bool = False
@@ -875,11 +903,26 @@ def _earliest(*deadlines: float | None) -> float | None:
     return min(given) if given else None
 
 
-def _left(deadline: float | None, state: tenacity.RetryCallState) -> float | None:
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What every attempt of one call sends and with which limits."""
+
+    operation: Operation
+    args: dict[str, Any] = field(repr=False)
+    options: CallOptions
+    timeouts: Timeouts
+    telemetry: CallTelemetry
+    trace: _Trace
+    user_id: str | None
+    account_id: str | None
+    deadline: float | None
+
+
+def _left(deadline: float | None, started: float) -> float | None:
     """Seconds left of the call's deadline, on tenacity's clock (``time.monotonic``)."""
     if deadline is None:
         return None
-    return deadline - (time.monotonic() - state.start_time)
+    return deadline - (time.monotonic() - started)
 
 
 def _no_time(operation: Operation, deadline: float | None, waiting_for: str) -> e.SnapTradeDeadlineExceededError:

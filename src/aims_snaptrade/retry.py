@@ -185,6 +185,11 @@ class RetryBudget:
         with self._lock:
             self._tokens = min(self.capacity, self._tokens + amount)
 
+    def succeeded(self, last_cost: int | None = None) -> None:
+        """A call succeeded: refund its last retry's cost, or ``success_refill`` if it needed none."""
+        self.stats.add("successes")
+        self.deposit(last_cost if last_cost is not None else self.success_refill)
+
     def __repr__(self) -> str:
         return f"RetryBudget(available={self.available}, capacity={self.capacity})"
 
@@ -231,9 +236,7 @@ class _RetryDecision(retry_base):
         if outcome is None:
             return False
         if not outcome.failed:
-            call = self.call
-            call.budget.stats.add("successes")
-            call.budget.deposit(call.last_cost if call.last_cost is not None else call.budget.success_refill)
+            self.call.budget.succeeded(self.call.last_cost)
             return False
         error = outcome.exception()
         return error is not None and should_retry(
@@ -412,6 +415,11 @@ class RetryPolicy:
         carries the call's budget bookkeeping.
         """
         return self.start(op, has_idempotency_key=has_idempotency_key, deadline=self.deadline).kwargs
+
+    def first_attempt_succeeded(self) -> None:
+        """Settle a call whose first attempt succeeded, as tenacity's bookkeeping would have."""
+        assert self.budget is not None
+        self.budget.succeeded()
 
     def start(self, op: Operation, *, has_idempotency_key: bool, deadline: float | None) -> RetryRun:
         """The retry state of one call of ``op`` whose overall deadline is ``deadline`` seconds.

@@ -316,11 +316,13 @@ def watch_budgets(source: BudgetSource) -> Callable[[], None]:
 
 def _observe_budgets(options: CallbackOptions) -> Iterable[Observation]:
     with _sources_lock:
-        refs = list(_sources.values())
+        refs = list(_sources.items())
     fullest: dict[tuple[str, str], float] = {}
-    for ref in refs:
+    for handle, ref in refs:
         source = ref()
-        if source is None:
+        if source is None:  # its client was garbage-collected without being closed
+            with _sources_lock:
+                _sources.pop(handle, None)
             continue
         try:
             usages = list(source())

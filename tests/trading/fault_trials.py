@@ -89,6 +89,9 @@ class Figures:
             f"resent={c['resent']} (placed once each: {c['resent placed']})",
             f"  intents with two orders: {c['duplicates']}; wrong verdicts: {len(self.problems)}",
         ]
+        whys = [f"{k[5:]!r}={v}" for k, v in sorted(c.items()) if k.startswith("why: ")]
+        if whys:
+            lines.append("  still unknown because: " + ", ".join(whys))
         return "\n".join(lines)
 
     @property
@@ -230,7 +233,8 @@ def settle_later(world: World, intent: OrderIntent, rng: random.Random, figures:
     """The second look at an intent that was still unknown."""
     verdict: Reconciliation = yield ("reconcile_order", (intent,), {"options": CALM})
     if verdict.outcome == "unknown":
-        figures.add("still unknown")
+        why = "identical unsettled intents" if "could also be" in verdict.reason else verdict.reason
+        figures.add("still unknown", "why: " + why)
         return
     figures.add("settled after retry_at")
     yield from judge(world, verdict, rng, figures)

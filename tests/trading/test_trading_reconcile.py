@@ -139,3 +139,34 @@ async def test_async_reconcile(aclient: Any, alice: ConnectedUser, emu: SnapTrad
         await aclient.place_order(preview, confirmation=preview.confirmation)
     assert [r.outcome for r in await aclient.reconcile_pending()] == ["placed"]
     assert (await aclient.reconcile_order(lost.value.intent)).order.total_quantity == Decimal("0.5")
+
+
+def test_an_intent_older_than_recent_orders_is_looked_up_in_the_order_list(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: Any
+) -> None:
+    from datetime import timedelta
+
+    from aims_snaptrade.testing.order_intent_store_conformance import make_intent
+
+    account = alice.account_ids[0]
+    old = datetime.now(UTC) - timedelta(days=2)
+    terms = {"user_id": alice.user_id, "account_id": account, "units": Decimal("0.5"), "order_type": "Market"}
+    found, missing = (make_intent(**terms, price=None, created_at=old, sent_at=old) for _ in range(2))
+    for intent in (found, missing):
+        intents.record(intent)
+    emu.sdk().trading.place_force_order(  # found's order reached the brokerage; its answer never came back
+        account_id=account,
+        action="BUY",
+        symbol="AAPL",
+        order_type="Market",
+        time_in_force="Day",
+        units=0.5,
+        client_order_id=found.client_order_id,
+        user_id=alice.user_id,
+        user_secret=alice.user_secret,
+    )
+    emu.journal.clear()
+    assert client.reconcile_order(found).outcome == "placed"
+    assert client.reconcile_order(missing).outcome == "not_placed"  # the only order carries the other client_order_id
+    assert emu.journal.count(operation="get_user_account_orders") == 2  # recent orders cover one day only
+    assert emu.journal.count(operation="get_user_account_recent_orders") == 0

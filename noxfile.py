@@ -77,7 +77,8 @@ def trading(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against the raw SDK measured in the same run."""
     session.install("-e", ".[test]")
-    session.run("python", "benchmarks/client_overhead.py")
+    session.run("python", "benchmarks/client_speed.py", "--json", "benchmarks/results/client_speed.json")
+    session.run("python", "benchmarks/road_breakdown.py")
     session.run("python", "benchmarks/telemetry_overhead.py")
 
 

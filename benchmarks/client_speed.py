@@ -252,6 +252,7 @@ def main() -> int:
             f"minimal server in its own process on loopback; {results['machine']})"
         )
         if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     finally:
         if server.stdin is not None:

@@ -89,7 +89,7 @@ def test_a_batch_stays_in_the_budget_and_isolates_faults(emu: SnapTradeEmulator)
 
 
 def test_sync_due_after_webhooks_fetches_only_the_marked_accounts(emu: SnapTradeEmulator) -> None:
-    users = seed(emu, LOAD_USERS, scenario="self_directed" if FULL_LOAD else "cash_only")
+    users = seed(emu, LOAD_USERS)
     ledger = SQLiteSyncLedger(":memory:")
     kw = client_kwargs(emu, secret_store=secrets_of(users), sync_ledger=ledger)
     accounts = [(u.user_id, a) for u in users for a in u.account_ids]

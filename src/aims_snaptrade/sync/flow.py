@@ -224,7 +224,7 @@ def _sync_account(
             start = date.fromisoformat(cursor) if cursor else None
             activities = yield from core.get_activities(user_id, account_id, start_date=start, options=options)
             new = [a for a in activities if a.id is None or a.id not in seen]
-            update.update(_advance(cursor, seen, activities))
+            update.update(_advance(cursor, activities))
             update["activities_synced_at"] = started
             fields["new_activities"] = new
             fields["activities_fetched"] = True
@@ -248,11 +248,12 @@ def _day(activity: Activity) -> str | None:
     return activity.trade_date.date().isoformat() if activity.trade_date is not None else None
 
 
-def _advance(cursor: str | None, seen: set[str], activities: list[Activity]) -> dict[str, Any]:
+def _advance(cursor: str | None, activities: list[Activity]) -> dict[str, Any]:
     """The new activities cursor: the newest trade date seen, and the ids seen on that date.
 
     The next fetch starts on that date (SnapTrade's ``startDate`` is inclusive), so activities
-    booked later the same day are not missed; the ids keep the ones already reported out.
+    booked later the same day are not missed; the ids keep the ones already reported out. Every
+    activity of the cursor day is in each fetch, so the ids are exactly that day's.
     """
     newest = cursor
     for activity in activities:
@@ -261,10 +262,5 @@ def _advance(cursor: str | None, seen: set[str], activities: list[Activity]) -> 
             newest = day
     if newest is None:
         return {}
-    ids = set(seen) if newest == cursor else set()
-    ids.update(
-        a.id
-        for a in activities
-        if a.id is not None and a.trade_date is not None and a.trade_date.date().isoformat() == newest
-    )
+    ids = {a.id for a in activities if a.id is not None and _day(a) == newest}
     return {"activities_cursor": newest, "cursor_ids": tuple(sorted(ids))}

@@ -37,7 +37,7 @@ def serve(users: int, limit: int, window: float, conn: Any) -> None:
     key = ClientCredentials(f"BENCH-{uuid.uuid4().hex[:12]}", "benchmark-consumer-key-000000000000000000")
     limits = {"customer_rate_limit": RateLimit(limit, window), "clients": (key,), "journal_size": 10_000_000}
     with SnapTradeEmulator(**limits) as emu:
-        seeded = [emu.connect(f"bench-{i:06d}", scenario="cash_only") for i in range(users)]
+        seeded = emu.seed_users(users, prefix="bench")
         conn.send((emu.base_url, emu.client_id, emu.consumer_key, [(u.user_id, u.user_secret) for u in seeded]))
         while True:
             (command,) = conn.recv()

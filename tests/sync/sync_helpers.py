@@ -35,7 +35,7 @@ def seed(
     emu: SnapTradeEmulator, count: int, *, prefix: str = "user", scenario: str = "cash_only"
 ) -> list[ConnectedUser]:
     """``count`` users, each with one completed connection."""
-    return [emu.connect(f"{prefix}-{i:05d}", scenario=scenario) for i in range(count)]
+    return emu.seed_users(count, prefix=prefix, scenario=scenario)
 
 
 def secrets_of(users: Sequence[ConnectedUser]) -> MemorySecretStore:

@@ -317,6 +317,23 @@ class SnapTradeEmulator:
             accounts = tuple(a.id for a in self.state.accounts(user, auth_id))
             return ConnectedUser(user.user_id, user.secret, auth_id, accounts, user.client_id)
 
+    def seed_users(
+        self,
+        count: int,
+        *,
+        prefix: str = "user",
+        scenario: Scenario | str = Scenario.CASH_ONLY,
+        client_id: str | None = None,
+    ) -> list[ConnectedUser]:
+        """``count`` users ``<prefix>-00000``, ``<prefix>-00001``... each with one completed connection.
+
+        For batch and load tests (portfolio sync of thousands of users); ``cash_only`` keeps each
+        user small: one account, a few transactions.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be a non-negative integer, got {count!r}")
+        return [self.connect(f"{prefix}-{i:05d}", scenario=scenario, client_id=client_id) for i in range(count)]
+
     def disable_connection(self, authorization_id: str) -> None:
         """Break a connection as a brokerage would (reads keep serving stale data; refresh gets 402)."""
         with self.state.lock:

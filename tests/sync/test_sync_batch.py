@@ -23,6 +23,9 @@ from aims_snaptrade.secrets import SQLiteSecretStore
 from aims_snaptrade.sync import AccountState, SQLiteSyncLedger, SyncProgress, UserSyncResult
 from aims_snaptrade.testing import Fault, SnapTradeEmulator
 
+# The 1,000-user runs (nox -s sync_load) take minutes; the suite's slice stays well inside.
+pytestmark = pytest.mark.timeout(1200 if FULL_LOAD else 120)
+
 
 def _run(coroutine):
     return asyncio.run(coroutine)

@@ -30,6 +30,9 @@ celery_integration = pytest.importorskip("aims_snaptrade.integrations.celery")
 USERS = LOAD_USERS if FULL_LOAD else min(LOAD_USERS, 24)
 WORKERS = 4
 
+# The 1,000-user runs (nox -s sync_load) take minutes; the suite's slice stays well inside.
+pytestmark = pytest.mark.timeout(1200 if FULL_LOAD else 120)
+
 
 def _wait(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout

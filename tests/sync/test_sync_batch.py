@@ -25,6 +25,8 @@ from aims_snaptrade.testing import Fault, SnapTradeEmulator
 
 # The 1,000-user runs (nox -s sync_load) take minutes; the suite's slice stays well inside.
 pytestmark = pytest.mark.timeout(1200 if FULL_LOAD else 120)
+# Enough users in flight to keep the budget busy while each waits for its answers.
+CONCURRENCY = 24
 
 
 def _run(coroutine):
@@ -53,7 +55,7 @@ def test_a_batch_stays_in_the_budget_and_isolates_faults(emu: SnapTradeEmulator)
         async with AsyncSafeSnapTradeClient(**kw) as client:
             summary = await client.sync_users(
                 [u.user_id for u in users],
-                concurrency=24,
+                concurrency=CONCURRENCY,
                 on_result=lambda r: results.__setitem__(r.user_id, r),
                 on_progress=progress.append,
             )
@@ -102,7 +104,7 @@ def test_sync_due_after_webhooks_fetches_only_the_marked_accounts(emu: SnapTrade
 
     async def run() -> tuple[int, int]:
         async with AsyncSafeSnapTradeClient(**kw) as client:
-            await client.sync_users([u.user_id for u in users], concurrency=24)
+            await client.sync_users([u.user_id for u in users], concurrency=CONCURRENCY)
             emu.journal.clear()
             nothing = await client.sync_due()
             assert nothing.progress.requests == 0 and len(emu.journal) == 0

@@ -19,6 +19,8 @@ from compliance_helpers import AUDIT_SECRET, POSTGRES_URL
 
 from aims_snaptrade import SafeSnapTradeClient
 from aims_snaptrade.compliance import AuditEvent, AuditKey, PostgresAuditTrail, SQLiteAuditTrail
+from aims_snaptrade.secrets import MemorySecretStore
+from aims_snaptrade.testing import SnapTradeEmulator
 
 KILLS = int(os.environ.get("AIMS_AUDIT_KILLS", "10"))
 PROCESSES, PER_PROCESS = 4, 40
@@ -67,12 +69,34 @@ def _caller(kwargs: dict, user_id: str, out: int) -> None:
             os.write(out, (response.request_id or "?").encode() + b"\n")
 
 
+@pytest.fixture
+def unthrottled():
+    # Hundreds of calls across the kills: SnapTrade's 250/min customer limit is not under test here.
+    with SnapTradeEmulator(customer_rate_limit=None) as emulator:
+        yield emulator
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sigkill_during_appends_leaves_a_verifying_chain_and_every_returned_call(
-    backend, tmp_path, pg_schema, kwargs, alice, emu
+    backend, tmp_path, pg_schema, unthrottled
 ):
     url = f"sqlite:///{tmp_path}/audit.db" if backend == "sqlite" else f"{POSTGRES_URL}?schema={pg_schema}"
-    settings = kwargs(audit_key=AUDIT_SECRET, audit_store_url=url, consent_required=False)
+    alice = unthrottled.connect("alice", brokerage="ALPACA")
+    secrets = MemorySecretStore()
+    secrets.put(alice.user_id, alice.user_secret)
+    settings = {
+        "client_id": unthrottled.client_id,
+        "consumer_key": unthrottled.consumer_key,
+        "environment": "sandbox",
+        "base_url": unthrottled.base_url,
+        "secret_store": secrets,
+        "retry": "none",
+        "audit_key": AUDIT_SECRET,
+        "audit_store_url": url,
+        # Each child must still be calling when the kill lands (sliding-window: O(1) at this size).
+        "customer_limit": 1_000_000,
+        "rate_limit_strategy": "sliding-window",
+    }
     rng = random.Random(1234)
     returned: list[str] = []
     for _ in range(KILLS):

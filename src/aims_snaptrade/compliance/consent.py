@@ -258,7 +258,11 @@ class SQLConsentStore:
             "WHERE user_id = ? AND scope = ? AND revoked_at IS NULL AND expires_at > ?"
         )
         self._erase = f"DELETE FROM {t} WHERE user_id = ?"
-        db.setup(_SCHEMA)
+        try:
+            db.setup(_SCHEMA)
+        except BaseException:
+            db.close()  # nothing half-opened stays behind
+            raise
 
     def grant(
         self,

@@ -275,3 +275,15 @@ def test_production_refuses_claims_that_die_with_the_process() -> None:
         WebhookReceiver.from_settings(
             Recorder(), Settings.from_env({**env, "SNAPTRADE_WEBHOOK_DEDUPE_URL": "memory://"})
         )
+
+
+@DRIVERS
+def test_a_custom_store_failing_with_its_own_exception_answers_503(drive: Driver) -> None:
+    class Broken(MemoryWebhookDedupeStore):
+        def claim(self, webhook_id: str, token: str, lease_seconds: float) -> Any:
+            raise ConnectionError(f"backend down, key {KEY}")
+
+    handler = Recorder()
+    response = drive(WebhookReceiver(handler, consumer_key=KEY, dedupe=Broken()), *signed(payload()))
+    assert (response.status, response.outcome) == (503, "unavailable")
+    assert handler.calls == []

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AliasChoices,
@@ -240,8 +240,7 @@ _KNOWN: tuple[type[WebhookEventBase], ...] = (
 )
 
 EVENT_TYPES: Mapping[str, type[WebhookEventBase]] = {
-    cls.model_fields["event_type"].annotation.__args__[0]: cls  # type: ignore[union-attr]
-    for cls in _KNOWN
+    get_args(cls.model_fields["event_type"].annotation)[0]: cls for cls in _KNOWN
 }
 """Every documented ``eventType`` and its model."""
 

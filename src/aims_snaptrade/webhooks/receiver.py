@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeError, SnapTradeWebhookError
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeWebhookError
 from aims_snaptrade.pipeline import StoreCall
 from aims_snaptrade.redaction import install_log_redaction, redact, register_secret, scrub_exception
 from aims_snaptrade.settings import Settings
@@ -240,8 +240,8 @@ class WebhookReceiver:
         token = uuid.uuid4().hex
         try:
             claim = yield StoreCall("claim", (event.webhook_id, token, self.lease_seconds), store=DEDUPE_STORE)
-        except SnapTradeError as exc:
-            logger.error("Cannot claim webhook %s: %s", event.webhook_id, exc)
+        except Exception as exc:  # the protocol says SnapTradeWebhookDedupeStoreError; custom stores may not
+            logger.error("Cannot claim webhook %s: %s", event.webhook_id, scrub_exception(exc))
             return _answer(503, "unavailable", event, retry_after=60)
         if claim == "processed":
             logger.info("Webhook %s (%s) was processed before; not again.", event.webhook_id, event.event_type)
@@ -256,15 +256,15 @@ class WebhookReceiver:
             logger.error("The handler failed on webhook %s (%s): %s", event.webhook_id, kind, scrub_exception(exc))
             try:
                 yield StoreCall("release", (event.webhook_id, token), store=DEDUPE_STORE)
-            except SnapTradeError as store_exc:
+            except Exception as store_exc:
                 # The claim then expires after lease_seconds; the redelivery after that is processed.
-                logger.error("Cannot release webhook %s: %s", event.webhook_id, store_exc)
+                logger.error("Cannot release webhook %s: %s", event.webhook_id, scrub_exception(store_exc))
             return _answer(500, "failed", event)
         try:
             kept = yield StoreCall("complete", (event.webhook_id, token, self.retention_seconds), store=DEDUPE_STORE)
-        except SnapTradeError as exc:
+        except Exception as exc:
             kept = False
-            logger.error("Cannot record webhook %s as processed: %s", event.webhook_id, exc)
+            logger.error("Cannot record webhook %s as processed: %s", event.webhook_id, scrub_exception(exc))
         if not kept:
             # Processed, but another holder may process it again (the lease ran out): still a 200,
             # a 5xx would make SnapTrade redeliver and process it once more for certain.

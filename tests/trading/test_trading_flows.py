@@ -242,3 +242,29 @@ async def test_async_client_runs_the_same_flows(aclient: Any, alice: ConnectedUs
         await aclient.place_order(preview, confirmation=preview.confirmation)
     assert order.symbol == "KO"
     assert (await aclient.reconcile_order(preview.client_order_id)).outcome == "placed"
+
+
+@ONCE
+@given(text=st.one_of(st.just(""), st.uuids(version=1).map(str), st.uuids(version=3).map(str), st.text(max_size=40)))
+def test_a_given_client_order_id_must_be_a_uuid4(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, text: str
+) -> None:
+    with pytest.raises(e.SnapTradeValidationError, match="UUID4"):
+        client.place_order_now(alice.user_id, alice.account_ids[0], confirm=True, client_order_id=text, **_ORDER)
+    assert sent(emu, *WRITES) == 0
+
+
+def test_a_given_uuid4_is_journaled_and_sent_as_given(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator
+) -> None:
+    import uuid
+
+    mine = uuid.uuid4()
+    order = client.place_order_now(
+        alice.user_id, alice.account_ids[0], confirm=True, client_order_id=str(mine).upper(), **_ORDER
+    )
+    assert order.client_order_id == str(mine)
+    assert client.reconcile_order(str(mine)).outcome == "placed"
+
+
+_ORDER: dict[str, Any] = {"action": "BUY", "symbol": "AAPL", "units": Decimal("0.1")}

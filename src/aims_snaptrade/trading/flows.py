@@ -174,7 +174,7 @@ class TradingFlows:
             "user_id": user_id,
             "account_id": request.account_id,
             "trade_id": trade_id,
-            "client_order_id": str(uuid.uuid4()),
+            "client_order_id": OrderIntent.new_client_order_id(),
             "action": request.action,
             "symbol": symbol.get("symbol") or request.symbol,
             "universal_symbol_id": symbol.get("universal_symbol_id") or request.universal_symbol_id,
@@ -266,14 +266,17 @@ class TradingFlows:
                 hint="Prefer preview_order() and place_order(preview, confirmation=...); pass confirm=True otherwise.",
             )
         if client_order_id is None:
-            client_order_id = str(uuid.uuid4())
+            client_order_id = OrderIntent.new_client_order_id()
         else:
             try:
-                client_order_id = str(uuid.UUID(_text("client_order_id", client_order_id), version=4))
+                parsed = uuid.UUID(client_order_id) if isinstance(client_order_id, str) else None
             except ValueError:
+                parsed = None
+            if parsed is None or parsed.version != 4:
                 raise e.SnapTradeValidationError(
                     f"client_order_id must be a UUID4, got {client_order_id!r}.", operation="place_force_order"
-                ) from None
+                )
+            client_order_id = str(parsed)  # the canonical spelling, as journaled and sent
         yield from self._precheck("place_force_order", {"user_id": user_id})
         notional = request.notional()
         if notional is None and self.settings.max_order_notional is not None:
@@ -355,7 +358,7 @@ class TradingFlows:
             request = request.model_copy(update={"symbol": old.symbol, "universal_symbol_id": old.universal_symbol_id})
         now = _now()
         intent = OrderIntent(
-            client_order_id=str(uuid.uuid4()),
+            client_order_id=OrderIntent.new_client_order_id(),
             kind="replace",
             user_id=user_id,
             replaces=brokerage_order_id,

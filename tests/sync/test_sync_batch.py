@@ -131,6 +131,9 @@ def test_sync_due_after_webhooks_fetches_only_the_marked_accounts(emu: SnapTrade
 
 def test_results_stream_from_any_iterable_and_bad_settings_are_refused(emu: SnapTradeEmulator) -> None:
     users = seed(emu, 12)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="count"):
+            emu.seed_users(bad)  # type: ignore[arg-type]
 
     async def ids():
         for user in users:

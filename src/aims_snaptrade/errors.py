@@ -55,6 +55,7 @@ __all__ = [
     "SnapTradeServerError",
     "SnapTradeStoreError",
     "SnapTradeStoreNotCreatedError",
+    "SnapTradeSyncInProgressError",
     "SnapTradeTimeoutError",
     "SnapTradeUnknownOutcomeError",
     "SnapTradeValidationError",
@@ -266,6 +267,13 @@ class SnapTradeConflictError(SnapTradeError):
         "The user already exists. If its secret is stored, use it (ensure_user(user_id) gets or registers); "
         "if it is lost, delete the user and register it again (its brokerage connections must be reconnected)."
     )
+
+
+class SnapTradeSyncInProgressError(SnapTradeConflictError):
+    """Another worker holds this user's portfolio-sync lease; this sync sent nothing."""
+
+    default_hint = "Nothing to do: the other worker's sync covers it. Its lease expires after SyncPolicy.lease_seconds."
+    default_retryable = True
 
 
 class SnapTradeRateLimitError(SnapTradeError):

@@ -29,14 +29,9 @@ from aims_snaptrade.sync.snapshot import AccountSnapshot, AccountState, Portfoli
 
 __all__ = ["SnapTradeSyncInProgressError", "sync_portfolio"]
 
+SnapTradeSyncInProgressError = e.SnapTradeSyncInProgressError
+
 LEDGER = "ledger"
-
-
-class SnapTradeSyncInProgressError(e.SnapTradeConflictError):
-    """Another worker holds this user's sync lease; this sync did nothing."""
-
-    default_hint = "Nothing to do: the other worker's sync covers it. Its lease expires after SyncPolicy.lease_seconds."
-    default_retryable = True
 
 
 def _counted(flow: Flow[T], sent: list[int]) -> Flow[T]:

@@ -16,8 +16,8 @@ writes (``get_window_stats``, ``test``):
 Before taking, the script records what SnapTrade reported on earlier answers
 (``X-RateLimit-Remaining`` lower than ours): that costs ``observe`` no round trip of its own.
 
-``ARGV``: ``now``, the number of budgets, then per budget :data:`FIELDS` values (see
-:func:`aims_snaptrade._budget_take.script_arguments`). Result: ``taken`` (1/0), then per budget its
+``ARGV``: ``now``, then one string of :data:`FIELDS` space-separated values per budget (see
+:func:`aims_snaptrade._budget_take.script_call`). Result: ``taken`` (1/0), then per budget its
 status (``""`` room, ``"h"`` held by SnapTrade's report, else seconds until room) and then per
 budget the slots recorded from a report.
 """
@@ -30,22 +30,28 @@ FIELDS = 9
 COMPOSED_CHECK = """
 local now_text = ARGV[1]
 local now = tonumber(now_text)
-local n = tonumber(ARGV[2])
+-- One space-separated string carries every budget's fields: encoding a few dozen separate
+-- arguments per call would cost the client more than the script costs the server.
+local fields = {}
+for word in string.gmatch(ARGV[2], '%S+') do
+    fields[#fields + 1] = word
+end
 local F = 9
+local n = #fields / F
 local specs = {}
 local k = 1
 for i = 1, n do
-    local b = 2 + (i - 1) * F
+    local b = (i - 1) * F
     local s = {
-        sliding = ARGV[b + 1] == '1',
-        limit = tonumber(ARGV[b + 2]),
-        span = tonumber(ARGV[b + 3]),
-        amount = tonumber(ARGV[b + 4]),
-        depth = tonumber(ARGV[b + 5]),
-        since = tonumber(ARGV[b + 6]),
-        used = tonumber(ARGV[b + 7]),
-        noise = tonumber(ARGV[b + 8]),
-        hold = ARGV[b + 9] == '1',
+        sliding = fields[b + 1] == '1',
+        limit = tonumber(fields[b + 2]),
+        span = tonumber(fields[b + 3]),
+        amount = tonumber(fields[b + 4]),
+        depth = tonumber(fields[b + 5]),
+        since = tonumber(fields[b + 6]),
+        used = tonumber(fields[b + 7]),
+        noise = tonumber(fields[b + 8]),
+        hold = fields[b + 9] == '1',
     }
     s.key = KEYS[k]
     k = k + 1

@@ -30,7 +30,7 @@ def _span(claim: Claim) -> float:
 def script_call(take: Take, prefix: str) -> tuple[list[str], list[Any]]:
     """``(KEYS, ARGV)`` of the composed script for ``take`` (``prefix``: the storage's key prefix)."""
     keys: list[str] = []
-    args: list[Any] = [repr(take.now), len(take.claims)]
+    fields: list[str] = []
     for claim in take.claims:
         name = claim.key.storage_key
         if take.sliding:
@@ -38,18 +38,15 @@ def script_call(take: Take, prefix: str) -> tuple[list[str], list[Any]]:
         else:
             keys.append(f"{prefix}:{name}")
         report = claim.report
-        args += [
-            1 if take.sliding else 0,
-            claim.key.budget.limit,
-            repr(_span(claim)),
-            claim.amount,
-            claim.depth,
-            repr(report.since) if report else -1,
-            report.used if report else 0,
-            report.noise if report else 0,
-            1 if report is not None and report.hold_until is not None else 0,
-        ]
-    return keys, args
+        fields.append(
+            f"{1 if take.sliding else 0} {claim.key.budget.limit} {_span(claim)!r} {claim.amount} {claim.depth} "
+            + (
+                f"{report.since!r} {report.used} {report.noise} {1 if report.hold_until is not None else 0}"
+                if report is not None
+                else "-1 0 0 0"
+            )
+        )
+    return keys, [repr(take.now), " ".join(fields)]
 
 
 def _text(value: Any) -> str:
@@ -70,10 +67,10 @@ def outcome_of(result: list[Any], count: int) -> Outcome:
 class MemoryBudgets:
     """The composed check on ``limits``' memory storage (sync or ``limits.aio``), under one lock.
 
-    Moving windows are ``limits``' entry lists (newest first; an entry expires ``window + margin``
-    after it was taken), sliding windows its time-bucketed counters. Only this object writes them,
-    always under its lock, and replaces a list rather than changing it, so ``limits``' readers see
-    either the old or the new window.
+    Moving windows are ``limits``' entry lists (newest first, trimmed to the limit; an entry
+    expires ``window + margin`` after it was taken), sliding windows its time-bucketed counters.
+    Only this object writes them, always under its lock; ``limits``' readers (``usage()``) read
+    them without it, as a snapshot.
     """
 
     def __init__(self, storage: Any, entry_type: Any) -> None:
@@ -84,6 +81,8 @@ class MemoryBudgets:
 
     def take(self, take: Take) -> Outcome:
         """Record the reports, then take every claim or none (the script's algorithm)."""
+        if not take.sliding and all(claim.report is None and claim.amount == 1 for claim in take.claims):
+            return self._plain(take)
         n = len(take.claims)
         waits: list[float | None] = [None] * n
         held = [False] * n
@@ -124,6 +123,52 @@ class MemoryBudgets:
 
     # --- moving window ---------------------------------------------------------------------------
 
+    def _plain(self, take: Take) -> Outcome:
+        """The common case, one slot of moving windows and no reports: the same rules, in one pass."""
+        claims = take.claims
+        events_of = self._storage.events
+        with self._lock:
+            now = take.now
+            windows = []
+            for claim in claims:
+                events = events_of.get(claim.key.storage_key)
+                if events is None:
+                    events = events_of[claim.key.storage_key] = []
+                elif events and events[0].atime > now:
+                    now = events[0].atime
+                windows.append(events)
+            waits: list[float | None] | None = None
+            for i, (claim, events) in enumerate(zip(claims, windows, strict=True)):
+                budget = claim.key.budget
+                position = budget.limit - 1 - claim.depth
+                if position < 0:
+                    wait = self._moving_wait(claim, now)
+                elif position >= len(events):
+                    continue
+                else:
+                    frees = events[position].atime + budget.window + claim.margin
+                    if frees < now:
+                        continue
+                    wait = max(frees - now, 0.001)
+                if waits is None:
+                    waits = [None] * len(claims)
+                waits[i] = wait
+            if waits is None:
+                for claim, events in zip(claims, windows, strict=True):
+                    entry = self._entry.__new__(self._entry)
+                    entry.atime = now
+                    entry.expiry = now + claim.key.budget.window + claim.margin
+                    events.insert(0, entry)
+                    if len(events) > claim.key.budget.limit:
+                        del events[claim.key.budget.limit :]
+            self._takes += 1
+            if self._takes % _SWEEP_EVERY == 0:
+                self._sweep(now)
+        n = len(claims)
+        if waits is None:
+            return Outcome(True, (None,) * n, (False,) * n, (0,) * n)
+        return Outcome(False, tuple(waits), (False,) * n, (0,) * n)
+
     def _events(self, claim: Claim) -> list[Any]:
         return self._storage.events.get(claim.key.storage_key) or []
 
@@ -147,7 +192,11 @@ class MemoryBudgets:
         entry = self._entry.__new__(self._entry)
         entry.atime = now
         entry.expiry = now + _span(claim)  # limits' expiry sweep keeps the margin too
-        self._storage.events[claim.key.storage_key] = ([entry] * count + self._events(claim))[: claim.key.budget.limit]
+        limit = claim.key.budget.limit
+        events = self._storage.events.setdefault(claim.key.storage_key, [])
+        # In place, as limits does: copying a day's window on every call would cost more than the check.
+        events[:0] = [entry] * min(count, limit)
+        del events[limit:]
 
     # --- sliding-window counter ------------------------------------------------------------------
 

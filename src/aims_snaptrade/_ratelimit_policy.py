@@ -11,13 +11,14 @@ at all: what SnapTrade reports rides on the next :class:`Take`. Import the publi
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal, NamedTuple, cast
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 
@@ -123,7 +124,12 @@ class Budget:
     @property
     def item(self) -> RateLimitItem:
         """The ``limits`` item for this budget (``limit`` per ``window`` seconds)."""
-        return RateLimitItemPerSecond(self.limit, self.window, namespace=NAMESPACE)
+        return _item(self.limit, self.window)
+
+
+@functools.lru_cache(maxsize=64)
+def _item(limit: int, window: int) -> RateLimitItem:
+    return RateLimitItemPerSecond(limit, window, namespace=NAMESPACE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +145,12 @@ class BudgetKey:
     budget: Budget
     subject: str | None
     identifiers: tuple[str, ...]
+    storage_key: str = field(init=False, repr=False, compare=False)
+    """The key ``limits`` stores this bucket under (before the storage's own prefix)."""
 
-    @property
-    def storage_key(self) -> str:
-        """The key ``limits`` stores this bucket under (before the storage's own prefix)."""
-        return self.budget.item.key_for(*self.identifiers)
+    def __post_init__(self) -> None:
+        # Computed once: every check names every key, and limits builds them character by character.
+        object.__setattr__(self, "storage_key", self.budget.item.key_for(*self.identifiers))
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +185,12 @@ class BudgetUsage:
     alert: bool
 
 
+@functools.lru_cache(maxsize=_TRACKED_SUBJECTS * 4)
+def _budget_key(client_id: str, budget: Budget, subject: str | None) -> BudgetKey:
+    identifiers = (client_id, budget.name) if subject is None else (client_id, budget.name, subject)
+    return BudgetKey(budget, subject, identifiers)
+
+
 # --- the storage work the engine asks its shell to do ------------------------------------------
 
 
@@ -197,8 +210,7 @@ class Report:
     hold_until: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
     """One budget within a :class:`Take`: ``amount`` slots (0: only record ``report``).
 
     ``depth`` is the number of this process's waiters queued ahead on the same budget: the call
@@ -213,8 +225,7 @@ class Claim:
     report: Report | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Take:
+class Take(NamedTuple):
     """Take every claim at once, or none (one storage round trip); answered with an :class:`Outcome`."""
 
     claims: tuple[Claim, ...]
@@ -222,8 +233,7 @@ class Take:
     sliding: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The answer to a :class:`Take`.
 
     Attributes:
@@ -267,16 +277,12 @@ class WaitQueue:
         self._waiting: dict[int, tuple[str, ...]] = {}
         self._taking: set[int] = set()
 
-    def ticket(self) -> int:
-        """A number larger than every earlier arrival's."""
+    def arrive(self, names: tuple[str, ...]) -> int:
+        """Queue a new call under the storage keys ``names``; its ticket is larger than every earlier one's."""
         with self._lock:
             self._tickets += 1
+            self._waiting[self._tickets] = names
             return self._tickets
-
-    def enlist(self, ticket: int, names: tuple[str, ...]) -> None:
-        """Queue ``ticket`` under the storage keys ``names``."""
-        with self._lock:
-            self._waiting[ticket] = names
 
     def leave(self, ticket: int) -> None:
         """Leave the queue (served, refused or cancelled)."""
@@ -296,7 +302,7 @@ class WaitQueue:
         """Per key of ``names``, how many queued calls arrived before ``ticket``, and whether any
         of them has a check in flight (it may just have been served: the count is an upper bound)."""
         with self._lock:
-            if not self._waiting:
+            if len(self._waiting) <= 1:  # only this call: the common case
                 return (0,) * len(names), False
             counts = dict.fromkeys(names, 0)
             unsettled = False
@@ -353,6 +359,8 @@ class PauseBook:
 
     def until(self, scope: str, subject: str | None, now: float) -> float | None:
         """The end of an active pause, or ``None``."""
+        if not self._until:  # the common case, without the lock
+            return None
         with self._lock:
             key = (scope, subject)
             end = self._until.get(key)
@@ -562,8 +570,7 @@ class RateLimitPolicy:
     # --- keys --------------------------------------------------------------------------------
 
     def _key(self, budget: Budget, subject: str | None = None) -> BudgetKey:
-        identifiers = (self.client_id, budget.name) if subject is None else (self.client_id, budget.name, subject)
-        return BudgetKey(budget, subject, identifiers)
+        return _budget_key(self.client_id, budget, subject)
 
     def client_keys(self) -> list[BudgetKey]:
         """The client-wide buckets (plan and customer)."""
@@ -680,11 +687,10 @@ class RateLimitPolicy:
         if deadline is not None and by_deadline:
             bound = max(deadline, 0.0)
         limit_at = start + bound
-        names = tuple(key.storage_key for key in keys)
-        margins = tuple(self.margin_for(key.budget) for key in keys)
+        names = tuple([key.storage_key for key in keys])
+        margins = [self.margin_for(key.budget) for key in keys]
         sliding = self.strategy != "moving-window"
-        ticket = queue.ticket()
-        queue.enlist(ticket, names)  # from arrival on: later arrivals count this call as ahead
+        ticket = queue.arrive(names)  # from arrival on, later arrivals count this call as ahead
         try:
             while True:
                 now = clock()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from limits.errors import ConfigurationError as LimitsConfigurationError
@@ -77,6 +77,7 @@ STORAGE_TIMEOUT = 2.0
 """Seconds a Redis connect or command may take before the limiter reports the storage unavailable."""
 
 _REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
+_KEY_SETS = 4096  # (operation, user, account) combinations whose budget keys are kept
 _PREFIX = RedisStorage.PREFIX  # limits' key prefix ("LIMITS"), which the composed script writes under too
 # "//user:password@" (user may be empty): the password is what must never reach a message.
 _USERINFO = re.compile(r"//([^:/@]*)(?::([^@/]*))?@")
@@ -122,6 +123,9 @@ def _storage_failures() -> tuple[type[BaseException], ...]:
     except ImportError:
         return (StorageError, OSError)
     return (StorageError, OSError, RedisError)
+
+
+_STORAGE_FAILURES = _storage_failures()
 
 
 def _missing_redis(url: str) -> SnapTradeConfigurationError:
@@ -233,6 +237,8 @@ class _Shared:
         self._queue = WaitQueue()
         self._reports = ReportBook()
         self._subjects = SubjectTracker()
+        # The budgets of (operation, user, account), computed once: every call needs them.
+        self._keys: dict[tuple[str, str | None, str | None], list[BudgetKey]] = {}
         self._memory: MemoryBudgets | None = None
 
     def _connect(self, *, asynchronous: bool) -> Any:
@@ -274,8 +280,15 @@ class _Shared:
         deadline: float | None,
     ) -> Engine:
         chosen_mode, chosen_wait = self._options(mode, max_wait)
-        keys = self.policy.keys_for(op, user_id=user_id, account_id=account_id)
-        self._subjects.add(keys)
+        known = (op.name, user_id, account_id)
+        keys = self._keys.get(known)
+        if keys is None:
+            keys = self.policy.keys_for(op, user_id=user_id, account_id=account_id)
+            if len(self._keys) >= _KEY_SETS:
+                self._keys.clear()
+            self._keys[known] = keys
+        if len(keys) > len(self.policy.budgets):
+            self._subjects.add(keys)
         return self.policy.acquire_steps(
             op,
             keys,
@@ -331,7 +344,7 @@ class _Shared:
     def _storage_errors(self, doing: str) -> Iterator[None]:
         try:
             yield
-        except _storage_failures() as exc:
+        except _STORAGE_FAILURES as exc:
             raise _unavailable(self.storage_url, exc, doing) from None
 
 
@@ -379,7 +392,7 @@ class RateLimiter(_Shared):
 
     def _drive(self, engine: Engine, doing: str) -> float:
         answer: object = None
-        with self._storage_errors(doing), closing(engine):
+        try:
             while True:
                 try:
                     step = engine.send(answer)
@@ -390,6 +403,10 @@ class RateLimiter(_Shared):
                 else:
                     self._sleep(step.seconds)
                     answer = None
+        except _STORAGE_FAILURES as exc:
+            raise _unavailable(self.storage_url, exc, doing) from None
+        finally:
+            engine.close()
 
     def acquire(
         self,
@@ -489,7 +506,7 @@ class AsyncRateLimiter(_Shared):
 
     async def _drive(self, engine: Engine, doing: str) -> float:
         answer: object = None
-        with self._storage_errors(doing), closing(engine):
+        try:
             while True:
                 try:
                     step = engine.send(answer)
@@ -500,6 +517,10 @@ class AsyncRateLimiter(_Shared):
                 else:
                     await self._sleep(step.seconds)
                     answer = None
+        except _STORAGE_FAILURES as exc:
+            raise _unavailable(self.storage_url, exc, doing) from None
+        finally:
+            engine.close()
 
     async def acquire(
         self,

@@ -16,7 +16,8 @@ writes (``get_window_stats``, ``test``):
 Before taking, the script records what SnapTrade reported on earlier answers
 (``X-RateLimit-Remaining`` lower than ours): that costs ``observe`` no round trip of its own.
 
-``ARGV``: ``now``, then one string of :data:`FIELDS` space-separated values per budget (see
+``ARGV``: ``now``, one string of :data:`FIELDS` space-separated values per budget, and one
+string of re-stamps (``budget old new`` triples; see
 :func:`aims_snaptrade._budget_take.script_call`). Result: ``taken`` (1/0), then per budget its
 status (``""`` room, ``"h"`` held by SnapTrade's report, else seconds until room) and then per
 budget the slots recorded from a report.
@@ -60,6 +61,46 @@ for i = 1, n do
         k = k + 1
     end
     specs[i] = s
+end
+
+-- Re-stamps (ARGV[3]: "budget old new" triples): a slot of this process whose answer came late
+-- counts from the answer, as the request may have reached SnapTrade any time before it.
+local function moving_move(s, old, new)
+    if redis.call('lrem', s.key, 1, old) == 0 then
+        return
+    end
+    local at = tonumber(new)
+    local low, high = 0, redis.call('llen', s.key) - 1
+    local index = nil
+    while low <= high do
+        local mid = math.floor((low + high) / 2)
+        if tonumber(redis.call('lindex', s.key, mid)) <= at then
+            index = mid
+            high = mid - 1
+        else
+            low = mid + 1
+        end
+    end
+    if index then
+        redis.call('linsert', s.key, 'BEFORE', redis.call('lindex', s.key, index), new)
+    else
+        redis.call('rpush', s.key, new)
+    end
+    local ttl = math.ceil((tonumber(redis.call('lindex', s.key, 0)) + s.span - now) * 1000)
+    if ttl > redis.call('pttl', s.key) then
+        redis.call('pexpire', s.key, ttl)
+    end
+end
+
+local moves = {}
+for word in string.gmatch(ARGV[3] or '', '%S+') do
+    moves[#moves + 1] = word
+end
+for m = 1, #moves, 3 do
+    local s = specs[tonumber(moves[m])]
+    if not s.sliding then
+        moving_move(s, moves[m + 1], moves[m + 2])
+    end
 end
 
 -- Entries must stay sorted, newest first: a caller whose clock reading is older than the newest

@@ -46,7 +46,13 @@ def script_call(take: Take, prefix: str) -> tuple[list[str], list[Any]]:
                 else "-1 0 0 0"
             )
         )
-    return keys, [repr(take.now), " ".join(fields)]
+    moves = [
+        f"{index} {old!r} {new!r}"
+        for index, claim in enumerate(take.claims, start=1)
+        for old, new in claim.moves
+        if not take.sliding
+    ]
+    return keys, [repr(take.now), " ".join(fields), " ".join(moves)]
 
 
 def _text(value: Any) -> str:
@@ -81,13 +87,17 @@ class MemoryBudgets:
 
     def take(self, take: Take) -> Outcome:
         """Record the reports, then take every claim or none (the script's algorithm)."""
-        if not take.sliding and all(claim.report is None and claim.amount == 1 for claim in take.claims):
+        if not take.sliding and all(c.report is None and c.amount == 1 and not c.moves for c in take.claims):
             return self._plain(take)
         n = len(take.claims)
         waits: list[float | None] = [None] * n
         held = [False] * n
         recorded = [0] * n
         with self._lock:
+            if not take.sliding:
+                for claim in take.claims:
+                    for old, new in claim.moves:
+                        self._move(claim, old, new)
             # Entries stay sorted, newest first (see the script): never stamp before the newest.
             now = take.now
             if not take.sliding:
@@ -187,6 +197,19 @@ class MemoryBudgets:
         if lap == 0 and frees < now:
             return None
         return max(float(frees) - now, 0.001)
+
+    def _move(self, claim: Claim, old: float, new: float) -> None:
+        events = self._events(claim)
+        for i, entry in enumerate(events):  # a recent slot: near the head
+            if entry.atime == old:
+                del events[i]
+                moved = self._entry.__new__(self._entry)
+                moved.atime = new
+                moved.expiry = new + _span(claim)
+                events.insert(bisect.bisect_left(events, -new, key=lambda e: -e.atime), moved)
+                return
+            if entry.atime < old:
+                return
 
     def _push(self, claim: Claim, count: int, now: float) -> None:
         entry = self._entry.__new__(self._entry)

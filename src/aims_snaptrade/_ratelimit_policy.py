@@ -86,6 +86,8 @@ _COOLDOWN_OPERATIONS = frozenset({"refresh_brokerage_authorization"})
 _MARGIN_SHARE = 0.02
 # The smallest pause between two checks, so a slot that frees "now" cannot make a waiter spin.
 _MIN_PAUSE = 0.001
+# Re-stamps kept per budget until its next check (a bound, should checks stop).
+_MOVES_KEPT = 256
 # How long a waiter looks away when the queue ahead of it was changing as it counted.
 _SETTLE_PAUSE = 0.002
 # Differences between SnapTrade's and our remaining count treated as timing noise (see feedback_noise).
@@ -215,7 +217,9 @@ class Claim(NamedTuple):
 
     ``depth`` is the number of this process's waiters queued ahead on the same budget: the call
     needs room for them and for itself, so a later arrival never takes a slot an earlier waiter
-    is waiting for.
+    is waiting for. ``moves`` re-stamps earlier slots of this process, ``(taken at, answered
+    at)``: a request may reach SnapTrade any time before its answer came back, so a slot whose
+    answer took longer than half the margin counts from the answer (moving windows only).
     """
 
     key: BudgetKey
@@ -223,6 +227,7 @@ class Claim(NamedTuple):
     amount: int = 1
     depth: int = 0
     report: Report | None = None
+    moves: tuple[tuple[float, float], ...] = ()
 
 
 class Take(NamedTuple):
@@ -316,28 +321,35 @@ class WaitQueue:
 
 
 class ReportBook:
-    """SnapTrade's latest report per budget key, waiting for the next composed check; thread-safe."""
+    """Feedback waiting for the next composed check of its budget; thread-safe.
+
+    Per storage key: SnapTrade's latest :class:`Report`, and the slots to re-stamp
+    (:attr:`Claim.moves`).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reports: dict[str, Report] = {}
+        self._moves: dict[str, list[tuple[float, float]]] = {}
 
     def put(self, name: str, report: Report) -> None:
         """Keep ``report`` for the storage key ``name`` (a newer report replaces an older one)."""
         with self._lock:
             self._reports[name] = report
 
-    def pop(self, name: str) -> Report | None:
-        """The pending report of ``name``, removed, or ``None``."""
-        if not self._reports:  # the common case, without the lock
-            return None
+    def move(self, name: str, taken_at: float, answered_at: float) -> None:
+        """Re-stamp the slot of ``name`` taken at ``taken_at`` to ``answered_at``."""
         with self._lock:
-            return self._reports.pop(name, None)
+            moves = self._moves.setdefault(name, [])
+            if len(moves) < _MOVES_KEPT:
+                moves.append((taken_at, answered_at))
 
-    def names(self) -> list[str]:
-        """Keys with a pending report."""
+    def pop(self, name: str) -> tuple[Report | None, tuple[tuple[float, float], ...]]:
+        """The pending report and re-stamps of ``name``, removed."""
+        if not self._reports and not self._moves:  # the common case, without the lock
+            return None, ()
         with self._lock:
-            return list(self._reports)
+            return self._reports.pop(name, None), tuple(self._moves.pop(name, ()))
 
 
 class PauseBook:
@@ -703,7 +715,7 @@ class RateLimitPolicy:
                 if not blocked:
                     depths, unsettled = queue.ahead(ticket, names)
                     claims = tuple(
-                        Claim(key, margin, 1, depth, reports.pop(name))
+                        Claim(key, margin, 1, depth, *reports.pop(name))
                         for key, margin, depth, name in zip(keys, margins, depths, names, strict=True)
                     )
                     queue.taking(ticket, True)
@@ -747,15 +759,15 @@ class RateLimitPolicy:
             queue.leave(ticket)
 
     def flush_steps(self, keys: list[BudgetKey], *, reports: ReportBook, clock: Callable[[], float]) -> Engine:
-        """Record the pending reports of ``keys`` without taking anything (before reading usage)."""
-        claims = tuple(
-            Claim(key, self.margin_for(key.budget), 0, 0, report)
-            for key in keys
-            if (report := reports.pop(key.storage_key)) is not None
-        )
+        """Record the pending feedback of ``keys`` without taking anything (before reading usage)."""
+        claims = []
+        for key in keys:
+            report, moves = reports.pop(key.storage_key)
+            if report is not None or moves:
+                claims.append(Claim(key, self.margin_for(key.budget), 0, 0, report, moves))
         now = clock()
         if claims:
-            yield Take(claims, now, self.strategy != "moving-window")
+            yield Take(tuple(claims), now, self.strategy != "moving-window")
         return now
 
     # --- the feedback engine -----------------------------------------------------------------
@@ -827,6 +839,7 @@ class RateLimitPolicy:
         reports: ReportBook,
         sent_at: float | None,
         clock: Callable[[], float],
+        keys: list[BudgetKey] | None = None,
     ) -> Scope | None:
         """Let SnapTrade's answer tighten the local view (never loosen it); no storage IO.
 
@@ -838,9 +851,17 @@ class RateLimitPolicy:
           :meth:`feedback_noise`, the difference is counted in the shared bucket; at ``Remaining:
           0`` with a ``Reset`` the scope is paused until the reset instead.
 
-        Absent headers prove nothing and change nothing.
+        Absent headers prove nothing and change nothing. ``keys`` (the call's budgets) with
+        ``sent_at`` re-stamp its slots when the answer took longer than half the margin
+        (:attr:`Claim.moves`): a 429 was not counted by SnapTrade and moves nothing.
         """
         now = clock()
+        if keys and sent_at is not None and status != 429:
+            for taken in keys:
+                # The request reached SnapTrade before its answer came back, maybe long after
+                # its slot was taken: beyond what the margin absorbs, count it from the answer.
+                if now - sent_at > self.margin_for(taken.budget) / 2:
+                    reports.move(taken.storage_key, sent_at, now)
         feedback = self._feedback(op, account_id, headers, now)
         if status == 429:
             throttled = self._throttled_scope(op, feedback)
@@ -858,10 +879,10 @@ class RateLimitPolicy:
                 )
             return throttled.scope
         for fb in feedback:
-            key = self._budget_for(fb)
-            if key is None:
+            reported = self._budget_for(fb)
+            if reported is None:
                 continue
-            budget = key.budget
+            budget = reported.budget
             if fb.limit is not None and fb.limit < budget.limit:
                 self._warn_once(
                     f"limit-{budget.name}",
@@ -877,7 +898,7 @@ class RateLimitPolicy:
             limit = fb.limit if fb.limit is not None else budget.limit
             hold = now + fb.reset if fb.remaining <= 0 and fb.reset is not None else None
             reports.put(
-                key.storage_key,
+                reported.storage_key,
                 Report(
                     since=now if sent_at is None else min(sent_at, now),
                     used=int(limit - max(fb.remaining, 0)),

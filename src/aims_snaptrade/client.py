@@ -246,7 +246,8 @@ class _Base:
             return self._limiter.acquire, (effect.operation,), {**budget, **limits}
         if isinstance(effect, Observe):
             feedback = {"account_id": effect.account_id, "status": effect.status, "headers": effect.headers}
-            return self._limiter.observe, (effect.operation,), {**feedback, "sent_at": effect.sent_at}
+            sent = {"sent_at": effect.sent_at, "user_id": effect.user_id}
+            return self._limiter.observe, (effect.operation,), {**feedback, **sent}
         if isinstance(effect, Sleep):
             return self._sleep, (effect.seconds,), {}
         store = self._stores.get(effect.store)

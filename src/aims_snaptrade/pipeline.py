@@ -147,7 +147,8 @@ class Acquire:
 class Observe:
     """Feed a response's status and headers back to the rate limiter (no storage IO).
 
-    ``sent_at`` is :class:`Acquire`'s answer; the answer is the scope a 429 paused, if any.
+    ``sent_at`` is :class:`Acquire`'s answer and ``user_id`` its user; the answer is the scope a
+    429 paused, if any.
     """
 
     operation: Operation
@@ -155,6 +156,7 @@ class Observe:
     status: int
     headers: Mapping[str, str]
     sent_at: float | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,12 +549,12 @@ class Core:
         except e.SnapTradeError as error:
             telemetry.attempt_failed(error)
             if error.status is not None:
-                scope = yield Observe(operation, at.account_id, error.status, error.headers or {}, sent_at)
+                scope = yield Observe(operation, at.account_id, error.status, error.headers or {}, sent_at, at.user_id)
                 if scope is not None and isinstance(error, e.SnapTradeRateLimitError):
                     error.limit_scope = scope  # the scope the limiter now pauses
             raise
         telemetry.attempt_succeeded(response.status)
-        yield Observe(operation, at.account_id, response.status, response.headers, sent_at)
+        yield Observe(operation, at.account_id, response.status, response.headers, sent_at, at.user_id)
         return response  # type: ignore[no-any-return]
 
     def admit(

@@ -280,13 +280,7 @@ class _Shared:
         deadline: float | None,
     ) -> Engine:
         chosen_mode, chosen_wait = self._options(mode, max_wait)
-        known = (op.name, user_id, account_id)
-        keys = self._keys.get(known)
-        if keys is None:
-            keys = self.policy.keys_for(op, user_id=user_id, account_id=account_id)
-            if len(self._keys) >= _KEY_SETS:
-                self._keys.clear()
-            self._keys[known] = keys
+        keys = self._keys_of(op, user_id, account_id)
         if len(keys) > len(self.policy.budgets):
             self._subjects.add(keys)
         return self.policy.acquire_steps(
@@ -302,8 +296,24 @@ class _Shared:
             clock=self._clock,
         )
 
+    def _keys_of(self, op: Operation, user_id: str | None, account_id: str | None) -> list[BudgetKey]:
+        known = (op.name, user_id, account_id)
+        keys = self._keys.get(known)
+        if keys is None:
+            keys = self.policy.keys_for(op, user_id=user_id, account_id=account_id)
+            if len(self._keys) >= _KEY_SETS:
+                self._keys.clear()
+            self._keys[known] = keys
+        return keys
+
     def _observe(
-        self, op: Operation, account_id: str | None, status: int, headers: Mapping[str, str], sent_at: float | None
+        self,
+        op: Operation,
+        account_id: str | None,
+        status: int,
+        headers: Mapping[str, str],
+        sent_at: float | None,
+        user_id: str | None,
     ) -> Scope | None:
         return self.policy.observe(
             op,
@@ -314,6 +324,7 @@ class _Shared:
             reports=self._reports,
             sent_at=sent_at,
             clock=self._clock,
+            keys=self._keys_of(op, user_id, account_id) if sent_at is not None else None,
         )
 
     def _usage_keys(self) -> list[BudgetKey]:
@@ -440,14 +451,16 @@ class RateLimiter(_Shared):
         status: int,
         headers: Mapping[str, str],
         sent_at: float | None = None,
+        user_id: str | None = None,
     ) -> Scope | None:
         """Feed back SnapTrade's answer (status and ``X-RateLimit-*`` / ``Retry-After`` headers).
 
         No storage IO: a 429 pauses a scope in this process (returned: the 429's scope), reported
         counts are recorded by the next :meth:`acquire`. ``sent_at`` is what :meth:`acquire`
-        returned for the request.
+        returned for the request and ``user_id`` what it was given: with them, a slot whose
+        answer came late is re-stamped to the answer's time by the next check.
         """
-        return self._observe(op, account_id, status, headers, sent_at)
+        return self._observe(op, account_id, status, headers, sent_at, user_id)
 
     def usage(self) -> list[BudgetUsage]:
         """How full each client-wide budget and each recently used account/user bucket is."""
@@ -547,9 +560,10 @@ class AsyncRateLimiter(_Shared):
         status: int,
         headers: Mapping[str, str],
         sent_at: float | None = None,
+        user_id: str | None = None,
     ) -> Scope | None:
         """Feed back SnapTrade's answer; see :meth:`RateLimiter.observe` (no IO, nothing awaited)."""
-        return self._observe(op, account_id, status, headers, sent_at)
+        return self._observe(op, account_id, status, headers, sent_at, user_id)
 
     async def usage(self) -> list[BudgetUsage]:
         """How full each budget is; see :meth:`RateLimiter.usage`."""

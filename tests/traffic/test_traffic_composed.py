@@ -188,6 +188,24 @@ def test_burst_then_quiet_on_redis_the_key_outlives_window_and_margin(client_id:
     lim.close()
 
 
+def test_a_slot_whose_answer_came_late_counts_from_the_answer(
+    client_id: str, storage_url: str, clock: FakeClock
+) -> None:
+    # The request may have reached SnapTrade any time before its answer: a slot whose answer took
+    # longer than the margin absorbs is re-stamped to the answer by the next check (no round trip).
+    policy = policy_for(client_id, Budget("customer", "customer", 1, 2))
+    lim = RateLimiter(policy, storage_url, clock=clock.time, sleep=clock.sleep)
+    t0 = clock.now
+    sent_at = lim.acquire(ACCOUNTS, user_id="u", account_id=None)
+    clock.advance(1.0)  # a slow answer
+    lim.observe(ACCOUNTS, account_id=None, status=200, headers={}, sent_at=sent_at, user_id="u")
+    clock.now = t0 + 2.05  # free by the slot's own stamp, not by its answer's
+    assert not try_take(lim)
+    clock.now = t0 + 1.0 + 2.04 + 0.01
+    assert try_take(lim)
+    lim.close()
+
+
 # --- finding 2: one round trip per acquire, none per observe -----------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Fleet benchmark: do 1 and then 4 client processes sharing Redis stay within SnapTrade's limit?
+"""Fleet benchmark: do 1 and then 4 client processes, and 50 asyncio tasks, stay within SnapTrade's limit?
 
 An in-process :class:`~aims_snaptrade.testing.SnapTradeEmulator` enforces a customer limit of N
 requests per rolling window of W seconds (SnapTrade's is 250 per 60 s; the window is shrunk so a
@@ -13,10 +13,12 @@ as the limiter lets them. The emulator's journal then gives:
   (server arrival times) and reports ``(R/N - 1) x W / gap``. The limiter's safety margin (2% of a
   2 s window) caps it near 98%.
 
-Phases: 1 process on ``memory://``, 1 process on Redis, P processes (default 4) sharing Redis.
-Everything stays on loopback; the run is bounded by R and by ``--timeout``.
+Phases: 1 process on ``memory://``, 1 process on Redis, P processes (default 4) sharing Redis,
+and one process running T asyncio tasks (default 50) on ``AsyncSafeSnapTradeClient`` and Redis.
+Everything stays on loopback; the run is bounded by R and by ``--timeout``. Issue 10's
+acceptance is ``--windows 10`` (``nox -s fleet``): zero 429s and at least 95% in every phase.
 
-    python benchmarks/ratelimit_fleet.py [--limit 60] [--window 2] [--windows 5] [--processes 4]
+    python benchmarks/ratelimit_fleet.py [--limit 60] [--window 2] [--windows 10] [--processes 4] [--tasks 50]
 """
 
 from __future__ import annotations
@@ -47,6 +49,55 @@ class Job:
     window: int
     requests: int
     threads: int
+    tasks: int = 0
+
+
+def settings_of(job: Job) -> dict[str, Any]:
+    """The client settings of one worker: the same budget as the emulator, retries off."""
+    return {
+        "client_id": job.client_id,
+        "consumer_key": job.consumer_key,
+        "environment": "sandbox",
+        "base_url": job.base_url,
+        "secret_store_url": "memory://",
+        "consent_required": False,
+        "rate_limit_storage_url": job.storage_url,
+        "customer_limit": job.limit,
+        "customer_limit_window": job.window,
+        "rate_limit_max_wait": 120,
+        "retry_policy": "none",  # a 429 must show up as a failure here, not be hidden by a retry
+    }
+
+
+def async_worker(job: Job, ready: Any, start: Any, results: Any) -> None:
+    """``worker`` with ``job.tasks`` asyncio tasks sharing one ``AsyncSafeSnapTradeClient``."""
+    import asyncio
+
+    from aims_snaptrade.client import AsyncSafeSnapTradeClient
+    from aims_snaptrade.errors import SnapTradeError
+
+    async def run() -> list[str]:
+        client = AsyncSafeSnapTradeClient(**settings_of(job))
+        client.secret_store.put(job.user_id, job.user_secret)
+        await client.list_accounts(job.user_id)  # warm the session and the imports
+        ready.put(True)
+        todo = [job.requests]
+        failures: list[str] = []
+
+        async def task() -> None:
+            while todo[0] > 0:
+                todo[0] -= 1
+                try:
+                    await client.list_accounts(job.user_id)
+                except SnapTradeError as exc:
+                    failures.append(type(exc).__name__)
+
+        await asyncio.get_running_loop().run_in_executor(None, start.wait)
+        await asyncio.gather(*(task() for _ in range(job.tasks)))
+        await client.aclose()
+        return failures
+
+    results.put(asyncio.run(run()))
 
 
 def worker(job: Job, ready: Any, start: Any, results: Any) -> None:
@@ -55,19 +106,7 @@ def worker(job: Job, ready: Any, start: Any, results: Any) -> None:
     from aims_snaptrade.client import SafeSnapTradeClient
     from aims_snaptrade.errors import SnapTradeError
 
-    client = SafeSnapTradeClient(
-        client_id=job.client_id,
-        consumer_key=job.consumer_key,
-        environment="sandbox",
-        base_url=job.base_url,
-        secret_store_url="memory://",
-        consent_required=False,
-        rate_limit_storage_url=job.storage_url,
-        customer_limit=job.limit,
-        customer_limit_window=job.window,
-        rate_limit_max_wait=120,
-        retry_policy="none",  # a 429 must show up as a failure here, not be hidden by a retry
-    )
+    client = SafeSnapTradeClient(**settings_of(job))
     client.secret_store.put(job.user_id, job.user_secret)
     client.list_accounts(job.user_id)  # warm the connection pool and the imports
     ready.put(True)
@@ -105,6 +144,7 @@ def phase(
     storage_url: str,
     processes: int,
     args: argparse.Namespace,
+    tasks: int = 0,
 ) -> dict[str, Any]:
     """Run one phase and read its figures from the emulator's journal."""
     total = args.limit * args.windows
@@ -125,10 +165,12 @@ def phase(
             window=args.window,
             requests=share + (1 if i < extra else 0),
             threads=args.threads,
+            tasks=tasks,
         )
         for i in range(processes)
     ]
-    workers = [context.Process(target=worker, args=(job, ready, start, results)) for job in jobs]
+    target = async_worker if tasks else worker
+    workers = [context.Process(target=target, args=(job, ready, start, results)) for job in jobs]
     for process in workers:
         process.start()
     # Let every worker import the SDK, build its client and warm up (P requests), then drain
@@ -171,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=60, help="N: requests per window (client and emulator)")
     parser.add_argument("--window", type=int, default=2, help="W: window length, whole seconds")
-    parser.add_argument("--windows", type=int, default=5, help="R = N x windows requests per phase")
+    parser.add_argument("--windows", type=int, default=10, help="R = N x windows requests per phase")
     parser.add_argument("--processes", type=int, default=4, help="processes of the fleet phase")
     parser.add_argument("--threads", type=int, default=2, help="threads per process")
+    parser.add_argument("--tasks", type=int, default=50, help="asyncio tasks of the async phase")
     parser.add_argument("--redis", default=DEFAULT_REDIS, help="shared storage of the Redis phases")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on a phase after this long")
     args = parser.parse_args(argv)
@@ -194,16 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     with emulator:
         user = emulator.connect("bench-user")
         plan = [
-            ("1 process, memory://", "memory://", 1),
-            ("1 process, Redis", args.redis, 1),
-            (f"{args.processes} processes, shared Redis", args.redis, args.processes),
+            ("1 process, memory://", "memory://", 1, 0),
+            ("1 process, Redis", args.redis, 1, 0),
+            (f"{args.processes} processes, shared Redis", args.redis, args.processes, 0),
+            (f"{args.tasks} async tasks, Redis", args.redis, 1, args.tasks),
         ]
-        for name, url, processes in plan:
-            rows.append(phase(name, emulator, user, storage_url=url, processes=processes, args=args))
+        for name, url, processes, tasks in plan:
+            rows.append(phase(name, emulator, user, storage_url=url, processes=processes, args=args, tasks=tasks))
 
     print(
         f"Budget and emulator limit: N={args.limit} requests per {args.window} s rolling window; "
-        f"{args.limit * args.windows} requests per phase, {args.threads} threads per process."
+        f"{args.limit * args.windows} requests per phase, {args.threads} threads per process "
+        f"({args.tasks} tasks in the async phase)."
     )
     print(f"{'phase':<30} {'requests':>8} {'429s':>5} {'failed':>6} {'gap s':>7} {'useful throughput':>18}")
     for row in rows:

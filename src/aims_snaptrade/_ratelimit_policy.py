@@ -217,9 +217,9 @@ class Claim(NamedTuple):
 
     ``depth`` is the number of this process's waiters queued ahead on the same budget: the call
     needs room for them and for itself, so a later arrival never takes a slot an earlier waiter
-    is waiting for. ``moves`` re-stamps earlier slots of this process, ``(taken at, answered
-    at)``: a request may reach SnapTrade any time before its answer came back, so a slot whose
-    answer took longer than half the margin counts from the answer (moving windows only).
+    is waiting for. ``moves`` re-stamps earlier slots of this process, ``(taken at, sent at)``:
+    SnapTrade counts a request when it arrives, so a slot whose request left more than half the
+    margin after it was taken counts from when it left (moving windows only).
     """
 
     key: BudgetKey
@@ -840,6 +840,7 @@ class RateLimitPolicy:
         sent_at: float | None,
         clock: Callable[[], float],
         keys: list[BudgetKey] | None = None,
+        elapsed: float | None = None,
     ) -> Scope | None:
         """Let SnapTrade's answer tighten the local view (never loosen it); no storage IO.
 
@@ -852,16 +853,20 @@ class RateLimitPolicy:
           0`` with a ``Reset`` the scope is paused until the reset instead.
 
         Absent headers prove nothing and change nothing. ``keys`` (the call's budgets) with
-        ``sent_at`` re-stamp its slots when the answer took longer than half the margin
-        (:attr:`Claim.moves`): a 429 was not counted by SnapTrade and moves nothing.
+        ``sent_at`` re-stamp its slots to the moment the request left (``elapsed`` seconds before
+        the answer) when that came more than half the margin after the slots were taken
+        (:attr:`Claim.moves`); a 429 was not counted by SnapTrade and moves nothing.
         """
         now = clock()
         if keys and sent_at is not None and status != 429:
+            # The request left ``elapsed`` seconds before its answer (unknown: count from the
+            # answer), maybe long after its slot was taken (a busy event loop, a slow first
+            # connection). Beyond what the margin absorbs, count the slot from then: the margin is
+            # for the network's share of the delay, not for ours.
+            left = now - elapsed if elapsed is not None else now
             for taken in keys:
-                # The request reached SnapTrade before its answer came back, maybe long after
-                # its slot was taken: beyond what the margin absorbs, count it from the answer.
-                if now - sent_at > self.margin_for(taken.budget) / 2:
-                    reports.move(taken.storage_key, sent_at, now)
+                if left - sent_at > self.margin_for(taken.budget) / 2:
+                    reports.move(taken.storage_key, sent_at, left)
         feedback = self._feedback(op, account_id, headers, now)
         if status == 429:
             throttled = self._throttled_scope(op, feedback)

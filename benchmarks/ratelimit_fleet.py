@@ -145,6 +145,7 @@ def phase(
     processes: int,
     args: argparse.Namespace,
     tasks: int = 0,
+    drain: bool = True,
 ) -> dict[str, Any]:
     """Run one phase and read its figures from the emulator's journal."""
     total = args.limit * args.windows
@@ -196,7 +197,8 @@ def phase(
     pairs = [served[i + lag] - served[i] for i in range(min(args.limit, len(served) - lag))]
     span = sum(pairs) / len(pairs) if pairs else float("nan")
     useful = (args.windows - 1) * args.window / span if pairs else 0.0
-    time.sleep(args.window + 0.5)  # drain before the next phase
+    if drain:
+        time.sleep(args.window + 0.5)  # drain before the next phase
     return {
         "phase": name,
         "processes": processes,

@@ -20,7 +20,7 @@ Before taking, the script records what SnapTrade reported on earlier answers
 string of re-stamps (``budget old new`` triples; see
 :func:`aims_snaptrade._budget_take.script_call`). Result: ``taken`` (1/0), then per budget its
 status (``""`` room, ``"h"`` held by SnapTrade's report, else seconds until room) and then per
-budget the slots recorded from a report.
+budget the slots recorded from a report, and the stamp the slots were taken with.
 """
 
 from __future__ import annotations
@@ -256,5 +256,7 @@ end
 for i = 1, n do
     result[1 + n + i] = recorded[i]
 end
+-- the time the slots were stamped with (later than ARGV[1] when another caller's was newer)
+result[2 + 2 * n] = now_text
 return result
 """

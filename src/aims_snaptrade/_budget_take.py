@@ -67,6 +67,7 @@ def outcome_of(result: list[Any], count: int) -> Outcome:
         waits=tuple(None if s == "" else 0.0 if s == "h" else float(s) for s in statuses),
         held=tuple(s == "h" for s in statuses),
         recorded=tuple(int(value) for value in result[1 + count : 1 + 2 * count]),
+        stamp=float(_text(result[1 + 2 * count])),
     )
 
 
@@ -129,7 +130,7 @@ class MemoryBudgets:
             self._takes += 1
             if self._takes % _SWEEP_EVERY == 0:
                 self._sweep(now)
-        return Outcome(taken, tuple(waits), tuple(held), tuple(recorded))
+        return Outcome(taken, tuple(waits), tuple(held), tuple(recorded), now)
 
     # --- moving window ---------------------------------------------------------------------------
 
@@ -176,8 +177,8 @@ class MemoryBudgets:
                 self._sweep(now)
         n = len(claims)
         if waits is None:
-            return Outcome(True, (None,) * n, (False,) * n, (0,) * n)
-        return Outcome(False, tuple(waits), (False,) * n, (0,) * n)
+            return Outcome(True, (None,) * n, (False,) * n, (0,) * n, now)
+        return Outcome(False, tuple(waits), (False,) * n, (0,) * n, now)
 
     def _events(self, claim: Claim) -> list[Any]:
         return self._storage.events.get(claim.key.storage_key) or []

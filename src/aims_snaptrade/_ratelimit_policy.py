@@ -89,7 +89,7 @@ _MIN_PAUSE = 0.001
 # Re-stamps kept per budget until its next check (a bound, should checks stop).
 _MOVES_KEPT = 256
 # How long a waiter looks away when the queue ahead of it was changing as it counted.
-_SETTLE_PAUSE = 0.002
+_SETTLE_PAUSE = 0.003
 # Differences between SnapTrade's and our remaining count treated as timing noise (see feedback_noise).
 _NOISE_MIN = 2
 _NOISE_SHARE = 0.05
@@ -217,9 +217,10 @@ class Claim(NamedTuple):
 
     ``depth`` is the number of this process's waiters queued ahead on the same budget: the call
     needs room for them and for itself, so a later arrival never takes a slot an earlier waiter
-    is waiting for. ``moves`` re-stamps earlier slots of this process, ``(taken at, sent at)``:
-    SnapTrade counts a request when it arrives, so a slot whose request left more than half the
-    margin after it was taken counts from when it left (moving windows only).
+    is waiting for. ``moves`` re-stamps earlier slots of this process, ``(taken at, answered
+    at)``: SnapTrade counts a request when it arrives, at the latest when its answer came, so a
+    slot answered more than half the margin after it was taken counts from the answer (moving
+    windows only).
     """
 
     key: BudgetKey
@@ -246,12 +247,15 @@ class Outcome(NamedTuple):
         waits: Per claim, ``None`` when it has room, else seconds until it has (``0`` when held).
         held: Per claim, whether SnapTrade's report holds the budget (see :class:`Report`).
         recorded: Per claim, the slots recorded for use SnapTrade reported and we had not counted.
+        stamp: The time the slots were stamped with: the check's ``now``, or the newest entry's
+            when another caller's clock reading was newer (entries stay sorted).
     """
 
     taken: bool
     waits: tuple[float | None, ...]
     held: tuple[bool, ...]
     recorded: tuple[int, ...]
+    stamp: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -723,7 +727,7 @@ class RateLimitPolicy:
                     outcome = cast(Outcome, (yield Take(claims, now, sliding)))
                     if outcome.taken:
                         queue.leave(ticket)  # before anyone counts it as still waiting
-                        return now
+                        return outcome.stamp
                     queue.taking(ticket, False)
                     for claim, wait, held in zip(claims, outcome.waits, outcome.held, strict=True):
                         budget = claim.key.budget
@@ -739,9 +743,10 @@ class RateLimitPolicy:
                 wait, scope, name, subject, paused = max(blocked, key=lambda b: b[0])
                 wait = max(wait, _MIN_PAUSE)
                 now = clock()
-                if mode == "wait" and unsettled and not paused and now + wait > limit_at:
-                    # A waiter ahead was being served while we counted it: look again shortly
-                    # rather than refuse on a count that may be one too high.
+                if mode == "wait" and unsettled and not paused:
+                    # Calls ahead were being served while we counted them: the count may be too
+                    # high, and the wait with it. Look again shortly rather than sleep (or refuse)
+                    # on it and leave their slots' successors unused.
                     wait = min(wait, _SETTLE_PAUSE)
                 elif mode == "fail" or now + wait > limit_at:
                     raise self.refusal(
@@ -840,7 +845,6 @@ class RateLimitPolicy:
         sent_at: float | None,
         clock: Callable[[], float],
         keys: list[BudgetKey] | None = None,
-        elapsed: float | None = None,
     ) -> Scope | None:
         """Let SnapTrade's answer tighten the local view (never loosen it); no storage IO.
 
@@ -853,20 +857,18 @@ class RateLimitPolicy:
           0`` with a ``Reset`` the scope is paused until the reset instead.
 
         Absent headers prove nothing and change nothing. ``keys`` (the call's budgets) with
-        ``sent_at`` re-stamp its slots to the moment the request left (``elapsed`` seconds before
-        the answer) when that came more than half the margin after the slots were taken
-        (:attr:`Claim.moves`); a 429 was not counted by SnapTrade and moves nothing.
+        ``sent_at`` re-stamp its slots to the answer's time when the answer came more than half
+        the margin after the slots were taken (:attr:`Claim.moves`); a 429 was not counted by
+        SnapTrade and moves nothing.
         """
         now = clock()
         if keys and sent_at is not None and status != 429:
-            # The request left ``elapsed`` seconds before its answer (unknown: count from the
-            # answer), maybe long after its slot was taken (a busy event loop, a slow first
-            # connection). Beyond what the margin absorbs, count the slot from then: the margin is
-            # for the network's share of the delay, not for ours.
-            left = now - elapsed if elapsed is not None else now
+            # SnapTrade counted the request when it arrived: at the latest, when the answer came.
+            # When that is later than the margin absorbs (a busy event loop or CPU, a slow first
+            # connection, a slow server), count the slot from the answer.
             for taken in keys:
-                if left - sent_at > self.margin_for(taken.budget) / 2:
-                    reports.move(taken.storage_key, sent_at, left)
+                if now - sent_at > self.margin_for(taken.budget) / 2:
+                    reports.move(taken.storage_key, sent_at, now)
         feedback = self._feedback(op, account_id, headers, now)
         if status == 429:
             throttled = self._throttled_scope(op, feedback)

@@ -246,7 +246,7 @@ class _Base:
             return self._limiter.acquire, (effect.operation,), {**budget, **limits}
         if isinstance(effect, Observe):
             feedback = {"account_id": effect.account_id, "status": effect.status, "headers": effect.headers}
-            sent = {"sent_at": effect.sent_at, "user_id": effect.user_id, "elapsed": effect.elapsed}
+            sent = {"sent_at": effect.sent_at, "user_id": effect.user_id}
             return self._limiter.observe, (effect.operation,), {**feedback, **sent}
         if isinstance(effect, Sleep):
             return self._sleep, (effect.seconds,), {}

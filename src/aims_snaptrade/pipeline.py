@@ -147,8 +147,8 @@ class Acquire:
 class Observe:
     """Feed a response's status and headers back to the rate limiter (no storage IO).
 
-    ``sent_at`` is :class:`Acquire`'s answer, ``user_id`` its user and ``elapsed`` the seconds
-    from sending to the answer; the answer is the scope a 429 paused, if any.
+    ``sent_at`` is :class:`Acquire`'s answer and ``user_id`` its user; the answer is the scope a
+    429 paused, if any.
     """
 
     operation: Operation
@@ -157,7 +157,6 @@ class Observe:
     headers: Mapping[str, str]
     sent_at: float | None = None
     user_id: str | None = None
-    elapsed: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,7 +314,6 @@ class _Shared:
         headers: Mapping[str, str],
         sent_at: float | None,
         user_id: str | None,
-        elapsed: float | None,
     ) -> Scope | None:
         return self.policy.observe(
             op,
@@ -326,7 +325,6 @@ class _Shared:
             sent_at=sent_at,
             clock=self._clock,
             keys=self._keys_of(op, user_id, account_id) if sent_at is not None else None,
-            elapsed=elapsed,
         )
 
     def _usage_keys(self) -> list[BudgetKey]:
@@ -454,17 +452,15 @@ class RateLimiter(_Shared):
         headers: Mapping[str, str],
         sent_at: float | None = None,
         user_id: str | None = None,
-        elapsed: float | None = None,
     ) -> Scope | None:
         """Feed back SnapTrade's answer (status and ``X-RateLimit-*`` / ``Retry-After`` headers).
 
         No storage IO: a 429 pauses a scope in this process (returned: the 429's scope), reported
         counts are recorded by the next :meth:`acquire`. ``sent_at`` is what :meth:`acquire`
-        returned for the request, ``user_id`` what it was given and ``elapsed`` the seconds from
-        sending to the answer: with them, slots whose request left late are re-stamped to when it
-        left by the next check.
+        returned for the request and ``user_id`` what it was given: with them, slots answered
+        later than the margin absorbs are re-stamped to the answer by the next check.
         """
-        return self._observe(op, account_id, status, headers, sent_at, user_id, elapsed)
+        return self._observe(op, account_id, status, headers, sent_at, user_id)
 
     def usage(self) -> list[BudgetUsage]:
         """How full each client-wide budget and each recently used account/user bucket is."""
@@ -565,10 +561,9 @@ class AsyncRateLimiter(_Shared):
         headers: Mapping[str, str],
         sent_at: float | None = None,
         user_id: str | None = None,
-        elapsed: float | None = None,
     ) -> Scope | None:
         """Feed back SnapTrade's answer; see :meth:`RateLimiter.observe` (no IO, nothing awaited)."""
-        return self._observe(op, account_id, status, headers, sent_at, user_id, elapsed)
+        return self._observe(op, account_id, status, headers, sent_at, user_id)
 
     async def usage(self) -> list[BudgetUsage]:
         """How full each budget is; see :meth:`RateLimiter.usage`."""

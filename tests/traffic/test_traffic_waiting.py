@@ -50,13 +50,14 @@ def check_fifo(arrivals: list[Arrival]) -> None:
     served = [a.index for a in arrivals if a.served]
     refused = [a for a in arrivals if not a.served]
     print(f"fifo: {len(served)} served {served}, {len(refused)} refused at once")
-    assert served == list(range(LIMIT))
-    assert [a.index for a in refused] == list(range(LIMIT, WAITERS))
-    assert all(a.elapsed >= SERVED_AFTER for a in arrivals if a.served)
+    states = [(a.index, a.served, round(a.elapsed, 3), a.error and a.error.retry_after) for a in arrivals]
+    assert served == list(range(LIMIT)), states
+    assert [a.index for a in refused] == list(range(LIMIT, WAITERS)), states
+    assert all(a.elapsed >= SERVED_AFTER for a in arrivals if a.served), states
     for a in refused:
         assert a.error is not None and a.error.retry_after is not None
         assert a.elapsed < AT_ONCE, f"waiter {a.index} was refused after waiting {a.elapsed:.2f} s"
-        assert a.error.retry_after > MAX_WAIT
+        assert a.error.retry_after > MAX_WAIT, states
 
 
 def test_threads_are_served_first_come_first_served(client_id: str, storage_url: str) -> None:

@@ -117,3 +117,27 @@ def hardening(session: nox.Session) -> None:
         *session.posargs,
         env={"AIMS_HARDENING_PROFILE": "hardening"},
     )
+
+
+@nox.session(python="3.11")
+def fleet(session: nox.Session) -> None:
+    """Issue 10's acceptance: 10 windows of N=60 per 2 s against the emulator (1 and 4 processes,
+    50 async tasks; Redis on 127.0.0.1), zero 429s and >= 95% utilisation, then the composed
+    check's cost per call beside limits alone."""
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/ratelimit_fleet.py", "--windows", "10", *session.posargs)
+    session.run("python", "benchmarks/ratelimit_cost.py")
+
+
+@nox.session(python="3.11")
+def traffic(session: nox.Session) -> None:
+    """The traffic-control properties with 1,000 examples each (the suite runs 40)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "tests/traffic/test_traffic_properties.py",
+        *session.posargs,
+        env={"AIMS_TRAFFIC_EXAMPLES": "1000"},
+    )

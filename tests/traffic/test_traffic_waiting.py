@@ -44,13 +44,15 @@ class Arrival:
         self.served = False
         self.elapsed = 0.0
         self.error: SnapTradeBudgetExhaustedError | None = None
+        self.unexpected: BaseException | None = None
 
 
 def check_fifo(arrivals: list[Arrival]) -> None:
     served = [a.index for a in arrivals if a.served]
     refused = [a for a in arrivals if not a.served]
     print(f"fifo: {len(served)} served {served}, {len(refused)} refused at once")
-    states = [(a.index, a.served, round(a.elapsed, 3), a.error and a.error.retry_after) for a in arrivals]
+    states = [(a.index, a.served, round(a.elapsed, 3), a.error and a.error.retry_after, a.unexpected) for a in arrivals]
+    assert not any(a.unexpected for a in arrivals), states
     assert served == list(range(LIMIT)), states
     assert [a.index for a in refused] == list(range(LIMIT, WAITERS)), states
     assert all(a.elapsed >= SERVED_AFTER for a in arrivals if a.served), states
@@ -73,6 +75,8 @@ def test_threads_are_served_first_come_first_served(client_id: str, storage_url:
             arrival.served = True
         except SnapTradeBudgetExhaustedError as error:
             arrival.error = error
+        except Exception as error:  # reported by check_fifo, not lost in a thread
+            arrival.unexpected = error
         arrival.elapsed = time.monotonic() - start
 
     threads = []
@@ -82,7 +86,10 @@ def test_threads_are_served_first_come_first_served(client_id: str, storage_url:
         threads.append(thread)
         # The next thread arrives only once this one is queued (or refused): arrival order is known.
         deadline = time.monotonic() + 10
-        while len(lim._queue._waiting) + sum(a.error is not None for a in arrivals) <= arrival.index:
+        while (
+            len(lim._queue._waiting) + sum(a.error is not None or a.unexpected is not None for a in arrivals)
+            <= arrival.index
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.001)
     for thread in threads:

@@ -593,12 +593,10 @@ class RateLimitPolicy:
         return [self._key(budget) for budget in self.budgets]
 
     def keys_for(self, op: Operation, *, user_id: str | None, account_id: str | None) -> list[BudgetKey]:
-        """Every bucket a call of ``op`` draws on, in the order they are consumed.
+        """Every bucket a call of ``op`` draws on, tightest first (all are taken in one step).
 
         Unsigned operations (``check``) carry no client id, so SnapTrade cannot count them
-        against the customer budget; they still count against the plan. The order is tightest
-        first (smallest limit): the bucket most likely to refuse is consumed first, so that when
-        a later bucket refuses in a race, the slot already taken lands on a roomier budget.
+        against the customer budget; they still count against the plan.
         """
         keys = [self._key(b) for b in self.budgets if op.signed or b.scope != "customer"]
         if self.account_budget is not None and op.account_scoped and account_id:

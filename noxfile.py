@@ -131,13 +131,5 @@ def fleet(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def traffic(session: nox.Session) -> None:
-    """The traffic-control properties with 1,000 examples each (the suite runs 40)."""
-    session.install("-e", ".[test]")
-    session.run(
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "tests/traffic/test_traffic_properties.py",
-        *session.posargs,
-        env={"AIMS_TRAFFIC_EXAMPLES": "1000"},
-    )
+    """The no-budget-exceeded property over 1,000 random arrival patterns per storage (the suite runs 40)."""
+    _many_examples(session, "tests/traffic/test_traffic_properties.py", "AIMS_TRAFFIC_EXAMPLES", 1000)

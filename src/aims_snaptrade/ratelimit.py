@@ -125,9 +125,6 @@ def _storage_failures() -> tuple[type[BaseException], ...]:
     return (StorageError, OSError, RedisError)
 
 
-_STORAGE_FAILURES = _storage_failures()
-
-
 def _missing_redis(url: str) -> SnapTradeConfigurationError:
     return SnapTradeConfigurationError(
         f"SNAPTRADE_RATE_LIMIT_STORAGE_URL is {_safe_url(url)} but the redis package is not installed.",
@@ -355,7 +352,7 @@ class _Shared:
     def _storage_errors(self, doing: str) -> Iterator[None]:
         try:
             yield
-        except _STORAGE_FAILURES as exc:
+        except _storage_failures() as exc:  # evaluated only when something was raised
             raise _unavailable(self.storage_url, exc, doing) from None
 
 
@@ -414,7 +411,7 @@ class RateLimiter(_Shared):
                 else:
                     self._sleep(step.seconds)
                     answer = None
-        except _STORAGE_FAILURES as exc:
+        except _storage_failures() as exc:  # evaluated only when something was raised
             raise _unavailable(self.storage_url, exc, doing) from None
         finally:
             engine.close()
@@ -530,7 +527,7 @@ class AsyncRateLimiter(_Shared):
                 else:
                     await self._sleep(step.seconds)
                     answer = None
-        except _STORAGE_FAILURES as exc:
+        except _storage_failures() as exc:  # evaluated only when something was raised
             raise _unavailable(self.storage_url, exc, doing) from None
         finally:
             engine.close()

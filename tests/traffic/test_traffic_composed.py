@@ -8,6 +8,7 @@ acquire and none per observe, and the script checked against ``limits``' own ver
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import threading
 import uuid
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
@@ -251,6 +252,8 @@ def verdicts_against_limits(
     limits' verdict for a composed call: every budget passes ``test``, then each is ``hit``.
     """
     client_id = f"ref-{uuid.uuid4().hex[:12]}"
+    # The same start for every example: limits and the script must see the same float arithmetic.
+    clock.now = 1_800_000_000.0
     budgets = (Budget("customer", "customer", sizes[0], 2), Budget("plan-minute", "plan", sizes[1], 3))
     policy = policy_for(client_id, *budgets, strategy=strategy, safety_margin=0)
     ours = RateLimiter(policy, url, clock=clock.time, sleep=clock.sleep)
@@ -275,6 +278,10 @@ def verdicts_against_limits(
 def test_moving_window_script_matches_limits(
     gaps: list[float], sizes: tuple[int, int], clock: FakeClock, redis_url: str
 ) -> None:
+    # Arrivals exactly one window apart are left out: there limits' own `test` and `hit` disagree
+    # on Redis (one compares against a precomputed start, the other inside its script).
+    times = list(itertools.accumulate(gaps))
+    assume(not any(abs(b - a - w) < 1e-6 for a, b in itertools.combinations(times, 2) for w in (2, 3)))
     for url in ("memory://", redis_url):
         mine, theirs = verdicts_against_limits("moving-window", url, clock, gaps, sizes)
         assert mine == theirs

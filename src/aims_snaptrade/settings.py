@@ -33,9 +33,12 @@ KeyType = Literal["commercial", "personal"]
 _FILE_CAPABLE = frozenset({"client_id", "consumer_key", "encryption_keys", "confirmation_key", "audit_key"})
 """Settings that may also be read from the file named by ``SNAPTRADE_<NAME>_FILE``."""
 
-# A DNS name, an IPv4 address or an IPv6 address (urlsplit strips the brackets): nothing the SDK
-# or urllib3 would reject later with their own exception types.
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|[0-9A-Fa-f:.]+")
+# The SDK's own rule for a host (snaptrade_client.configuration.DOMAIN_REGEX), checked here so a
+# URL it would refuse is a configuration error naming the variable, not the SDK's exception.
+_HOST = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9][a-z0-9-]{0,61}[a-z0-9](?::[0-9]{1,5})?"
+    r"|(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?::[0-9]{1,5})?"
+)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -246,8 +249,10 @@ class Settings(BaseModel):
             host, _port = parts.hostname, parts.port
         except ValueError as exc:
             raise ValueError(f"is not a valid URL ({exc})") from None
-        if not host or not _HOST.fullmatch(host) or parts.query or parts.fragment:
-            raise ValueError("must be https://<host>[:port]/api/v1 with a plain host name or IP address")
+        if not host or not _HOST.fullmatch(parts.netloc) or parts.query or parts.fragment:
+            raise ValueError(
+                "must be https://<host>[:port]/api/v1 with a lower-case dotted host name or an IPv4 address"
+            )
         return value
 
     @field_validator("rate_limit_plan")

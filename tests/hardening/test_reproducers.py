@@ -117,6 +117,8 @@ _BASE = {"client_id": "c", "consumer_key": "consumer-key-1", "environment": "san
         ({"base_url": "http://[::1"}, "base_url"),
         ({"base_url": "https://%00"}, "base_url"),
         ({"base_url": "https://api.example:99999/api/v1"}, "base_url"),
+        ({"base_url": "http://0"}, "base_url"),  # found by the 10,000-example fuzz: the SDK refuses it
+        ({"base_url": "http://localhost:8080/api/v1"}, "base_url"),
         ({"read_timeout": math.inf}, "read_timeout"),
         ({"rate_limit_max_wait": math.nan}, "rate_limit_max_wait"),
     ],

@@ -86,7 +86,9 @@ local function moving_move(s, old, new)
     else
         redis.call('rpush', s.key, new)
     end
-    local ttl = math.ceil((tonumber(redis.call('lindex', s.key, 0)) + s.span - now) * 1000)
+    -- At least 1 ms: an already expired newest entry gives ceil() of a value in (-1, 0], which is
+    -- -0 in Lua and "-0" is no integer to Redis (the script would fail instead of expiring the key).
+    local ttl = math.max(1, math.ceil((tonumber(redis.call('lindex', s.key, 0)) + s.span - now) * 1000))
     if ttl > redis.call('pttl', s.key) then
         redis.call('pexpire', s.key, ttl)
     end

@@ -635,11 +635,14 @@ class SafeSnapTradeClient(_Base):
 
     def export_user(self, user_id: str, *, options: CallOptions | None = None) -> dict[str, Any]:
         """Everything held about the user, locally and at SnapTrade, as one JSON-ready document."""
-        return self._run(export_user(self._core, user_id, options))
+        self._open_ledger()
+        return self._run(export_user(self._core, user_id, options, ledger=True))
 
     def erase_user(self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None) -> ErasureReceipt:
         """Erase the user at SnapTrade and locally (needs ``confirm=True``); returns the receipt."""
-        return self._run(erase_user(self._core, user_id, confirm=confirm, options=options))
+        if confirm is True:
+            self._open_ledger()
+        return self._run(erase_user(self._core, user_id, confirm=confirm, options=options, ledger=confirm is True))
 
     def close(self) -> None:
         """Release connections, the rate limiter and (if the client opened it) the secret store."""
@@ -1030,13 +1033,18 @@ class AsyncSafeSnapTradeClient(_Base):
 
     async def export_user(self, user_id: str, *, options: CallOptions | None = None) -> dict[str, Any]:
         """Everything held about the user, locally and at SnapTrade, as one JSON-ready document."""
-        return await self._run(export_user(self._core, user_id, options))
+        await asyncio.to_thread(self._open_ledger)
+        return await self._run(export_user(self._core, user_id, options, ledger=True))
 
     async def erase_user(
         self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None
     ) -> ErasureReceipt:
         """Erase the user at SnapTrade and locally (needs ``confirm=True``); returns the receipt."""
-        return await self._run(erase_user(self._core, user_id, confirm=confirm, options=options))
+        if confirm is True:
+            await asyncio.to_thread(self._open_ledger)
+        return await self._run(
+            erase_user(self._core, user_id, confirm=confirm, options=options, ledger=confirm is True)
+        )
 
     def _check_loop(self) -> None:
         # The pooled session and the async Redis client belong to the event loop they were made

@@ -16,7 +16,7 @@ from aims_snaptrade.secrets import Keyring, SQLiteSecretStore
 
 @pytest.fixture
 def setup(tmp_path, emu):
-    """A client whose secrets, consents and audit chain share one SQLite file, and a connected user."""
+    """A client whose secrets, consents, audit chain and sync ledger share one SQLite file, and a user."""
     db = tmp_path / "aims.db"
     secrets = SQLiteSecretStore(db, Keyring.generate("v1"))
     user = emu.connect("erin-7f3a9c", brokerage="ALPACA")
@@ -31,6 +31,7 @@ def setup(tmp_path, emu):
         "consent_store_url": f"sqlite:///{db}",
         "audit_key": AUDIT_SECRET,
         "audit_store_url": f"sqlite:///{db}",
+        "sync_ledger_url": f"sqlite:///{db}",
     }
     yield db, user, settings
     secrets.close()
@@ -46,6 +47,7 @@ def test_export_then_erase_leaves_only_pseudonyms(setup, emu):
         client.grant_consent(user.user_id, "read", disclosure_version="v1", source="test")
         client.grant_consent(user.user_id, "read", disclosure_version="v2", source="test")
         client.get_positions(user.user_id, user.account_ids[0])
+        client.sync_portfolio(user.user_id)
         document = client.export_user(user.user_id)
         json.dumps(document)  # one JSON document
         with pytest.raises(SnapTradeGuardrailError, match="confirm=True"):
@@ -58,6 +60,9 @@ def test_export_then_erase_leaves_only_pseudonyms(setup, emu):
 
     # The export: local and SnapTrade data, never the secret.
     assert document["local"]["secret"] == {"stored": True, "rotation_pending": False}
+    synced = document["local"]["sync"]
+    assert synced["user_id"] == user.user_id
+    assert {a["account_id"] for a in synced["accounts"]} == set(user.account_ids)
     assert [c["disclosure_version"] for c in document["local"]["consents"]] == ["v1", "v2"]
     assert {r["action"] for r in document["local"]["audit_records"]} >= {"consent.grant", "get_all_account_positions"}
     remote = document["snaptrade"]
@@ -73,6 +78,7 @@ def test_export_then_erase_leaves_only_pseudonyms(setup, emu):
     assert receipt.local == {
         "secret_removed": True,
         "consents_removed": 2,
+        "sync_rows_removed": 1 + len(synced["accounts"]),
         "audit_records_pseudonymised": clear_before + 1,
     }
     # (+1: the deleteUser call itself was audited with the clear id, then pseudonymised.)

@@ -13,6 +13,7 @@ leaves everything local in place, so the erasure can simply be run again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -44,24 +45,30 @@ def _has(core: Core, method: str) -> bool:
     return core.consent is not None and hasattr(core.consent, method)
 
 
-def export_user(core: Core, user_id: str, options: CallOptions | None = None) -> Flow[dict[str, Any]]:
+def export_user(
+    core: Core, user_id: str, options: CallOptions | None = None, *, ledger: bool = False
+) -> Flow[dict[str, Any]]:
     """One JSON-ready document with everything held about ``user_id``, locally and at SnapTrade.
 
     ``local``: consents (every grant), audit records about the user, and secret metadata (whether
     one is stored, whether a rotation is pending; never the secret). ``snaptrade``: whether the
     user is registered, connections, accounts and, per account, balances, positions and every
-    page of activities, as SnapTrade answered them.
+    page of activities, as SnapTrade answered them. With ``ledger``, ``local`` also holds the
+    user's portfolio-sync state (``sync``: the ledger's record, or ``None``).
     """
     user_id = _check_user(user_id)
     stored = yield StoreCall("get", (user_id,))
     pending = yield StoreCall("pending_rotations", ())
     consents = (yield StoreCall("records", (user_id,), store="consent")) if _has(core, "records") else []
     audit = (yield StoreCall("records_for_user", (user_id,), store="audit")) if core.audit else []
-    local = {
+    local: dict[str, Any] = {
         "secret": {"stored": stored is not None, "rotation_pending": user_id in pending},
         "consents": [c.to_json() for c in consents],
         "audit_records": [r.to_json() for r in audit],
     }
+    if ledger:
+        record = yield StoreCall("load_user", (user_id,), store="ledger")
+        local["sync"] = None if record is None else json.loads(json.dumps(asdict(record), default=str))
 
     def get(name: str, **arguments: Any) -> Flow[Any]:
         response = yield from core.call(name, {"user_id": user_id, **arguments}, options=options, exempt=True)
@@ -131,10 +138,13 @@ class ErasureReceipt:
         return asdict(self)
 
 
-def erase_user(core: Core, user_id: str, *, confirm: bool, options: CallOptions | None = None) -> Flow[ErasureReceipt]:
+def erase_user(
+    core: Core, user_id: str, *, confirm: bool, options: CallOptions | None = None, ledger: bool = False
+) -> Flow[ErasureReceipt]:
     """Delete ``user_id`` at SnapTrade and locally; pseudonymise the audit records that must stay.
 
-    Needs ``confirm=True`` (refused before anything happens otherwise).
+    Needs ``confirm=True`` (refused before anything happens otherwise). With ``ledger``, the
+    user's portfolio-sync rows are deleted too (``sync_rows_removed``).
     """
     user_id = _check_user(user_id)
     if confirm is not True:
@@ -163,9 +173,11 @@ def erase_user(core: Core, user_id: str, *, confirm: bool, options: CallOptions 
     consents_removed = (yield StoreCall("erase", (user_id,), store="consent")) if _has(core, "erase") else 0
     pseudonymised = (yield StoreCall("pseudonymise", (user_id,), store="audit")) if core.audit else 0
     user_ref = (yield StoreCall("pseudonym", (user_id,), store="audit")) if core.audit else None
+    sync_removed = (yield StoreCall("forget_user", (user_id,), store="ledger")) if ledger else 0
     local = {
         "secret_removed": bool(secret_removed),
         "consents_removed": int(consents_removed),
+        "sync_rows_removed": int(sync_removed),
         "audit_records_pseudonymised": int(pseudonymised),
     }
     detail = {"snaptrade_deleted": bool(snaptrade["deleted"]), **local}

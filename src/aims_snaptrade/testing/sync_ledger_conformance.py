@@ -227,6 +227,17 @@ class SyncLedgerConformance:
         assert ledger.finished_in_batch("b1", ["u1", "u3"]) == set()
         assert ledger.finished_in_batch("b2", ["u2"]) == {"u2"}
 
+    def test_forget_user_erases_every_row_of_that_user_only(self, ledger: SyncLedger) -> None:
+        ledger.save_sync(_sync("u1", 1000.0, _full("a1", 1000.0), _full("a2", 1000.0, "c2")))
+        ledger.save_sync(_sync("u2", 1000.0, _full("b1", 1000.0)))
+        ledger.finish_in_batch("batch", "u1", 1.0)
+        ledger.finish_in_batch("batch", "u2", 1.0)
+        assert ledger.forget_user("u1") == 4  # the user, two accounts, one batch entry
+        assert ledger.load_user("u1") is None
+        assert ledger.finished_in_batch("batch", ["u1", "u2"]) == {"u2"}
+        assert ledger.load_user("u2") is not None
+        assert ledger.forget_user("u1") == 0
+
     def test_bad_input_is_a_typed_error_before_any_write(self, ledger: SyncLedger) -> None:
         with pytest.raises(SnapTradeError):
             ledger.mark("", LedgerChange.ACCOUNTS_DIRTY, 1.0)

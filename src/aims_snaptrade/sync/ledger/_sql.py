@@ -311,3 +311,13 @@ class SQLLedger:
         check_id("batch_id", batch_id)
         sql = "DELETE FROM {batches} WHERE batch_id = ?"
         return self._transaction(lambda execute: execute(self._sql(sql), (batch_id,)))
+
+    def forget_user(self, user_id: str) -> int:
+        """See :meth:`SyncLedger.forget_user`."""
+        check_id("user_id", user_id)
+        statements = (
+            "DELETE FROM {accounts} WHERE user_id = ?",
+            "DELETE FROM {batches} WHERE user_id = ?",
+            "DELETE FROM {users} WHERE user_id = ?",
+        )
+        return self._transaction(lambda execute: sum(execute(self._sql(sql), (user_id,)) for sql in statements))

@@ -84,6 +84,13 @@ class SyncLedger(Protocol):
         """Drop a batch's progress; returns how many users it had finished."""
         ...
 
+    def forget_user(self, user_id: str) -> int:
+        """Drop every row about the user (its record, accounts and batch progress): erasure.
+
+        Returns how many rows were removed (0 for a user the ledger never saw).
+        """
+        ...
+
     def close(self) -> None:
         """Release connections and files. Idempotent."""
         ...

@@ -76,6 +76,8 @@ class SQLiteSyncLedger(SQLLedger):
             if self.persistent:
                 self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
                 conn.execute("PRAGMA synchronous = NORMAL")
+            # Zero freed space: an erased user's rows leave no old bytes in the file.
+            conn.execute("PRAGMA secure_delete = ON")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -116,6 +118,13 @@ class SQLiteSyncLedger(SQLLedger):
                 return result
             except sqlite3.Error as exc:
                 raise SnapTradeStoreError(f"SQLite sync ledger {self.path!r} failed: {exc}") from None
+
+    def forget_user(self, user_id: str) -> int:
+        """See :meth:`SyncLedger.forget_user`; also empties the WAL, which still holds the old pages."""
+        removed = super().forget_user(user_id)
+        if self.persistent:
+            self._read("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
 
     def close(self) -> None:
         """See :meth:`SyncLedger.close`."""

@@ -285,6 +285,7 @@ class WaitQueue:
         self._tickets = 0
         self._waiting: dict[int, tuple[str, ...]] = {}
         self._taking: set[int] = set()
+        self._left = 0  # calls that have left so far: a change tells a count taken before it is stale
 
     def arrive(self, names: tuple[str, ...]) -> int:
         """Queue a new call under the storage keys ``names``; its ticket is larger than every earlier one's."""
@@ -296,8 +297,14 @@ class WaitQueue:
     def leave(self, ticket: int) -> None:
         """Leave the queue (served, refused or cancelled)."""
         with self._lock:
-            self._waiting.pop(ticket, None)
+            if self._waiting.pop(ticket, None) is not None:
+                self._left += 1
             self._taking.discard(ticket)
+
+    def departures(self) -> int:
+        """How many calls have left the queue so far (compare two readings to see if any left)."""
+        with self._lock:
+            return self._left
 
     def taking(self, ticket: int, busy: bool) -> None:
         """Mark a queued call's check as in flight (its outcome not known yet) or settled."""
@@ -715,6 +722,7 @@ class RateLimitPolicy:
                         blocked.append((end - now, scope, scope, subject, True))
                 unsettled = False
                 if not blocked:
+                    departed = queue.departures()
                     depths, unsettled = queue.ahead(ticket, names)
                     claims = tuple(
                         Claim(key, margin, 1, depth, *reports.pop(name))
@@ -727,6 +735,9 @@ class RateLimitPolicy:
                         queue.leave(ticket)  # before anyone counts it as still waiting
                         return outcome.stamp
                     queue.taking(ticket, False)
+                    # A call counted ahead may have been served between the count and this check
+                    # (its slot then counted twice): the refusal would be wrong, so look again.
+                    unsettled = unsettled or queue.departures() != departed
                     for claim, wait, held in zip(claims, outcome.waits, outcome.held, strict=True):
                         budget = claim.key.budget
                         if held and claim.report is not None and claim.report.hold_until is not None:
@@ -741,7 +752,7 @@ class RateLimitPolicy:
                 wait, scope, name, subject, paused = max(blocked, key=lambda b: b[0])
                 wait = max(wait, _MIN_PAUSE)
                 now = clock()
-                if mode == "wait" and unsettled and not paused:
+                if mode == "wait" and unsettled and not paused and now + _SETTLE_PAUSE <= limit_at:
                     # Calls ahead were being served while we counted them: the count may be too
                     # high, and the wait with it. Look again shortly rather than sleep (or refuse)
                     # on it and leave their slots' successors unused.

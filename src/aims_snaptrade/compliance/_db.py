@@ -14,16 +14,15 @@ of this process (it is in the OS's hands, or the server's) but may be lost with 
 from __future__ import annotations
 
 import os
-import random
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from aims_snaptrade._sqlite_busy import is_busy, retry_busy
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
 from aims_snaptrade.redaction import register_secret
 
@@ -82,10 +81,6 @@ class Database(Protocol):
     def close(self) -> None:
         """Release the connection. Idempotent."""
         ...
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class _SQLiteCursor:
@@ -159,25 +154,14 @@ class SQLiteDatabase:
         return self._conn
 
     def _retry(self, attempt: Callable[[], _T]) -> _T:
-        # SQLite's own busy handler backs off to 100 ms sleeps and starves writers under steady
-        # contention; short jittered retries keep appends at about a millisecond.
-        deadline = time.monotonic() + self._busy_timeout
-        delay = 0.0005
-        while True:
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                if not _busy(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, 0.01)
+        return retry_busy(attempt, self._busy_timeout)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
             yield
         except sqlite3.Error as exc:
-            raise SnapTradeStoreError(f"the {self.description} failed: {exc}", retryable=_busy(exc)) from None
+            raise SnapTradeStoreError(f"the {self.description} failed: {exc}", retryable=is_busy(exc)) from None
 
     def setup(self, statements: Sequence[str]) -> None:
         with self.transaction(durable=True) as cur:

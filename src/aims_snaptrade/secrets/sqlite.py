@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aims_snaptrade._sqlite_busy import is_busy, retry_busy
 from aims_snaptrade.errors import (
     SnapTradeConfigurationError,
     SnapTradeSecretStoreError,
@@ -61,10 +61,6 @@ _SCHEMA_VERSION = "1"
 _T = TypeVar("_T")
 # SQLite's own handler only covers the first couple of milliseconds; our loop does the rest.
 _SQLITE_BUSY_MS = 2
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class SQLiteSecretStore:
@@ -235,17 +231,7 @@ class SQLiteSecretStore:
             conn.close()
 
     def _retry_busy(self, attempt: Callable[[], _T]) -> _T:
-        deadline = time.monotonic() + self._busy_timeout
-        delay = 0.0005
-        while True:
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                if not _busy(exc) or time.monotonic() >= deadline:
-                    raise
-            # Jitter keeps competing processes from retrying in lockstep.
-            time.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, 0.01)
+        return retry_busy(attempt, self._busy_timeout)
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -278,7 +264,7 @@ class SQLiteSecretStore:
             yield
         except sqlite3.Error as exc:
             raise SnapTradeSecretStoreError(
-                f"SQLite secret store {str(self.path)!r} failed: {exc}", retryable=_busy(exc)
+                f"SQLite secret store {str(self.path)!r} failed: {exc}", retryable=is_busy(exc)
             ) from None
 
     # -- SecretStore -----------------------------------------------------------------------

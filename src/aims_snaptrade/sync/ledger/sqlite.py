@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aims_snaptrade._sqlite_busy import is_busy
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
 from aims_snaptrade.sync.ledger._sql import Execute, SQLLedger
 
@@ -24,10 +25,6 @@ __all__ = ["SQLiteSyncLedger"]
 
 T = TypeVar("T")
 MEMORY = ":memory:"
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class SQLiteSyncLedger(SQLLedger):
@@ -92,7 +89,7 @@ class SQLiteSyncLedger(SQLLedger):
             try:
                 return attempt()
             except sqlite3.OperationalError as exc:
-                if not _busy(exc) or time.monotonic() >= deadline:
+                if not is_busy(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(random.uniform(0.001, 0.01))
 

@@ -10,10 +10,21 @@ import email.utils
 import math
 from collections.abc import Mapping
 
-__all__ = ["as_number", "header", "parse_retry_after", "seconds_from"]
+__all__ = ["as_number", "case_insensitive", "header", "parse_retry_after", "seconds_from"]
+
+# Mapping types whose own lookup ignores case (the transports' header objects): read directly.
+_case_insensitive: tuple[type, ...] = ()
+
+
+def case_insensitive(*kinds: type) -> None:
+    """Declare header mapping types whose ``get`` already ignores case (urllib3's, aiohttp's)."""
+    global _case_insensitive
+    _case_insensitive = tuple({*_case_insensitive, *kinds})
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
+    if isinstance(headers, _case_insensitive):
+        return headers.get(name)
     # HTTP header names are case-insensitive and transports differ in how they spell them.
     lowered = name.lower()
     for key, value in headers.items():

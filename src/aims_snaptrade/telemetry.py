@@ -20,12 +20,14 @@ observers such as :class:`~aims_snaptrade.health.HealthMonitor`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
@@ -120,6 +122,21 @@ CallObserver = Callable[[CallRecord], None]
 """Called with every :class:`CallRecord`, on the calling thread: keep it quick."""
 
 
+@functools.lru_cache(maxsize=1024)
+def _base_attributes(operation: Operation, endpoint: Endpoint) -> Mapping[str, str | int]:
+    """The attributes every measurement of ``operation`` carries, built once (never mutated)."""
+    base: dict[str, str | int] = {
+        "http.request.method": operation.method,
+        "url.template": endpoint.prefix + operation.path,
+        "snaptrade.operation": operation.name,
+    }
+    if endpoint.address:
+        base["server.address"] = endpoint.address
+    if endpoint.port:
+        base["server.port"] = endpoint.port
+    return MappingProxyType(base)
+
+
 class CallTelemetry:
     """The span, measurements and records of one call of the road."""
 
@@ -148,15 +165,7 @@ class CallTelemetry:
         observers: Sequence[CallObserver] = (),
         include_ids: bool = False,
     ) -> None:
-        base: dict[str, str | int] = {
-            "http.request.method": operation.method,
-            "url.template": endpoint.prefix + operation.path,
-            "snaptrade.operation": operation.name,
-        }
-        if endpoint.address:
-            base["server.address"] = endpoint.address
-        if endpoint.port:
-            base["server.port"] = endpoint.port
+        base = _base_attributes(operation, endpoint)
         self._base = base
         self._operation = operation.name
         self._observers = tuple(observers)
@@ -253,7 +262,8 @@ class CallTelemetry:
             self._attempt_started = None
             _active.add(-1, self._base)
             _request_duration.record(duration, {**self._base, **attributes})
-        self._notify(CallRecord("attempt", self._operation, *self._subject, error, status, sent, duration))
+        if self._observers:
+            self._notify(CallRecord("attempt", self._operation, *self._subject, error, status, sent, duration))
 
     def _finish(self, attributes: dict[str, Any], error: type[BaseException] | None) -> None:
         duration = time.perf_counter() - self._started
@@ -268,10 +278,11 @@ class CallTelemetry:
         self._span.end()
         status = attributes.get("http.response.status_code")
         code = status if isinstance(status, int) else None
-        self._notify(CallRecord("call", self._operation, *self._subject, error, code, self._sent, duration))
+        if self._observers:
+            self._notify(CallRecord("call", self._operation, *self._subject, error, code, self._sent, duration))
 
     def _notify(self, record: CallRecord) -> None:
-        for observer in self._observers:
+        for observer in self._observers:  # callers build the record only when there are observers
             try:
                 observer(record)
             except Exception:  # an observer must never break a call

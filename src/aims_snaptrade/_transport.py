@@ -21,6 +21,7 @@ When the SDK changes its internals, this file is the one that changes.
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
 import importlib.util
 import json
@@ -164,6 +165,18 @@ class _Sdk:
         return getattr(endpoint, name)
 
 
+# Most calls use the settings' timeouts (only a deadline shortens a read): build each kind once.
+# Sharing is safe: a connection pool clones a urllib3 Timeout before use; aiohttp's is frozen.
+@functools.lru_cache(maxsize=256)
+def _urllib3_timeout(timeouts: Timeouts) -> urllib3.Timeout:
+    return urllib3.Timeout(connect=timeouts.connect, read=timeouts.read)
+
+
+@functools.lru_cache(maxsize=256)
+def _aiohttp_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(sock_connect=timeouts.connect, sock_read=timeouts.read)
+
+
 class _TimeoutPoolManager(urllib3.PoolManager):
     """A pool that applies the current call's timeouts, whatever the SDK passes (always ``None``).
 
@@ -186,7 +199,7 @@ class _TimeoutPoolManager(urllib3.PoolManager):
         register_signature(header(kw.get("headers") or {}, "Signature"))
         timeouts = _current_timeouts.get()
         if timeouts is not None:
-            kw["timeout"] = urllib3.Timeout(connect=timeouts.connect, read=timeouts.read)
+            kw["timeout"] = _urllib3_timeout(timeouts)
         origin = self._origin
         if url.startswith(origin) and url[len(origin) : len(origin) + 1] in ("/", ""):
             kw["assert_same_host"] = False
@@ -320,11 +333,7 @@ class AsyncTransport:
 
         register_signature(header(headers or {}, "Signature"))
         timeouts = _current_timeouts.get()
-        client_timeout = (
-            aiohttp.ClientTimeout(sock_connect=timeouts.connect, sock_read=timeouts.read)
-            if timeouts is not None
-            else None
-        )
+        client_timeout = _aiohttp_timeout(timeouts) if timeouts is not None else None
         data = body if body else (dict(fields) if fields else None)
         started = time.time()
         # encoded=True: the query was signed exactly as the SDK encoded it; yarl would otherwise

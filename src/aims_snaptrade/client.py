@@ -241,13 +241,29 @@ class _Base:
         if isinstance(effect, Send):
             return self._transport.send, (effect.operation, effect.arguments, effect.timeouts), {}
         if isinstance(effect, Acquire):
-            budget = {"user_id": effect.user_id, "account_id": effect.account_id, "mode": effect.mode}
-            limits = {"max_wait": effect.max_wait, "deadline": effect.deadline}
-            return self._limiter.acquire, (effect.operation,), {**budget, **limits}
+            return (
+                self._limiter.acquire,
+                (effect.operation,),
+                {
+                    "user_id": effect.user_id,
+                    "account_id": effect.account_id,
+                    "mode": effect.mode,
+                    "max_wait": effect.max_wait,
+                    "deadline": effect.deadline,
+                },
+            )
         if isinstance(effect, Observe):
-            feedback = {"account_id": effect.account_id, "status": effect.status, "headers": effect.headers}
-            sent = {"sent_at": effect.sent_at, "user_id": effect.user_id}
-            return self._limiter.observe, (effect.operation,), {**feedback, **sent}
+            return (
+                self._limiter.observe,
+                (effect.operation,),
+                {
+                    "account_id": effect.account_id,
+                    "status": effect.status,
+                    "headers": effect.headers,
+                    "sent_at": effect.sent_at,
+                    "user_id": effect.user_id,
+                },
+            )
         if isinstance(effect, Sleep):
             return self._sleep, (effect.seconds,), {}
         store = self._stores.get(effect.store)

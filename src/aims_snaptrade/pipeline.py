@@ -111,6 +111,9 @@ class CallOptions:
         return Timeouts(float(connect), float(read))
 
 
+_NO_OPTIONS = CallOptions()  # immutable: one instance serves every call given no options
+
+
 def _positive_number(value: object) -> bool:
     # Finite: an infinite deadline or wait is a hang (None already means "the client's value").
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
@@ -223,7 +226,7 @@ def checked_options(options: Any, operation: str | None = None) -> CallOptions:
     For every flow that reads its options before handing them to :meth:`Core.call`.
     """
     if options is None:
-        return CallOptions()
+        return _NO_OPTIONS
     if not isinstance(options, CallOptions):
         raise e.SnapTradeValidationError(
             f"options must be a CallOptions, got {type(options).__name__}.",
@@ -232,6 +235,9 @@ def checked_options(options: Any, operation: str | None = None) -> CallOptions:
         )
     return options
 
+
+# The SDK's own parameter containers: a caller passing them would bypass the library's checks.
+_RESERVED = frozenset({"query_params", "header_params", "path_params"})
 
 _MALFORMED = (ValidationError, TypeError, ValueError, AttributeError, KeyError, ArithmeticError)
 
@@ -294,6 +300,7 @@ class Core:
         self.observers: list[CallObserver] = []
         """Called with every finished attempt and call (see :class:`~aims_snaptrade.health.HealthMonitor`)."""
         self.secrets = SecretCache(settings.secret_cache_size)
+        self._timeouts = CallOptions().timeouts(settings)  # the settings' own, for calls that set none
 
     # --- the road ------------------------------------------------------------------------------
 
@@ -444,12 +451,12 @@ class Core:
     ) -> Flow[Response]:
         name = operation.name
         args = dict(arguments)
-        for reserved in ("query_params", "header_params", "path_params"):
-            if reserved in args:
-                raise e.SnapTradeValidationError(
-                    f"{reserved} is not accepted; pass parameters by their SDK keyword names.", operation=name
-                )
-        timeouts = options.timeouts(self.settings)
+        reserved = _RESERVED & args.keys()
+        if reserved:
+            raise e.SnapTradeValidationError(
+                f"{min(reserved)} is not accepted; pass parameters by their SDK keyword names.", operation=name
+            )
+        timeouts = self._timeouts if options.timeout is None else options.timeouts(self.settings)
         yield from self.admit(operation, args, confirm=confirm, exempt=exempt)
         user_id = args.get("user_id")
         if operation.user_scoped and self.settings.key_type == "commercial":

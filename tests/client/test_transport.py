@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from aims_snaptrade import (
     CallOptions,
     SnapTradeBrokerageUnavailableError,
     SnapTradeConnectionError,
+    SnapTradeError,
     SnapTradeTimeoutError,
     SnapTradeUnknownOutcomeError,
 )
@@ -146,3 +148,53 @@ def test_one_sync_client_serves_many_threads(client, emu, alice):
         counts = list(pool.map(work, range(120)))
     assert counts == [len(alice.account_ids)] * 120
     assert emu.journal.count(operation="list_all_user_accounts", status=200) == 120
+
+
+def _redirecting_server(to: str) -> tuple[Any, list[str]]:
+    """A loopback server answering every request with a 302 to ``to``; records the paths asked."""
+    import http.server
+    import threading
+
+    asked: list[str] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", to + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, asked
+
+
+def test_a_redirect_is_not_followed_so_a_signed_url_goes_nowhere_else(make_client, emu, alice):
+    # The URL carries the user secret and a signature: a Location header must not send it on.
+    server, asked = _redirecting_server(emu.base_url.rsplit("/api/v1", 1)[0])
+    try:
+        client = make_client(base_url=f"http://127.0.0.1:{server.server_address[1]}/api/v1")
+        with pytest.raises(SnapTradeError) as info:
+            client.list_accounts(alice.user_id)
+        assert info.value.status == 302
+        assert len(asked) == 1 and asked[0].startswith("/api/v1/accounts")
+        assert emu.journal.count(operation="list_all_user_accounts") == 0  # the redirect's target
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_response_headers_read_in_any_case_and_pickle(make_client, make_async_client, alice):
+    import pickle
+
+    response = make_client().call("list_all_user_accounts", user_id=alice.user_id)
+    async with make_async_client() as client:
+        answered = await client.call("list_all_user_accounts", user_id=alice.user_id)
+    for one in (response, answered):
+        assert one.request_id and one.headers["x-request-id"] == one.headers["X-REQUEST-ID"] == one.request_id
+        again = pickle.loads(pickle.dumps(one))
+        assert again.body == one.body and again.headers["X-Request-Id"] == one.request_id

@@ -29,6 +29,7 @@ import re
 import sys
 import threading
 import time
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -120,6 +121,15 @@ def _load_sdk_package() -> None:
 
         package.__getattr__ = complete  # type: ignore[method-assign]
         sys.modules[_SDK] = package
+
+
+@functools.cache
+def _sdk_types() -> Any:
+    """The SDK types the transport reads per call, imported once (the SDK is imported lazily)."""
+    from snaptrade_client.rest import AsyncResponseWrapper
+    from snaptrade_client.schemas import Unset
+
+    return types.SimpleNamespace(AsyncResponseWrapper=AsyncResponseWrapper, Unset=Unset)
 
 
 def _endpoint_module(operation: Operation) -> str:
@@ -214,15 +224,13 @@ class _TimeoutPoolManager(urllib3.PoolManager):
 
 def response_of(operation: Operation, api_response: Any, started: float) -> Response:
     """Turn the SDK's response object into ours."""
-    from snaptrade_client.schemas import Unset
-
     # The transport's own header mapping (urllib3's or aiohttp's): read-only here, case-insensitive,
     # and not copied on every call.
     headers = api_response.headers
     if isinstance(headers, multidict.CIMultiDictProxy):
         headers = multidict.CIMultiDict(headers)  # a view of the aiohttp response; a copy pickles
     body = api_response.body
-    if isinstance(body, Unset):
+    if isinstance(body, _sdk_types().Unset):
         # The SDK swallows a JSON decoding failure and hands back `unset`: parse the raw bytes
         # again so a malformed answer raises (JSONDecodeError) instead of reading as "no data".
         raw = getattr(api_response.response, "data", b"") or b""
@@ -329,8 +337,6 @@ class AsyncTransport:
         timeout: Any = None,  # noqa: ASYNC109 - mirrors the SDK signature
         **kwargs: Any,
     ) -> Any:
-        from snaptrade_client.rest import AsyncResponseWrapper
-
         register_signature(header(headers or {}, "Signature"))
         timeouts = _current_timeouts.get()
         client_timeout = _aiohttp_timeout(timeouts) if timeouts is not None else None
@@ -344,7 +350,7 @@ class AsyncTransport:
         http_response: Any = response
         if response.status >= 400:
             http_response = _ReadErrorResponse(response, await response.read())
-        return AsyncResponseWrapper(http_response, time.time() - started, cast(Any, _SharedSession()))
+        return _sdk_types().AsyncResponseWrapper(http_response, time.time() - started, cast(Any, _SharedSession()))
 
     async def send(self, operation: Operation, arguments: Mapping[str, Any], timeouts: Timeouts) -> Response:
         """Send ``operation`` with SDK keyword ``arguments``; SDK and aiohttp errors propagate raw."""

@@ -12,12 +12,12 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 from aims_snaptrade._budget_lua import COMPOSED_CHECK
-from aims_snaptrade._ratelimit_policy import Claim, Outcome, Take
+from aims_snaptrade._ratelimit_policy import Claim, Outcome, Take, WaitQueue
 
-__all__ = ["COMPOSED_CHECK", "MemoryBudgets", "outcome_of", "script_call"]
+__all__ = ["COMPOSED_CHECK", "MemoryBudgets", "Prepared", "outcome_of", "script_call"]
 
 # Sweep keys whose every entry has expired once per this many takes (memory only: Redis expires keys itself).
 _SWEEP_EVERY = 4096
@@ -71,6 +71,23 @@ def outcome_of(result: list[Any], count: int) -> Outcome:
     )
 
 
+class Prepared(NamedTuple):
+    """What :meth:`MemoryBudgets.prepare` derives once from a plan's claims (one slot each, no feedback).
+
+    Per budget its storage key, limit, ``window + margin`` (moving) or window (sliding), and the
+    index of its span in ``spans``: budgets of one span share the entry a take stamps (entries
+    are never changed in place, only replaced). ``taken`` is the :class:`Outcome` fields of a
+    take that took every budget.
+    """
+
+    names: tuple[str, ...]
+    limits: tuple[int, ...]
+    spans: tuple[float, ...]
+    shared: tuple[int, ...]
+    distinct: tuple[float, ...]
+    taken: tuple[tuple[None, ...], tuple[bool, ...], tuple[int, ...]]
+
+
 class MemoryBudgets:
     """The composed check on ``limits``' memory storage (sync or ``limits.aio``), under one lock.
 
@@ -86,95 +103,161 @@ class MemoryBudgets:
         self._lock = threading.Lock()
         self._takes = 0
 
-    def take(self, take: Take) -> Outcome:
-        """Record the reports, then take every claim or none (the script's algorithm)."""
+    @staticmethod
+    def prepare(claims: tuple[Claim, ...], sliding: bool) -> Prepared:
+        """Derive once what every :meth:`take` of exactly ``claims`` needs (see :class:`Prepared`)."""
+        spans = tuple([claim.key.budget.window if sliding else _span(claim) for claim in claims])
+        distinct = tuple(dict.fromkeys(spans))
+        n = len(claims)
+        return Prepared(
+            names=tuple([claim.key.storage_key for claim in claims]),
+            limits=tuple([claim.key.budget.limit for claim in claims]),
+            spans=spans,
+            shared=tuple([distinct.index(span) for span in spans]),
+            distinct=distinct,
+            taken=((None,) * n, (False,) * n, (0,) * n),
+        )
+
+    def take(self, take: Take, prepared: Prepared | None = None) -> Outcome:
+        """Record the reports, then take every claim or none (the script's algorithm).
+
+        ``prepared``: :meth:`prepare` of ``take.claims`` (one slot each, nobody ahead, no
+        feedback), which a take that finds room everywhere uses to skip the general rules.
+        """
+        with self._lock:
+            return self._take(take, prepared)
+
+    def take_first(
+        self, take: Take, prepared: Prepared | None, queue: WaitQueue, names: tuple[str, ...]
+    ) -> tuple[Outcome | None, int | None]:
+        """A call's first attempt, made only when no call of this process is queued.
+
+        Under the lock every take holds: ``(None, None)`` when a call is queued (nothing taken:
+        queue behind it), else the :meth:`take`'s outcome, and when it was refused the ticket of
+        the call, queued under ``names`` before the lock is released, so no call arriving later
+        goes ahead of it.
+        """
+        with self._lock:
+            if not queue.idle():
+                return None, None
+            outcome = self._take(take, prepared)
+            return outcome, None if outcome.taken else queue.arrive(names)
+
+    def _take(self, take: Take, prepared: Prepared | None) -> Outcome:
+        if prepared is not None:
+            outcome = self._sliding_first(take, prepared) if take.sliding else self._moving_first(take, prepared)
+            if outcome is not None:
+                return outcome
         if not take.sliding and all(c.report is None and c.amount == 1 and not c.moves for c in take.claims):
             return self._plain(take)
         n = len(take.claims)
         waits: list[float | None] = [None] * n
         held = [False] * n
         recorded = [0] * n
-        with self._lock:
-            if not take.sliding:
-                for claim in take.claims:
-                    for old, new in claim.moves:
-                        self._move(claim, old, new)
-            # Entries stay sorted, newest first (see the script): never stamp before the newest.
-            now = take.now
-            if not take.sliding:
-                for claim in take.claims:
-                    events = self._events(claim)
-                    if events and events[0].atime > now:
-                        now = events[0].atime
-            for i, claim in enumerate(take.claims):
-                report = claim.report
-                if report is None:
-                    continue
-                used = self._weighted(claim, now) if take.sliding else self._used(claim, report.since - _span(claim))
-                missing = min(report.used - used, claim.key.budget.limit)
-                if missing > report.noise:
-                    if report.hold_until is not None:
-                        held[i] = True
-                        waits[i] = 0.0
-                    else:
-                        self._add(claim, missing, now, take.sliding)
-                        recorded[i] = missing
-            for i, claim in enumerate(take.claims):
-                if claim.amount > 0 and not held[i]:
-                    waits[i] = self._sliding_wait(claim, now) if take.sliding else self._moving_wait(claim, now)
-            taken = all(w is None for w in waits)
-            if taken:
-                for claim in take.claims:
-                    if claim.amount > 0:
-                        self._add(claim, claim.amount, now, take.sliding)
-            self._takes += 1
-            if self._takes % _SWEEP_EVERY == 0:
-                self._sweep(now)
+        if not take.sliding:
+            for claim in take.claims:
+                for old, new in claim.moves:
+                    self._move(claim, old, new)
+        # Entries stay sorted, newest first (see the script): never stamp before the newest.
+        now = take.now
+        if not take.sliding:
+            for claim in take.claims:
+                events = self._events(claim)
+                if events and events[0].atime > now:
+                    now = events[0].atime
+        for i, claim in enumerate(take.claims):
+            report = claim.report
+            if report is None:
+                continue
+            used = self._weighted(claim, now) if take.sliding else self._used(claim, report.since - _span(claim))
+            missing = min(report.used - used, claim.key.budget.limit)
+            if missing > report.noise:
+                if report.hold_until is not None:
+                    held[i] = True
+                    waits[i] = 0.0
+                else:
+                    self._add(claim, missing, now, take.sliding)
+                    recorded[i] = missing
+        for i, claim in enumerate(take.claims):
+            if claim.amount > 0 and not held[i]:
+                waits[i] = self._sliding_wait(claim, now) if take.sliding else self._moving_wait(claim, now)
+        taken = all(w is None for w in waits)
+        if taken:
+            for claim in take.claims:
+                if claim.amount > 0:
+                    self._add(claim, claim.amount, now, take.sliding)
+        self._counted(now)
         return Outcome(taken, tuple(waits), tuple(held), tuple(recorded), now)
 
+    def _counted(self, now: float) -> None:
+        self._takes += 1
+        if self._takes % _SWEEP_EVERY == 0:
+            self._sweep(now)
+
     # --- moving window ---------------------------------------------------------------------------
+
+    def _moving_first(self, take: Take, prepared: Prepared) -> Outcome | None:
+        """One slot of every budget when each has room, in one pass; ``None`` (nothing taken) when one has none."""
+        events_of = self._storage.events
+        windows = [events_of.setdefault(name, []) for name in prepared.names]
+        now = take.now
+        for events in windows:
+            if events and events[0].atime > now:  # entries stay sorted, newest first
+                now = events[0].atime
+        for events, limit, span in zip(windows, prepared.limits, prepared.spans, strict=True):
+            if len(events) >= limit and events[limit - 1].atime + span >= now:
+                return None
+        entries = []
+        for span in prepared.distinct:
+            entry = self._entry.__new__(self._entry)
+            entry.atime = now
+            entry.expiry = now + span
+            entries.append(entry)
+        for events, limit, shared in zip(windows, prepared.limits, prepared.shared, strict=True):
+            events.insert(0, entries[shared])
+            if len(events) > limit:
+                del events[limit:]
+        self._counted(now)
+        return Outcome(True, *prepared.taken, now)
 
     def _plain(self, take: Take) -> Outcome:
         """The common case, one slot of moving windows and no reports: the same rules, in one pass."""
         claims = take.claims
         events_of = self._storage.events
-        with self._lock:
-            now = take.now
-            windows = []
-            for claim in claims:
-                events = events_of.get(claim.key.storage_key)
-                if events is None:
-                    events = events_of[claim.key.storage_key] = []
-                elif events and events[0].atime > now:
-                    now = events[0].atime
-                windows.append(events)
-            waits: list[float | None] | None = None
-            for i, (claim, events) in enumerate(zip(claims, windows, strict=True)):
-                budget = claim.key.budget
-                position = budget.limit - 1 - claim.depth
-                if position < 0:
-                    wait = self._moving_wait(claim, now)
-                elif position >= len(events):
+        now = take.now
+        windows = []
+        for claim in claims:
+            events = events_of.get(claim.key.storage_key)
+            if events is None:
+                events = events_of[claim.key.storage_key] = []
+            elif events and events[0].atime > now:
+                now = events[0].atime
+            windows.append(events)
+        waits: list[float | None] | None = None
+        for i, (claim, events) in enumerate(zip(claims, windows, strict=True)):
+            budget = claim.key.budget
+            position = budget.limit - 1 - claim.depth
+            if position < 0:
+                wait = self._moving_wait(claim, now)
+            elif position >= len(events):
+                continue
+            else:
+                frees = events[position].atime + budget.window + claim.margin
+                if frees < now:
                     continue
-                else:
-                    frees = events[position].atime + budget.window + claim.margin
-                    if frees < now:
-                        continue
-                    wait = max(frees - now, 0.001)
-                if waits is None:
-                    waits = [None] * len(claims)
-                waits[i] = wait
+                wait = max(frees - now, 0.001)
             if waits is None:
-                for claim, events in zip(claims, windows, strict=True):
-                    entry = self._entry.__new__(self._entry)
-                    entry.atime = now
-                    entry.expiry = now + claim.key.budget.window + claim.margin
-                    events.insert(0, entry)
-                    if len(events) > claim.key.budget.limit:
-                        del events[claim.key.budget.limit :]
-            self._takes += 1
-            if self._takes % _SWEEP_EVERY == 0:
-                self._sweep(now)
+                waits = [None] * len(claims)
+            waits[i] = wait
+        if waits is None:
+            for claim, events in zip(claims, windows, strict=True):
+                entry = self._entry.__new__(self._entry)
+                entry.atime = now
+                entry.expiry = now + claim.key.budget.window + claim.margin
+                events.insert(0, entry)
+                if len(events) > claim.key.budget.limit:
+                    del events[claim.key.budget.limit :]
+        self._counted(now)
         n = len(claims)
         if waits is None:
             return Outcome(True, (None,) * n, (False,) * n, (0,) * n, now)
@@ -237,6 +320,22 @@ class MemoryBudgets:
         pt = (1 - (((now - window) / window) % 1)) * window if pc else 0.0
         ct = (1 - ((now / window) % 1)) * window + window
         return pc, pt, cc, ct, current
+
+    def _sliding_first(self, take: Take, prepared: Prepared) -> Outcome | None:
+        """One slot of every counter when each has room; ``None`` (nothing taken) when one has none."""
+        now = take.now
+        counters = self._storage.storage
+        currents = []
+        for claim in take.claims:
+            if self._sliding_wait(claim, now) is not None:
+                return None
+            currents.append(self._storage.sliding_window_keys(claim.key.storage_key, claim.key.budget.window, now)[1])
+        for current, window in zip(currents, prepared.spans, strict=True):
+            if counters.get(current, 0) == 0:
+                self._storage.expirations[current] = now + 2 * window
+            counters[current] += 1
+        self._counted(now)
+        return Outcome(True, *prepared.taken, now)
 
     def _weighted(self, claim: Claim, now: float) -> int:
         pc, pt, cc, _, _ = self._sliding(claim, now)

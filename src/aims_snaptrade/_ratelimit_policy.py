@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple, cast
 
@@ -258,6 +258,28 @@ class Outcome(NamedTuple):
     stamp: float
 
 
+class CallPlan(NamedTuple):
+    """What every acquire of one (operation, user, account) needs, computed once (:meth:`RateLimitPolicy.plan`).
+
+    Attributes:
+        keys: The buckets the call draws on (:meth:`RateLimitPolicy.keys_for`).
+        names: Their storage keys, the :class:`WaitQueue`'s and :class:`ReportBook`'s names.
+        claims: One slot of each, nobody queued ahead, no feedback: the first attempt of a call
+            when nobody waits and nothing is pending (the same tuple every time, so a storage
+            may keep what it derives from it).
+        scopes: The ``(scope, subject)`` pauses that stop the call (a 429's scopes).
+        subjects: The account and user buckets among ``keys`` (tracked for ``usage()``).
+        sliding: The budgets are sliding-window counters (else moving windows).
+    """
+
+    keys: list[BudgetKey]
+    names: tuple[str, ...]
+    claims: tuple[Claim, ...]
+    scopes: tuple[tuple[Scope, str | None], ...]
+    subjects: tuple[BudgetKey, ...]
+    sliding: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Pause:
     """Sleep ``seconds`` (``time.sleep`` or ``asyncio.sleep``); answered with ``None``."""
@@ -293,6 +315,11 @@ class WaitQueue:
             self._tickets += 1
             self._waiting[self._tickets] = names
             return self._tickets
+
+    def idle(self) -> bool:
+        """Whether no call is queued: read without the lock (one dict read is atomic), so a call
+        that arrives just after the reading arrived after the reader, which may go first."""
+        return not self._waiting
 
     def leave(self, ticket: int) -> None:
         """Leave the queue (served, refused or cancelled)."""
@@ -355,6 +382,10 @@ class ReportBook:
             if len(moves) < _MOVES_KEPT:
                 moves.append((taken_at, answered_at))
 
+    def empty(self) -> bool:
+        """Whether nothing is pending for any budget (read without the lock)."""
+        return not self._reports and not self._moves
+
     def pop(self, name: str) -> tuple[Report | None, tuple[tuple[float, float], ...]]:
         """The pending report and re-stamps of ``name``, removed."""
         if not self._reports and not self._moves:  # the common case, without the lock
@@ -400,9 +431,12 @@ class SubjectTracker:
         self._lock = threading.Lock()
         self._size = size
         self._keys: OrderedDict[tuple[str, str | None], BudgetKey] = OrderedDict()
+        self._last: tuple[BudgetKey, ...] = ()
 
-    def add(self, keys: Iterable[BudgetKey]) -> None:
-        """Remember the subject buckets among ``keys``."""
+    def add(self, keys: tuple[BudgetKey, ...]) -> None:
+        """Remember the subject buckets among ``keys`` as the most recently used."""
+        if keys is self._last:  # the same call's buckets as the last time: already the newest
+            return
         with self._lock:
             for key in keys:
                 if key.subject is None:
@@ -412,6 +446,7 @@ class SubjectTracker:
                 self._keys.move_to_end(ident)
             while len(self._keys) > self._size:
                 self._keys.popitem(last=False)
+            self._last = keys
 
     def keys(self) -> list[BudgetKey]:
         """The remembered buckets, oldest first."""
@@ -622,6 +657,18 @@ class RateLimitPolicy:
             scopes.append(("account", account_id))
         return scopes
 
+    def plan(self, op: Operation, *, user_id: str | None, account_id: str | None) -> CallPlan:
+        """What every acquire of ``op`` for this user and account needs (:class:`CallPlan`)."""
+        keys = self.keys_for(op, user_id=user_id, account_id=account_id)
+        return CallPlan(
+            keys=keys,
+            names=tuple([key.storage_key for key in keys]),
+            claims=tuple([Claim(key, self.margin_for(key.budget)) for key in keys]),
+            scopes=tuple(self._pause_scopes(op, account_id)),
+            subjects=tuple([key for key in keys if key.subject is not None]),
+            sliding=self.strategy != "moving-window",
+        )
+
     @staticmethod
     def feedback_noise(budget: Budget) -> int:
         """How far SnapTrade's ``Remaining`` may fall below ours before it counts as someone else's use.
@@ -680,57 +727,116 @@ class RateLimitPolicy:
             operation=op.name,
         )
 
+    def first_take(
+        self, plan: CallPlan, *, pauses: PauseBook, queue: WaitQueue, reports: ReportBook, now: float
+    ) -> Take | None:
+        """The first attempt of a call when it may skip the queue, else ``None`` (use :meth:`acquire_steps`).
+
+        It may when no call of this process is queued (it arrives, and is served, before any call
+        that queues after this reading) and SnapTrade asked for no pause of its scopes. Its claims
+        are the plan's own, with the pending feedback of its budgets when there is some. Only
+        when the storage refuses it does the call queue: :meth:`acquire_steps` with ``first``.
+        """
+        if not queue.idle():
+            return None
+        for scope, subject in plan.scopes:
+            if pauses.until(scope, subject, now) is not None:
+                return None
+        claims = plan.claims
+        if not reports.empty():
+            pending = [reports.pop(name) for name in plan.names]
+            if any(report is not None or moves for report, moves in pending):
+                claims = tuple(
+                    [
+                        Claim(claim.key, claim.margin, 1, 0, report, moves)
+                        for claim, (report, moves) in zip(claims, pending, strict=True)
+                    ]
+                )
+        return Take(claims, now, plan.sliding)
+
+    def _blocked_by(
+        self, take: Take, outcome: Outcome, pauses: PauseBook
+    ) -> list[tuple[float, Scope, str, str | None, bool]]:
+        """What a refused :class:`Take` waits for: ``(seconds, scope, name, subject, paused)`` per budget."""
+        blocked: list[tuple[float, Scope, str, str | None, bool]] = []
+        for claim, wait, held in zip(take.claims, outcome.waits, outcome.held, strict=True):
+            budget = claim.key.budget
+            hold = claim.report.hold_until if held and claim.report is not None else None
+            if hold is not None:
+                pauses.pause(budget.scope, claim.key.subject, hold)
+                blocked.append((hold - take.now, budget.scope, budget.scope, claim.key.subject, True))
+            elif wait is not None:
+                blocked.append((wait, budget.scope, budget.name, claim.key.subject, False))
+        if not blocked:  # a malformed answer must not spin
+            key = take.claims[0].key
+            blocked.append((_MIN_PAUSE, key.budget.scope, key.budget.name, key.subject, False))
+        return blocked
+
     def acquire_steps(
         self,
         op: Operation,
-        keys: list[BudgetKey],
+        plan: CallPlan,
         *,
         pauses: PauseBook,
         queue: WaitQueue,
         reports: ReportBook,
-        account_id: str | None,
         mode: Literal["wait", "fail"],
         max_wait: float,
         deadline: float | None,
         clock: Callable[[], float],
+        start: float | None = None,
+        first: tuple[Take, Outcome] | None = None,
+        ticket: int | None = None,
     ) -> Engine:
-        """Take one slot of every bucket in ``keys`` at once, waiting (bounded, in turn) or refusing.
+        """Take one slot of every bucket of ``plan`` at once, waiting (bounded, in turn) or refusing.
 
         Yields :class:`Take` (one composed, atomic check: every bucket or none) and
         :class:`Pause`; returns the time the slots were taken, or raises. Waiting ends at
         ``max_wait`` or at ``deadline`` (seconds left of the call), whichever comes first; when the
         awaited slot frees later than that, the call is refused at once, not after waiting.
         Waiters of this process are served in arrival order (see :class:`WaitQueue`).
+
+        ``start`` is when the call began (default: now); ``first`` a refused first attempt
+        (:meth:`first_take`) and its outcome, which the engine takes as its own first check;
+        ``ticket`` the call's place in ``queue`` when it was queued already (left when the
+        engine ends).
         """
-        start = clock()
+        start = clock() if start is None else start
         bound = max_wait
         by_deadline = deadline is not None and deadline < max_wait
         if deadline is not None and by_deadline:
             bound = max(deadline, 0.0)
         limit_at = start + bound
-        names = tuple([key.storage_key for key in keys])
-        margins = [self.margin_for(key.budget) for key in keys]
-        sliding = self.strategy != "moving-window"
-        ticket = queue.arrive(names)  # from arrival on, later arrivals count this call as ahead
+        names = plan.names
+        if ticket is None:
+            ticket = queue.arrive(names)  # from arrival on, later arrivals count this call as ahead
         try:
             while True:
-                now = clock()
-                blocked: list[tuple[float, Scope, str, str | None, bool]] = []
-                for scope, subject in self._pause_scopes(op, account_id):
-                    end = pauses.until(scope, subject, now)
-                    if end is not None:
-                        blocked.append((end - now, scope, scope, subject, True))
                 unsettled = False
+                if first is not None:
+                    blocked = self._blocked_by(*first, pauses)
+                    first = None
+                else:
+                    now = clock()
+                    blocked = []
+                    for scope, subject in plan.scopes:
+                        end = pauses.until(scope, subject, now)
+                        if end is not None:
+                            blocked.append((end - now, scope, scope, subject, True))
                 if not blocked:
                     departed = queue.departures()
                     depths, unsettled = queue.ahead(ticket, names)
-                    claims = tuple(
-                        Claim(key, margin, 1, depth, *reports.pop(name))
-                        for key, margin, depth, name in zip(keys, margins, depths, names, strict=True)
-                    )
+                    claims = plan.claims  # nobody ahead, nothing to record: the plan's own claims
+                    if any(depths) or not reports.empty():
+                        claims = tuple(
+                            [
+                                Claim(claim.key, claim.margin, 1, depth, *reports.pop(name))
+                                for claim, depth, name in zip(plan.claims, depths, names, strict=True)
+                            ]
+                        )
                     queue.taking(ticket, True)
-                    now = clock()
-                    outcome = cast(Outcome, (yield Take(claims, now, sliding)))
+                    take = Take(claims, clock(), plan.sliding)
+                    outcome = cast(Outcome, (yield take))
                     if outcome.taken:
                         queue.leave(ticket)  # before anyone counts it as still waiting
                         return outcome.stamp
@@ -738,17 +844,7 @@ class RateLimitPolicy:
                     # A call counted ahead may have been served between the count and this check
                     # (its slot then counted twice): the refusal would be wrong, so look again.
                     unsettled = unsettled or queue.departures() != departed
-                    for claim, wait, held in zip(claims, outcome.waits, outcome.held, strict=True):
-                        budget = claim.key.budget
-                        if held and claim.report is not None and claim.report.hold_until is not None:
-                            pauses.pause(budget.scope, claim.key.subject, claim.report.hold_until)
-                            blocked.append(
-                                (claim.report.hold_until - now, budget.scope, budget.scope, claim.key.subject, True)
-                            )
-                        elif wait is not None:
-                            blocked.append((wait, budget.scope, budget.name, claim.key.subject, False))
-                    if not blocked:  # a malformed answer must not spin
-                        blocked.append((_MIN_PAUSE, keys[0].budget.scope, keys[0].budget.name, keys[0].subject, False))
+                    blocked = self._blocked_by(take, outcome, pauses)
                 wait, scope, name, subject, paused = max(blocked, key=lambda b: b[0])
                 wait = max(wait, _MIN_PAUSE)
                 now = clock()
@@ -867,11 +963,12 @@ class RateLimitPolicy:
 
         Absent headers prove nothing and change nothing. ``keys`` (the call's budgets) with
         ``sent_at`` re-stamp its slots to the answer's time when the answer came more than half
-        the margin after the slots were taken (:attr:`Claim.moves`); a 429 was not counted by
-        SnapTrade and moves nothing.
+        the margin after the slots were taken (:attr:`Claim.moves`; moving windows only: the
+        sliding-window counter keeps no stamps); a 429 was not counted by SnapTrade and moves
+        nothing.
         """
         now = clock()
-        if keys and sent_at is not None and status != 429:
+        if keys and sent_at is not None and status != 429 and self.strategy == "moving-window":
             # SnapTrade counted the request when it arrived: at the latest, when the answer came.
             # When that is later than the margin absorbs (a busy event loop or CPU, a slow first
             # connection, a slow server), count the slot from the answer.

@@ -26,13 +26,13 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
 from limits.storage import RedisStorage, storage_from_string
 
-from aims_snaptrade._budget_take import COMPOSED_CHECK, MemoryBudgets, outcome_of, script_call
+from aims_snaptrade._budget_take import COMPOSED_CHECK, MemoryBudgets, Prepared, outcome_of, script_call
 from aims_snaptrade._ratelimit_policy import (
     ALERT_FRACTION,
     NAMESPACE,
@@ -40,6 +40,7 @@ from aims_snaptrade._ratelimit_policy import (
     Budget,
     BudgetKey,
     BudgetUsage,
+    CallPlan,
     Engine,
     Outcome,
     PauseBook,
@@ -212,6 +213,14 @@ def _check_reachable(url: str, scheme: str) -> None:
         )
 
 
+class _Planned(NamedTuple):
+    """A :class:`CallPlan` and what the storage derived from its claims, once."""
+
+    plan: CallPlan
+    memory: Prepared | None  # MemoryBudgets.prepare(plan.claims)
+    script: tuple[list[str], str] | None  # the composed script's KEYS and budget fields
+
+
 class _Shared:
     """What the two shells share: the policy, pauses, the wait queue, pending reports, tracked buckets."""
 
@@ -234,8 +243,8 @@ class _Shared:
         self._queue = WaitQueue()
         self._reports = ReportBook()
         self._subjects = SubjectTracker()
-        # The budgets of (operation, user, account), computed once: every call needs them.
-        self._keys: dict[tuple[str, str | None, str | None], list[BudgetKey]] = {}
+        # The plan of (operation, user, account), computed once: every call needs it.
+        self._plans: dict[tuple[str, str | None, str | None], _Planned] = {}
         self._memory: MemoryBudgets | None = None
 
     def _connect(self, *, asynchronous: bool) -> Any:
@@ -259,6 +268,8 @@ class _Shared:
     def _options(
         self, mode: Literal["wait", "fail"] | None, max_wait: float | None
     ) -> tuple[Literal["wait", "fail"], float]:
+        if mode is None and max_wait is None:  # the policy's own, checked when it was built
+            return self.policy.mode, float(self.policy.max_wait)
         mode = self.policy.mode if mode is None else mode
         if mode not in ("wait", "fail"):
             raise SnapTradeConfigurationError(f"rate-limit mode must be 'wait' or 'fail', got {mode!r}.")
@@ -267,7 +278,7 @@ class _Shared:
             raise SnapTradeConfigurationError(f"max_wait must be seconds >= 0, got {wait!r}.")
         return mode, float(wait)
 
-    def _acquire_engine(
+    def _begin(
         self,
         op: Operation,
         user_id: str | None,
@@ -275,33 +286,74 @@ class _Shared:
         mode: Literal["wait", "fail"] | None,
         max_wait: float | None,
         deadline: float | None,
-    ) -> Engine:
+    ) -> float | tuple[Engine, _Planned]:
+        """Start an acquire: the stamp when its first attempt took the slots, else the engine to drive.
+
+        On memory, a call that finds nobody queued and no pause makes its first attempt at once,
+        under the storage's lock (:meth:`MemoryBudgets.take_first`): no queue, no engine unless
+        refused, and refused it is queued before the lock is released. On Redis the attempt is a
+        round trip, during which later calls must see this one queued: the engine queues first.
+        """
         chosen_mode, chosen_wait = self._options(mode, max_wait)
-        keys = self._keys_of(op, user_id, account_id)
-        if len(keys) > len(self.policy.budgets):
-            self._subjects.add(keys)
-        return self.policy.acquire_steps(
+        planned = self._plan_of(op, user_id, account_id)
+        plan = planned.plan
+        if plan.subjects:
+            self._subjects.add(plan.subjects)
+        start = self._clock()
+        first: tuple[Take, Outcome] | None = None
+        ticket = None
+        if self._memory is not None:
+            queue = self._queue
+            take = self.policy.first_take(plan, pauses=self._pauses, queue=queue, reports=self._reports, now=start)
+            if take is not None:
+                outcome, ticket = self._memory.take_first(take, self._prepared(take, planned), queue, plan.names)
+                if outcome is not None:
+                    if outcome.taken:
+                        return float(outcome.stamp)
+                    first = (take, outcome)
+        engine = self.policy.acquire_steps(
             op,
-            keys,
+            plan,
             pauses=self._pauses,
             queue=self._queue,
             reports=self._reports,
-            account_id=account_id,
             mode=chosen_mode,
             max_wait=chosen_wait,
             deadline=deadline,
             clock=self._clock,
+            start=start,
+            first=first,
+            ticket=ticket,
         )
+        return engine, planned
 
-    def _keys_of(self, op: Operation, user_id: str | None, account_id: str | None) -> list[BudgetKey]:
+    def _plan_of(self, op: Operation, user_id: str | None, account_id: str | None) -> _Planned:
         known = (op.name, user_id, account_id)
-        keys = self._keys.get(known)
-        if keys is None:
-            keys = self.policy.keys_for(op, user_id=user_id, account_id=account_id)
-            if len(self._keys) >= _KEY_SETS:
-                self._keys.clear()
-            self._keys[known] = keys
-        return keys
+        planned = self._plans.get(known)
+        if planned is None:
+            plan = self.policy.plan(op, user_id=user_id, account_id=account_id)
+            if self._memory is not None:
+                planned = _Planned(plan, self._memory.prepare(plan.claims, plan.sliding), None)
+            else:
+                keys, args = script_call(Take(plan.claims, 0.0, plan.sliding), _PREFIX)
+                planned = _Planned(plan, None, (keys, args[1]))
+            if len(self._plans) >= _KEY_SETS:
+                self._plans.clear()
+            self._plans[known] = planned
+        return planned
+
+    def _prepared(self, take: Take, planned: _Planned | None) -> Prepared | None:
+        """What the memory storage derived from the plan's claims, when ``take`` claims just those."""
+        if planned is not None and take.claims is planned.plan.claims:
+            return planned.memory
+        return None
+
+    def _script_call(self, take: Take, planned: _Planned | None) -> tuple[list[str], list[Any]]:
+        """The composed script's ``(KEYS, ARGV)``: the plan's, built once, when ``take`` claims just those."""
+        if planned is not None and planned.script is not None and take.claims is planned.plan.claims:
+            keys, fields = planned.script
+            return keys, [repr(take.now), fields, ""]
+        return script_call(take, _PREFIX)
 
     def _observe(
         self,
@@ -321,7 +373,7 @@ class _Shared:
             reports=self._reports,
             sent_at=sent_at,
             clock=self._clock,
-            keys=self._keys_of(op, user_id, account_id) if sent_at is not None else None,
+            keys=self._plan_of(op, user_id, account_id).plan.keys if sent_at is not None else None,
         )
 
     def _usage_keys(self) -> list[BudgetKey]:
@@ -392,13 +444,13 @@ class RateLimiter(_Shared):
 
             self._script = redis.Redis(connection_pool=self._pool).register_script(COMPOSED_CHECK)
 
-    def _take(self, take: Take) -> Outcome:
+    def _take(self, take: Take, planned: _Planned | None = None) -> Outcome:
         if self._memory is not None:
-            return self._memory.take(take)
-        keys, args = script_call(take, _PREFIX)
+            return self._memory.take(take, self._prepared(take, planned))
+        keys, args = self._script_call(take, planned)
         return outcome_of(self._script(keys=keys, args=args), len(take.claims))
 
-    def _drive(self, engine: Engine, doing: str) -> float:
+    def _drive(self, engine: Engine, doing: str, planned: _Planned | None = None) -> float:
         answer: object = None
         try:
             while True:
@@ -407,7 +459,7 @@ class RateLimiter(_Shared):
                 except StopIteration as stop:
                     return float(stop.value)
                 if isinstance(step, Take):
-                    answer = self._take(step)
+                    answer = self._take(step, planned)
                 else:
                     self._sleep(step.seconds)
                     answer = None
@@ -438,7 +490,11 @@ class RateLimiter(_Shared):
             SnapTradeDeadlineExceededError: No slot before ``deadline`` (which was the shorter bound).
             SnapTradeRateLimiterUnavailableError: The storage failed.
         """
-        return self._drive(self._acquire_engine(op, user_id, account_id, mode, max_wait, deadline), "taking budget")
+        begun = self._begin(op, user_id, account_id, mode, max_wait, deadline)
+        if isinstance(begun, float):
+            return begun
+        engine, planned = begun
+        return self._drive(engine, "taking budget", planned)
 
     def observe(
         self,
@@ -508,13 +564,14 @@ class AsyncRateLimiter(_Shared):
 
             self._script = redis.asyncio.Redis(connection_pool=self._pool).register_script(COMPOSED_CHECK)
 
-    async def _take(self, take: Take) -> Outcome:
+    async def _take(self, take: Take, planned: _Planned | None = None) -> Outcome:
         if self._memory is not None:
-            return self._memory.take(take)  # a lock held for microseconds, never across an await
-        keys, args = script_call(take, _PREFIX)
+            # A lock held for microseconds, never across an await.
+            return self._memory.take(take, self._prepared(take, planned))
+        keys, args = self._script_call(take, planned)
         return outcome_of(await self._script(keys=keys, args=args), len(take.claims))
 
-    async def _drive(self, engine: Engine, doing: str) -> float:
+    async def _drive(self, engine: Engine, doing: str, planned: _Planned | None = None) -> float:
         answer: object = None
         try:
             while True:
@@ -523,7 +580,7 @@ class AsyncRateLimiter(_Shared):
                 except StopIteration as stop:
                     return float(stop.value)
                 if isinstance(step, Take):
-                    answer = await self._take(step)
+                    answer = await self._take(step, planned)
                 else:
                     await self._sleep(step.seconds)
                     answer = None
@@ -546,8 +603,11 @@ class AsyncRateLimiter(_Shared):
 
         Waiting awaits ``asyncio.sleep``: the event loop keeps running.
         """
-        engine = self._acquire_engine(op, user_id, account_id, mode, max_wait, deadline)
-        return await self._drive(engine, "taking budget")
+        begun = self._begin(op, user_id, account_id, mode, max_wait, deadline)
+        if isinstance(begun, float):
+            return begun
+        engine, planned = begun
+        return await self._drive(engine, "taking budget", planned)
 
     async def observe(
         self,

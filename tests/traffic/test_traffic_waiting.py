@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from traffic_helpers import policy_for
+from traffic_helpers import FakeClock, policy_for
 
 from aims_snaptrade.client import AsyncSafeSnapTradeClient, SafeSnapTradeClient
 from aims_snaptrade.errors import (
@@ -130,6 +130,83 @@ async def test_a_cancelled_waiter_leaves_the_queue(client_id: str) -> None:
         await waiter
     assert not lim._queue._waiting
     await lim.close()
+
+
+# --- the first attempt of a call nobody is queued before (memory: no queue, no engine) ------------
+
+
+async def test_a_call_arriving_while_another_waits_does_not_take_its_slot(
+    client_id: str, storage_url: str, clock: FakeClock
+) -> None:
+    # Budget 1 per 1 s, taken; a waiter sleeps until it frees. Once it has freed, and before the
+    # waiter looks again, a new call finds a free slot but a call queued before it: it is refused.
+    asleep, woken = asyncio.Event(), asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        asleep.set()
+        await woken.wait()
+
+    lim = AsyncRateLimiter(
+        policy_for(client_id, Budget("customer", "customer", 1, 1)), storage_url, clock=clock.time, sleep=sleep
+    )
+    await lim.acquire(ACCOUNTS, user_id="u", account_id=None)
+    waiter = asyncio.create_task(lim.acquire(ACCOUNTS, user_id="u", account_id=None, max_wait=5))
+    await asyncio.wait_for(asleep.wait(), 5)
+    clock.advance(1.1)  # past the window and its margin
+    with pytest.raises(SnapTradeBudgetExhaustedError):
+        await lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
+    woken.set()
+    assert await asyncio.wait_for(waiter, 5) == clock.now
+    assert not lim._queue._waiting  # served, it left; the next call finds nobody ahead
+    clock.advance(1.1)
+    assert await lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail") == clock.now
+    await lim.close()
+
+
+class LockSpy:
+    """Stands in for the memory storage's lock and notes the queue's length at each release."""
+
+    def __init__(self, lock: Any, queue: Any) -> None:
+        self.lock, self.queue, self.at_release = lock, queue, []
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.at_release.append(len(self.queue._waiting))
+        self.lock.release()
+
+
+def test_a_refused_first_attempt_is_queued_before_the_storage_lock_is_released(client_id: str) -> None:
+    # Between a refused first attempt and its place in the queue no other call may look at the
+    # queue, or a later arrival could find it empty and go first.
+    lim = RateLimiter(policy_for(client_id, Budget("customer", "customer", 1, 60)), "memory://")
+    lim.acquire(ACCOUNTS, user_id="u", account_id=None)
+    assert lim._memory is not None
+    spy = LockSpy(lim._memory._lock, lim._queue)
+    lim._memory._lock = spy  # type: ignore[assignment]
+    with pytest.raises(SnapTradeBudgetExhaustedError):
+        lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
+    assert spy.at_release == [1]  # one check, and the call was queued when it ended
+    assert not lim._queue._waiting  # refused, it left
+    lim.close()
+
+
+def test_a_pause_snaptrade_asked_for_on_an_answer_stops_the_next_first_attempt(
+    client_id: str, storage_url: str, clock: FakeClock
+) -> None:
+    lim = RateLimiter(
+        policy_for(client_id, Budget("customer", "customer", 10, 60)), storage_url, clock=clock.time, sleep=clock.sleep
+    )
+    sent = lim.acquire(ACCOUNTS, user_id="u", account_id=None)
+    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3"}
+    lim.observe(ACCOUNTS, account_id=None, status=200, headers=headers, sent_at=sent)
+    with pytest.raises(SnapTradeBudgetExhaustedError) as refused:
+        lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
+    assert (refused.value.limit_scope, refused.value.retry_after) == ("customer", 3)
+    clock.advance(3.1)
+    assert lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail") == clock.now
+    lim.close()
 
 
 # --- deadlines through the client, against the emulator -----------------------------------------

@@ -382,6 +382,15 @@ class ReportBook:
             if len(moves) < _MOVES_KEPT:
                 moves.append((taken_at, answered_at))
 
+    def restore(self, name: str, report: Report | None, moves: tuple[tuple[float, float], ...]) -> None:
+        """Give back what :meth:`pop` returned and nothing recorded (a newer report stays)."""
+        with self._lock:
+            if report is not None:
+                self._reports.setdefault(name, report)
+            if moves:
+                kept = self._moves.setdefault(name, [])
+                kept[:0] = moves[: max(0, _MOVES_KEPT - len(kept))]
+
     def empty(self) -> bool:
         """Whether nothing is pending for any budget (read without the lock)."""
         return not self._reports and not self._moves

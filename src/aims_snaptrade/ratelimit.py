@@ -307,9 +307,13 @@ class _Shared:
             take = self.policy.first_take(plan, pauses=self._pauses, queue=queue, reports=self._reports, now=start)
             if take is not None:
                 outcome, ticket = self._memory.take_first(take, self._prepared(take, planned), queue, plan.names)
-                if outcome is not None:
-                    if outcome.taken:
-                        return float(outcome.stamp)
+                if outcome is None:  # a call queued meanwhile: the feedback taken for this attempt goes back
+                    for claim, name in zip(take.claims, plan.names, strict=True):
+                        if claim.report is not None or claim.moves:
+                            self._reports.restore(name, claim.report, claim.moves)
+                elif outcome.taken:
+                    return float(outcome.stamp)
+                else:
                     first = (take, outcome)
         engine = self.policy.acquire_steps(
             op,

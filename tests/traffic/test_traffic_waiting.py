@@ -209,6 +209,38 @@ def test_a_pause_snaptrade_asked_for_on_an_answer_stops_the_next_first_attempt(
     lim.close()
 
 
+class QueueingLock(LockSpy):
+    """The memory storage's lock, as if another call queued under ``names`` just before it was taken."""
+
+    def __init__(self, lock: Any, queue: Any, names: tuple[str, ...]) -> None:
+        super().__init__(lock, queue)
+        self.names = names
+
+    def __enter__(self) -> None:
+        if not self.at_release:
+            self.queue.arrive(self.names)
+        super().__enter__()
+
+
+def test_feedback_taken_for_a_first_attempt_that_finds_a_call_queued_is_not_lost(
+    client_id: str, clock: FakeClock
+) -> None:
+    lim = RateLimiter(
+        policy_for(client_id, Budget("customer", "customer", 10, 60)), "memory://", clock=clock.time, sleep=clock.sleep
+    )
+    sent = lim.acquire(ACCOUNTS, user_id="u", account_id=None)
+    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3"}
+    lim.observe(ACCOUNTS, account_id=None, status=200, headers=headers, sent_at=sent)
+    assert lim._memory is not None
+    names = tuple(key.storage_key for key in lim.policy.client_keys())
+    lim._memory._lock = QueueingLock(lim._memory._lock, lim._queue, names)  # type: ignore[assignment]
+    with pytest.raises(SnapTradeBudgetExhaustedError) as refused:
+        lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
+    # Queued behind the other call, the call still records SnapTrade's "Remaining: 0" and pauses.
+    assert (refused.value.limit_scope, refused.value.retry_after) == ("customer", 3)
+    lim.close()
+
+
 # --- deadlines through the client, against the emulator -----------------------------------------
 
 

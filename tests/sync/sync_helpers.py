@@ -66,18 +66,27 @@ def client_kwargs(emu: SnapTradeEmulator, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def budget_use(emu: SnapTradeEmulator, since: float = 0.0) -> tuple[int, float]:
-    """``(requests served, share of the customer window used)`` from the journal.
+def budget_share(times: Sequence[float], limit: int, window: float) -> float:
+    """The share of a rolling budget of ``limit`` per ``window`` seconds that requests arriving at ``times`` used.
 
-    Under a rolling limit of N per W, R requests need at least ``(R - N) / N x W`` seconds after
-    the first one; the share is that floor over the measured span (1.0: the budget was the only
-    limit).
+    Under that budget the ``(i + N)``-th request arrives at least ``W`` after the ``i``-th, so R
+    requests span at least ``floor((R - 1) / N) x W`` seconds from the first to the last, and bursts
+    of N every W reach that floor. The share is the floor over the measured span: 1.0 when the
+    budget was the only limit, ``W / (W + margin)`` for a limiter that reuses a slot only once it
+    has been free for its safety margin. (The fluid ``(R - N) / N x W`` falls short of the floor
+    by up to one window when R is not a whole number of windows: for 4,840 requests at 250 per
+    5 s it scores a client limited by nothing but the budget 0.966.)
     """
+    ordered = sorted(times)
+    if len(ordered) <= limit:
+        return 0.0
+    floor = (len(ordered) - 1) // limit * window
+    return floor / (ordered[-1] - ordered[0])
+
+
+def budget_use(emu: SnapTradeEmulator, since: float = 0.0) -> tuple[int, float]:
+    """``(requests served, share of the customer window used)`` from the journal (see :func:`budget_share`)."""
     limit = emu.config.customer_rate_limit
     assert limit is not None
-    times = sorted(e.time for e in emu.journal.entries() if e.time >= since and e.status is not None)
-    served = len(times)
-    if served <= limit.limit:
-        return served, 0.0
-    floor = (served - limit.limit) / limit.limit * limit.window_seconds
-    return served, floor / (times[-1] - times[0])
+    times = [e.time for e in emu.journal.entries() if e.time >= since and e.status is not None]
+    return len(times), budget_share(times, limit.limit, limit.window_seconds)

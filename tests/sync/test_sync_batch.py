@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-from sync_helpers import FULL_LOAD, LOAD_USERS, REDIS_URL, budget_use, client_kwargs, secrets_of, seed
+from sync_helpers import (
+    FULL_LOAD,
+    LOAD_USERS,
+    REDIS_URL,
+    budget_share,
+    budget_use,
+    client_kwargs,
+    secrets_of,
+    seed,
+)
 
 from aims_snaptrade import AsyncSafeSnapTradeClient
 from aims_snaptrade.errors import SnapTradeValidationError
@@ -91,6 +100,18 @@ def test_a_batch_stays_in_the_budget_and_isolates_faults(emu: SnapTradeEmulator)
     assert progress[-1].eta_seconds == 0.0 and progress[-1].requests >= served - emu.journal.count(status=500)
     if FULL_LOAD:
         assert use >= 0.95
+
+
+def test_budget_share_is_one_when_the_budget_was_the_only_limit() -> None:
+    # 4,840 requests (the 1,000-user batch) at 250 per 5 s: bursts of 250 every window are the
+    # fastest any client can go, whatever part of a window the last burst fills.
+    for requests in (4840, 4750, 4751, 5000):
+        bursts = [i // 250 * 5.0 for i in range(requests)]
+        assert budget_share(bursts, 250, 5.0) == pytest.approx(1.0)
+        # a limiter that keeps 0.1 s of margin on every slot pays exactly that share
+        paced = [i // 250 * 5.1 for i in range(requests)]
+        assert budget_share(paced, 250, 5.0) == pytest.approx(5 / 5.1)
+    assert budget_share([0.0] * 250, 250, 5.0) == 0.0
 
 
 def test_sync_due_after_webhooks_fetches_only_the_marked_accounts(emu: SnapTradeEmulator) -> None:

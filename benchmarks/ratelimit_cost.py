@@ -1,7 +1,8 @@
 """What the composed budget check costs per call, beside ``limits`` alone, in one run.
 
 Each figure is the mean wall time of one ``RateLimiter.acquire`` (the whole composed check: keys,
-the in-process queue, one atomic take over every budget) over many calls, on ``memory://`` and
+the in-process queue, which a call on memory skips when nobody waits, one atomic take over every
+budget) over many calls, on ``memory://`` and
 on Redis, for the default budgets (SnapTrade's customer budget only) and for six budgets (a
 plan's minute, hour and day, customer, account, user). Beside them: one ``limits`` moving-window
 ``hit`` on one key (the library alone) and a Redis ``PING`` (one round trip).

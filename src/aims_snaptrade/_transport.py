@@ -149,6 +149,33 @@ def _endpoint_class(operation: Operation) -> type:
     raise LookupError(f"{operation.name} is not in {module.__name__}")  # pragma: no cover - test_operations
 
 
+def _remember_auth_settings(configuration: Any) -> None:
+    """Build the SDK's auth settings once per set of key values instead of four times per request.
+
+    ``Configuration.auth_settings()`` rebuilds six dictionaries from ``api_key`` every time it is
+    asked, and a request asks four times. Its answer depends only on ``api_key`` (whose timestamp
+    the SDK rewrites before each request) and the key prefixes, so it is remembered per their
+    current values: every caller gets what the SDK would have computed at that moment, and the SDK
+    only reads it. A ``refresh_api_key_hook`` (which may change the keys as a side effect) turns
+    this off.
+    """
+    compute = configuration.auth_settings
+    remembered: dict[Any, Any] = {}
+
+    def auth_settings() -> Any:
+        if configuration.refresh_api_key_hook is not None:
+            return compute()
+        key = (tuple(configuration.api_key.items()), tuple(configuration.api_key_prefix.items()))
+        found = remembered.get(key)
+        if found is None:
+            if len(remembered) >= 4:  # the timestamp changes every second: keep only the latest few
+                remembered.clear()
+            found = remembered[key] = compute()
+        return found
+
+    configuration.auth_settings = auth_settings
+
+
 class _Sdk:
     """The SDK's ``ApiClient`` and, per operation, an instance of its endpoint class (made on first use)."""
 
@@ -164,7 +191,9 @@ class _Sdk:
             auth = SnapTradeAuth.personal_api_key(consumer_key=key, client_id=settings.client_id)
         else:
             auth = SnapTradeAuth.commercial_api_key(consumer_key=key, client_id=settings.client_id)
-        self.api_client: Any = ApiClient(Configuration(host=settings.base_url, auth=auth))
+        configuration = Configuration(host=settings.base_url, auth=auth)
+        _remember_auth_settings(configuration)
+        self.api_client: Any = ApiClient(configuration)
         self._endpoints: dict[str, Any] = {}
 
     def method(self, operation: Operation, name: str) -> Any:

@@ -269,7 +269,11 @@ class CallTelemetry:
         duration = time.perf_counter() - self._started
         measured = {**self._base, **attributes}
         _calls.add(1, measured)
-        _call_duration.record(duration, {k: v for k, v in measured.items() if k != "http.response.status_code"})
+        # A call's duration is not split by status: without other attributes it is the base set.
+        if attributes.keys() <= {"http.response.status_code"}:
+            _call_duration.record(duration, self._base)
+        else:
+            _call_duration.record(duration, {k: v for k, v in measured.items() if k != "http.response.status_code"})
         if self._resends:
             self._span.set_attribute("http.request.resend_count", self._resends)
             self._span.set_attribute("snaptrade.retry.wait_s", self._retry_wait)

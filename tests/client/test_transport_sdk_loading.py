@@ -77,3 +77,24 @@ print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
 def test_a_client_without_keys_or_database_servers_loads_none_of_their_libraries():
     out = subprocess.run([sys.executable, "-c", CONSTRUCT_ONLY], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("kind", ["commercial", "personal"])
+def test_remembered_auth_settings_are_what_the_sdk_computes_at_that_moment(kind):
+    from snaptrade_client.configuration import Configuration
+
+    from aims_snaptrade._transport import _remember_auth_settings
+
+    auth = getattr(SnapTradeAuth, f"{kind}_api_key")(consumer_key="k", client_id="c")
+    ours, theirs = Configuration(auth=auth), Configuration(auth=auth)
+    _remember_auth_settings(ours)
+    for timestamp in (1_700_000_000, 1_700_000_001, 1_700_000_000, 1_700_000_002, 1_700_000_003, 1_700_000_004):
+        for config in (ours, theirs):  # the SDK rewrites the timestamp before every request
+            config.api_key["PartnerTimestamp"] = timestamp
+        assert ours.auth_settings() == theirs.auth_settings()
+    ours.api_key["PartnerClientId"] = theirs.api_key["PartnerClientId"] = "another"
+    assert ours.auth_settings() == theirs.auth_settings()
+    calls = []
+    ours.refresh_api_key_hook = lambda config: calls.append(config.api_key.__setitem__("PartnerClientId", "hooked"))
+    theirs.api_key["PartnerClientId"] = "hooked"
+    assert ours.auth_settings() == theirs.auth_settings() and len(calls) >= 1

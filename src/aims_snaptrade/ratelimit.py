@@ -256,6 +256,12 @@ class _Shared:
                 from limits.aio.storage.memory import Entry
             else:
                 from limits.storage.memory import Entry  # type: ignore[assignment]
+
+                # limits' expiry runs in a timer thread 10 ms after the storage is built (again only
+                # after limits' own hits, which this limiter never makes) and replaces the windows
+                # without the check's lock: a slot taken meanwhile would be lost. The check's own
+                # sweep expires entries under its lock.
+                self._storage.timer.cancel()
             self._memory = MemoryBudgets(self._storage, Entry)
         if asynchronous:
             from limits.aio import strategies as chosen

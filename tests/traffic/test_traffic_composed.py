@@ -171,6 +171,14 @@ def test_burst_then_quiet_the_margin_still_holds(client_id: str, storage_url: st
     lim.close()
 
 
+def test_limits_own_expiry_thread_never_runs_beside_the_memory_check(client_id: str) -> None:
+    # It would replace a window without the check's lock (a slot taken meanwhile lost): the
+    # limiter stops it at once, and expires entries itself under the lock.
+    lim = RateLimiter(policy_for(client_id, Budget("customer", "customer", 10, 2)), "memory://")
+    assert lim._storage.timer.finished.is_set()
+    lim.close()
+
+
 def test_burst_then_quiet_on_redis_the_key_outlives_window_and_margin(client_id: str, redis_url: str) -> None:
     # Redis expires keys by its own clock, which a simulated clock cannot move: read when the
     # key will expire. limits sets the plain window on every hit, so after a tight burst and a

@@ -9,11 +9,41 @@ from __future__ import annotations
 import email.utils
 import math
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["as_number", "case_insensitive", "header", "parse_retry_after", "seconds_from"]
+__all__ = ["Headers", "as_number", "case_insensitive", "header", "parse_retry_after", "seconds_from"]
 
-# Mapping types whose own lookup ignores case (the transports' header objects): read directly.
-_case_insensitive: tuple[type, ...] = ()
+
+class Headers(dict[str, str]):
+    """Response headers: a plain ``dict`` (JSON, pickle, ``==``) whose lookups ignore case, as HTTP's do.
+
+    Names keep the spelling the server sent; ``headers["x-request-id"]`` and ``.get("X-Request-ID")``
+    find the same header. Built once per response, so reading it costs one dict lookup.
+    """
+
+    __slots__ = ("_lower",)
+
+    def __init__(self, raw: Mapping[str, str] | None = None) -> None:
+        super().__init__(raw or {})
+        self._lower = {name.lower(): value for name, value in self.items()}
+
+    def __missing__(self, name: str) -> str:
+        if isinstance(name, str) and name.lower() in self._lower:
+            return self._lower[name.lower()]
+        raise KeyError(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = dict.get(self, name)
+        if value is None and isinstance(name, str):
+            return self._lower.get(name.lower(), default)
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Headers, (dict(self),))
+
+
+# Other mapping types whose own lookup ignores case (urllib3's request headers): read directly.
+_case_insensitive: tuple[type, ...] = (Headers,)
 
 
 def case_insensitive(*kinds: type) -> None:

@@ -36,18 +36,17 @@ from typing import Any, cast
 
 import aiohttp
 import certifi
-import multidict
 import urllib3
 import yarl
 
-from aims_snaptrade._headers import case_insensitive, header
+from aims_snaptrade._headers import Headers, case_insensitive, header
 from aims_snaptrade.operations import Operation
 from aims_snaptrade.redaction import register_signature
 from aims_snaptrade.settings import Settings
 
 __all__ = ["AsyncTransport", "Response", "SyncTransport", "Timeouts"]
 
-case_insensitive(urllib3.HTTPHeaderDict, multidict.CIMultiDict, multidict.CIMultiDictProxy)
+case_insensitive(urllib3.HTTPHeaderDict)  # the SDK's request headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +64,7 @@ class Response:
     Attributes:
         operation: SDK operation name.
         status: HTTP status.
-        headers: Response headers (no credentials travel in SnapTrade's response headers).
+        headers: Response headers, a dict whose lookups ignore case (no credentials travel in them).
         body: Parsed JSON body (``None`` for an empty body).
         request_id: ``X-Request-ID``, for SnapTrade support.
         elapsed: Seconds from sending to the parsed body.
@@ -253,11 +252,7 @@ class _TimeoutPoolManager(urllib3.PoolManager):
 
 def response_of(operation: Operation, api_response: Any, started: float) -> Response:
     """Turn the SDK's response object into ours."""
-    # The transport's own header mapping (urllib3's or aiohttp's): read-only here, case-insensitive,
-    # and not copied on every call.
-    headers = api_response.headers
-    if isinstance(headers, multidict.CIMultiDictProxy):
-        headers = multidict.CIMultiDict(headers)  # a view of the aiohttp response; a copy pickles
+    headers = Headers(api_response.headers)
     body = api_response.body
     if isinstance(body, _sdk_types().Unset):
         # The SDK swallows a JSON decoding failure and hands back `unset`: parse the raw bytes

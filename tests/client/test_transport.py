@@ -188,7 +188,9 @@ def test_a_redirect_is_not_followed_so_a_signed_url_goes_nowhere_else(make_clien
         server.server_close()
 
 
-async def test_response_headers_read_in_any_case_and_pickle(make_client, make_async_client, alice):
+async def test_response_headers_read_in_any_case_and_serialise_as_a_dict(make_client, make_async_client, alice):
+    import dataclasses
+    import json
     import pickle
 
     response = make_client().call("list_all_user_accounts", user_id=alice.user_id)
@@ -198,3 +200,5 @@ async def test_response_headers_read_in_any_case_and_pickle(make_client, make_as
         assert one.request_id and one.headers["x-request-id"] == one.headers["X-REQUEST-ID"] == one.request_id
         again = pickle.loads(pickle.dumps(one))
         assert again.body == one.body and again.headers["X-Request-Id"] == one.request_id
+        assert isinstance(one.headers, dict) and json.loads(json.dumps(one.headers)) == dict(one.headers)
+        assert json.loads(json.dumps(dataclasses.asdict(one)))["headers"] == dict(one.headers)

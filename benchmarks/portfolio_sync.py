@@ -5,8 +5,9 @@ one account each, and enforces a customer limit of L requests per rolling W seco
 syncs every user with ``AsyncSafeSnapTradeClient.sync_users`` (budget L per W, the same window)
 and reports:
 
-* **elapsed over the floor**: R requests under "L per W" need at least ``(R - L) / L x W``
-  seconds after the first one; the ratio of the measured span to that floor (target <= 1.05);
+* **elapsed over the floor**: under "L per W" the (i + L)-th request arrives at least W after the
+  i-th, so R requests need at least ``floor((R - 1) / L) x W`` seconds after the first one; the
+  ratio of the measured span to that floor (target <= 1.05);
 * **429s** (target 0);
 * **requests per user per day** under the default polling policy (4 holdings refreshes, 1
   activities fetch), with webhooks marking a share of the accounts instead of polling, and for a
@@ -102,7 +103,7 @@ def main() -> None:
     elapsed = time.monotonic() - started
     parent.send(("figures",))
     served, throttled, first, last = parent.recv()
-    floor = (served - args.limit) / args.limit * args.window
+    floor = (served - 1) // args.limit * args.window
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # 2. A day on a sample: first sync, three holdings-only refreshes, one refresh with activities.

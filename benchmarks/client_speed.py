@@ -11,10 +11,14 @@ Printed, each with the raw SDK's figure beside it:
 
 - sync: microseconds per call (``rounds`` x ``calls``), ratio ours/raw (goal <= 1.10);
 - async: calls per second with ``concurrency`` in flight, ratio ours/raw (goal >= 2.0);
+- beside each, the SDK's own method sent through the library's transport with no road at all:
+  the floor (sync) and ceiling (async) of anything built on the SDK's methods;
 - cold start: a fresh interpreter importing the client, building it and making the first call,
   median of ``--cold`` runs each (alternated), ratio ours/raw (goal <= 1.05).
 
-The figures are also written as JSON (``--json PATH``). Bounded: fixed counts, loopback only.
+Rounds of the clients are interleaved (raw, ours, transport alone, raw, ...) and a ratio is the
+median of the rounds' ratios, so a machine's drift during the run hits every client alike. The
+figures are also written as JSON (``--json PATH``). Bounded: fixed counts, loopback only.
 
     python benchmarks/client_speed.py [--calls 300] [--rounds 5] [--async-calls 2000] [--cold 7]
 """
@@ -126,28 +130,44 @@ with SafeSnapTradeClient(base_url=sys.argv[1], consumer_key=sys.argv[2], client_
 """
 
 
-def _per_call_us(calls: int, rounds: int, fn: Callable[[], Any]) -> list[float]:
-    fn()  # warm up: connection, lazy imports
-    figures = []
+def _per_call_us(calls: int, rounds: int, clients: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
+    """Microseconds per call of each client, rounds interleaved (raw, ours, ...) so drift hits all alike."""
+    for fn in clients.values():
+        fn()  # warm up: connection, lazy imports
+    figures: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        figures.append((time.perf_counter() - start) / calls * 1e6)
+        for name, fn in clients.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            figures[name].append((time.perf_counter() - start) / calls * 1e6)
     return figures
 
 
-async def _calls_per_s(calls: int, concurrency: int, fn: Callable[[], Awaitable[Any]]) -> float:
-    await fn()  # warm up
-    gate = asyncio.Semaphore(concurrency)
+async def _calls_per_s(
+    calls: int, concurrency: int, rounds: int, clients: dict[str, Callable[[], Awaitable[Any]]]
+) -> dict[str, list[float]]:
+    """Calls per second of each client with ``concurrency`` in flight, rounds interleaved."""
+    for fn in clients.values():
+        await fn()  # warm up
+    figures: dict[str, list[float]] = {name: [] for name in clients}
+    for _ in range(rounds):
+        for name, fn in clients.items():
+            gate = asyncio.Semaphore(concurrency)
 
-    async def one() -> None:
-        async with gate:
-            await fn()
+            async def one(fn: Callable[[], Awaitable[Any]] = fn, gate: asyncio.Semaphore = gate) -> None:
+                async with gate:
+                    await fn()
 
-    start = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(calls)))
-    return calls / (time.perf_counter() - start)
+            start = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(calls)))
+            figures[name].append(calls / (time.perf_counter() - start))
+    return figures
+
+
+def _paired(ours: list[float], raw: list[float]) -> float:
+    """The median of the rounds' ratios (each round's figures were measured side by side)."""
+    return statistics.median(o / r for o, r in zip(ours, raw, strict=True))
 
 
 def _cold(script: str, base_url: str) -> float:
@@ -205,19 +225,23 @@ def main() -> int:
         results: dict[str, Any] = {"machine": f"{platform.machine()}, {platform.python_version()}"}
 
         raw_sdk = SnapTrade(host=base_url, auth=auth)
-        raw = _per_call_us(
-            args.calls,
-            args.rounds,
-            lambda: raw_sdk.account_information.list_all_user_accounts(user_id=USER_ID, user_secret=USER_SECRET),
-        )
         with SafeSnapTradeClient(**options) as client:
-            ours = _per_call_us(args.calls, args.rounds, lambda: client.list_accounts(USER_ID))
-            # The floor: the SDK's own method through the library's transport, no road at all.
-            floor = _per_call_us(args.calls, args.rounds, lambda: client._transport.send(OPERATION, SENT, TIMEOUTS))
-        sync = {"raw_us": statistics.median(raw), "ours_us": statistics.median(ours)}
-        sync["ratio"] = sync["ours_us"] / sync["raw_us"]
+            sync_figures = _per_call_us(
+                args.calls,
+                args.rounds,
+                {
+                    "raw": lambda: raw_sdk.account_information.list_all_user_accounts(
+                        user_id=USER_ID, user_secret=USER_SECRET
+                    ),
+                    "ours": lambda: client.list_accounts(USER_ID),
+                    # The floor: the SDK's own method through the library's transport, no road at all.
+                    "floor": lambda: client._transport.send(OPERATION, SENT, TIMEOUTS),
+                },
+            )
+        raw, ours, floor = sync_figures["raw"], sync_figures["ours"], sync_figures["floor"]
+        sync = {"raw_us": statistics.median(raw), "ours_us": statistics.median(ours), "ratio": _paired(ours, raw)}
         sync["transport_only_us"] = statistics.median(floor)
-        sync["transport_only_ratio"] = sync["transport_only_us"] / sync["raw_us"]
+        sync["transport_only_ratio"] = _paired(floor, raw)
         results["sync_per_call"] = sync
         print(
             f"sync, per call      raw SDK {sync['raw_us']:8.0f} us    aims-snaptrade {sync['ours_us']:8.0f} us"
@@ -228,38 +252,30 @@ def main() -> int:
             f"    ratio {sync['transport_only_ratio']:.2f}"
         )
 
-        async def raw_async() -> list[float]:
-            return [
-                await _calls_per_s(
+        async def measure_async() -> dict[str, list[float]]:
+            async with AsyncSafeSnapTradeClient(**options) as aclient:
+                return await _calls_per_s(
                     args.async_calls,
                     args.concurrency,
-                    lambda: raw_sdk.account_information.alist_all_user_accounts(
-                        user_id=USER_ID, user_secret=USER_SECRET
-                    ),
+                    args.rounds,
+                    {
+                        "raw": lambda: raw_sdk.account_information.alist_all_user_accounts(
+                            user_id=USER_ID, user_secret=USER_SECRET
+                        ),
+                        "ours": lambda: aclient.list_accounts(USER_ID),
+                        "ceiling": lambda: aclient._transport.send(OPERATION, SENT, TIMEOUTS),
+                    },
                 )
-                for _ in range(args.rounds)
-            ]
 
-        async def ours_async() -> tuple[list[float], list[float]]:
-            async with AsyncSafeSnapTradeClient(**options) as aclient:
-                ours = [
-                    await _calls_per_s(args.async_calls, args.concurrency, lambda: aclient.list_accounts(USER_ID))
-                    for _ in range(args.rounds)
-                ]
-                floor = [
-                    await _calls_per_s(
-                        args.async_calls, args.concurrency, lambda: aclient._transport.send(OPERATION, SENT, TIMEOUTS)
-                    )
-                    for _ in range(args.rounds)
-                ]
-                return ours, floor
-
-        raw_a = asyncio.run(raw_async())
-        ours_a, floor_a = asyncio.run(ours_async())
-        asy = {"raw_calls_s": statistics.median(raw_a), "ours_calls_s": statistics.median(ours_a)}
-        asy["ratio"] = asy["ours_calls_s"] / asy["raw_calls_s"]
+        async_figures = asyncio.run(measure_async())
+        raw_a, ours_a, floor_a = async_figures["raw"], async_figures["ours"], async_figures["ceiling"]
+        asy = {
+            "raw_calls_s": statistics.median(raw_a),
+            "ours_calls_s": statistics.median(ours_a),
+            "ratio": _paired(ours_a, raw_a),
+        }
         asy["transport_only_calls_s"] = statistics.median(floor_a)
-        asy["transport_only_ratio"] = asy["transport_only_calls_s"] / asy["raw_calls_s"]
+        asy["transport_only_ratio"] = _paired(floor_a, raw_a)
         results[f"async_{args.concurrency}_in_flight"] = asy
         print(
             f"async, {args.concurrency} in flight raw SDK {asy['raw_calls_s']:8.0f} /s    "

@@ -18,7 +18,8 @@ class Headers(dict[str, str]):
     """Response headers: a plain ``dict`` (JSON, pickle, ``==``) whose lookups ignore case, as HTTP's do.
 
     Names keep the spelling the server sent; ``headers["x-request-id"]`` and ``.get("X-Request-ID")``
-    find the same header. Built once per response, so reading it costs one dict lookup.
+    find the same header. Built once per response, with its lower-case index, so reading it costs
+    one dict lookup; it is meant to be read, not changed (the index does not follow changes).
     """
 
     __slots__ = ("_lower",)
@@ -28,9 +29,10 @@ class Headers(dict[str, str]):
         self._lower = {name.lower(): value for name, value in self.items()}
 
     def __missing__(self, name: str) -> str:
-        if isinstance(name, str) and name.lower() in self._lower:
-            return self._lower[name.lower()]
-        raise KeyError(name)
+        value = self._lower.get(name.lower()) if isinstance(name, str) else None
+        if value is None:
+            raise KeyError(name)
+        return value
 
     def get(self, name: str, default: Any = None) -> Any:
         value = dict.get(self, name)
@@ -47,7 +49,7 @@ _case_insensitive: tuple[type, ...] = (Headers,)
 
 
 def case_insensitive(*kinds: type) -> None:
-    """Declare header mapping types whose ``get`` already ignores case (urllib3's, aiohttp's)."""
+    """Declare header mapping types whose ``get`` already ignores case (the transport's urllib3 headers)."""
     global _case_insensitive
     _case_insensitive = tuple({*_case_insensitive, *kinds})
 

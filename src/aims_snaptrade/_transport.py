@@ -220,7 +220,7 @@ class _TimeoutPoolManager(urllib3.PoolManager):
 
     Every request goes to one origin (the settings' ``base_url``), so requests for it skip the
     pool manager's per-request routing (URL parsing, pool-key normalisation, the pools' LRU) and
-    go straight to one connection pool: about a tenth of the SDK's own cost per call. Redirects
+    go straight to one connection pool (several percent of a request's client-side cost). Redirects
     are not followed on that path (SnapTrade's API does not redirect, and a signed URL with a user
     secret must not travel to wherever a ``Location`` points): a 3xx is answered as it came.
     """

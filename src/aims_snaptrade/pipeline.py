@@ -912,7 +912,7 @@ def _earliest(*deadlines: float | None) -> float | None:
     return min(given) if given else None
 
 
-@dataclass(slots=True)  # built once per call and never changed; not frozen, which is slower to build
+@dataclass(slots=True)  # built on every call and never changed; a frozen dataclass is slower to build
 class _Attempt:
     """What every attempt of one call sends and with which limits."""
 

@@ -9,15 +9,13 @@ a busy database is retried with jittered sleeps up to ``busy_timeout``.
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aims_snaptrade._sqlite_busy import is_busy
+from aims_snaptrade._sqlite_busy import retry_busy
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
 from aims_snaptrade.sync.ledger._sql import Execute, SQLLedger
 
@@ -84,14 +82,7 @@ class SQLiteSyncLedger(SQLLedger):
             self._conn = None
 
     def _retry(self, attempt: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(random.uniform(0.001, 0.01))
+        return retry_busy(attempt, self._busy_timeout)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

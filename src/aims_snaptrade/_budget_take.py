@@ -324,16 +324,14 @@ class MemoryBudgets:
     def _sliding_first(self, take: Take, prepared: Prepared) -> Outcome | None:
         """One slot of every counter when each has room; ``None`` (nothing taken) when one has none."""
         now = take.now
-        counters = self._storage.storage
         currents = []
         for claim in take.claims:
-            if self._sliding_wait(claim, now) is not None:
+            state = self._sliding(claim, now)
+            if self._sliding_wait_of(claim, state) is not None:
                 return None
-            currents.append(self._storage.sliding_window_keys(claim.key.storage_key, claim.key.budget.window, now)[1])
+            currents.append(state[4])
         for current, window in zip(currents, prepared.spans, strict=True):
-            if counters.get(current, 0) == 0:
-                self._storage.expirations[current] = now + 2 * window
-            counters[current] += 1
+            self._bump(current, window, 1, now)
         self._counted(now)
         return Outcome(True, *prepared.taken, now)
 
@@ -342,8 +340,13 @@ class MemoryBudgets:
         return math.floor(pc * pt / claim.key.budget.window) + cc
 
     def _sliding_wait(self, claim: Claim, now: float) -> float | None:
+        return self._sliding_wait_of(claim, self._sliding(claim, now))
+
+    @staticmethod
+    def _sliding_wait_of(claim: Claim, state: tuple[int, float, int, float, str]) -> float | None:
+        """:meth:`_sliding_wait` from the counters :meth:`_sliding` read."""
         limit, window = claim.key.budget.limit, claim.key.budget.window
-        pc, pt, cc, ct, _ = self._sliding(claim, now)
+        pc, pt, cc, ct, _ = state
         need = claim.amount + claim.depth
         if math.floor(pc * pt / window) + cc + need <= limit:
             return None
@@ -357,8 +360,12 @@ class MemoryBudgets:
             self._push(claim, count, now)
             return
         _, _, _, _, current = self._sliding(claim, now)
+        self._bump(current, claim.key.budget.window, count, now)
+
+    def _bump(self, current: str, window: float, count: int, now: float) -> None:
+        """Count ``count`` in the current window's counter, which expires two windows after it starts."""
         if self._storage.storage.get(current, 0) == 0:
-            self._storage.expirations[current] = now + 2 * claim.key.budget.window
+            self._storage.expirations[current] = now + 2 * window
         self._storage.storage[current] += count
 
     def _sweep(self, now: float) -> None:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Headers", "as_number", "case_insensitive", "header", "parse_retry_after", "seconds_from"]
+__all__ = ["Headers", "as_number", "header", "parse_retry_after", "seconds_from"]
 
 
 class Headers(dict[str, str]):
@@ -44,19 +44,10 @@ class Headers(dict[str, str]):
         return (Headers, (dict(self),))
 
 
-# Other mapping types whose own lookup ignores case (urllib3's request headers): read directly.
-_case_insensitive: tuple[type, ...] = (Headers,)
-
-
-def case_insensitive(*kinds: type) -> None:
-    """Declare header mapping types whose ``get`` already ignores case (the transport's urllib3 headers)."""
-    global _case_insensitive
-    _case_insensitive = tuple({*_case_insensitive, *kinds})
-
-
 def header(headers: Mapping[str, str], name: str) -> str | None:
-    if isinstance(headers, _case_insensitive):
-        return headers.get(name)
+    if isinstance(headers, Headers):
+        found: str | None = headers.get(name)
+        return found
     # HTTP header names are case-insensitive and transports differ in how they spell them.
     lowered = name.lower()
     for key, value in headers.items():

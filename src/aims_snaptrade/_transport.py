@@ -39,14 +39,12 @@ import certifi
 import urllib3
 import yarl
 
-from aims_snaptrade._headers import Headers, case_insensitive, header
+from aims_snaptrade._headers import Headers, header
 from aims_snaptrade.operations import Operation
 from aims_snaptrade.redaction import register_signature
 from aims_snaptrade.settings import Settings
 
 __all__ = ["AsyncTransport", "Response", "SyncTransport", "Timeouts"]
-
-case_insensitive(urllib3.HTTPHeaderDict)  # the SDK's request headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +201,13 @@ class _Sdk:
         return getattr(endpoint, name)
 
 
+def _signature(headers: Any) -> str | None:
+    """The ``Signature`` of the request headers the SDK sends (urllib3's, whose lookup ignores case)."""
+    if isinstance(headers, urllib3.HTTPHeaderDict):
+        return headers.get("Signature")
+    return header(headers or {}, "Signature")
+
+
 # Most calls use the settings' timeouts (only a deadline shortens a read): build each kind once.
 # Sharing is safe: a connection pool clones a urllib3 Timeout before use; aiohttp's is frozen.
 @functools.lru_cache(maxsize=256)
@@ -234,7 +239,7 @@ class _TimeoutPoolManager(urllib3.PoolManager):
 
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:  # type: ignore[override]
         # The SDK signs just before sending: register the signature before anything can echo it.
-        register_signature(header(kw.get("headers") or {}, "Signature"))
+        register_signature(_signature(kw.get("headers")))
         timeouts = _current_timeouts.get()
         if timeouts is not None:
             kw["timeout"] = _urllib3_timeout(timeouts)
@@ -361,7 +366,7 @@ class AsyncTransport:
         timeout: Any = None,  # noqa: ASYNC109 - mirrors the SDK signature
         **kwargs: Any,
     ) -> Any:
-        register_signature(header(headers or {}, "Signature"))
+        register_signature(_signature(headers))
         timeouts = _current_timeouts.get()
         client_timeout = _aiohttp_timeout(timeouts) if timeouts is not None else None
         data = body if body else (dict(fields) if fields else None)

@@ -202,3 +202,20 @@ async def test_response_headers_read_in_any_case_and_serialise_as_a_dict(make_cl
         assert again.body == one.body and again.headers["X-Request-Id"] == one.request_id
         assert isinstance(one.headers, dict) and json.loads(json.dumps(one.headers)) == dict(one.headers)
         assert json.loads(json.dumps(dataclasses.asdict(one)))["headers"] == dict(one.headers)
+
+
+def test_a_tls_failure_is_a_connection_error_and_nothing_was_sent(make_client, emu, alice):
+    # The emulator speaks plain HTTP: the TLS handshake fails before any request is written.
+    client = make_client(base_url=emu.base_url.replace("http://", "https://", 1))
+    with pytest.raises(SnapTradeConnectionError) as info:
+        client.list_accounts(alice.user_id)
+    assert info.value.request_sent is False
+    assert emu.journal.count(operation="list_all_user_accounts") == 0
+
+
+async def test_a_tls_failure_is_a_connection_error_and_nothing_was_sent_async(make_async_client, emu, alice):
+    async with make_async_client(base_url=emu.base_url.replace("http://", "https://", 1)) as client:
+        with pytest.raises(SnapTradeConnectionError) as info:
+            await client.list_accounts(alice.user_id)
+    assert info.value.request_sent is False
+    assert emu.journal.count(operation="list_all_user_accounts") == 0

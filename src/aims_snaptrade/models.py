@@ -8,6 +8,7 @@ parsed from the JSON text representation, never through binary float arithmetic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -34,7 +35,7 @@ def _to_decimal(value: Any) -> Decimal | None:
     if isinstance(value, Decimal):
         return value
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ValueError("not a finite number")
         # repr() of a float is the shortest text that round-trips: 0.1 -> "0.1", not 0.1000000000000000055.
         return Decimal(repr(value))
@@ -135,11 +136,11 @@ class Account(SnapTradeModel):
     @classmethod
     def from_api(cls, data: Any) -> Account:
         """Build from one element of the API's ``results`` list."""
-        data = _item(data, "an account")
+        data = _item(data, "an account")  # a copy: the fields below are added to it
         net = _mapping(data.get("net_value"))
-        return cls.model_validate(
-            {**data, "net_value_amount": net.get("amount"), "net_value_currency": net.get("currency")}
-        )
+        data["net_value_amount"] = net.get("amount")
+        data["net_value_currency"] = net.get("currency")
+        return cls.model_validate(data)
 
 
 class Balance(SnapTradeModel):
@@ -165,16 +166,12 @@ class Position(SnapTradeModel):
     @classmethod
     def from_api(cls, data: Any) -> Position:
         """Build from one element of the API's ``results`` list."""
-        data = _item(data, "a position")
+        data = _item(data, "a position")  # a copy: the fields below are set on it
         instrument = _mapping(data.get("instrument"))
-        return cls.model_validate(
-            {
-                **data,
-                "symbol": instrument.get("symbol") or instrument.get("raw_symbol"),
-                "instrument_kind": instrument.get("kind"),
-                "description": instrument.get("description"),
-            }
-        )
+        data["symbol"] = instrument.get("symbol") or instrument.get("raw_symbol")
+        data["instrument_kind"] = instrument.get("kind")
+        data["description"] = instrument.get("description")
+        return cls.model_validate(data)
 
 
 class Activity(SnapTradeModel):
@@ -196,7 +193,7 @@ class Activity(SnapTradeModel):
     @classmethod
     def from_api(cls, data: Any) -> Activity:
         """Build from one element of the API's ``data`` list."""
-        data = _item(data, "an activity")
+        data = _item(data, "an activity")  # a copy: the symbol below is set on it
         symbol = data.get("symbol")
-        ticker = symbol.get("symbol") if isinstance(symbol, dict) else symbol
-        return cls.model_validate({**data, "symbol": ticker})
+        data["symbol"] = symbol.get("symbol") if isinstance(symbol, dict) else symbol
+        return cls.model_validate(data)

@@ -1001,6 +1001,8 @@ class RateLimitPolicy:
                 )
             return throttled.scope
         for fb in feedback:
+            if fb.limit is None and fb.remaining is None:
+                continue  # absent headers prove nothing and change nothing
             reported = self._budget_for(fb)
             if reported is None:
                 continue

@@ -322,11 +322,23 @@ class MemoryBudgets:
         return pc, pt, cc, ct, current
 
     def _sliding_first(self, take: Take, prepared: Prepared) -> Outcome | None:
-        """One slot of every counter when each has room; ``None`` (nothing taken) when one has none."""
+        """One slot of every counter when each has room; ``None`` (nothing taken) when one has none.
+
+        A claim may carry SnapTrade's report (the first take after an answer with
+        ``X-RateLimit-Remaining``, i.e. after almost every answer): when SnapTrade counted no
+        more than the local counter plus the report's noise, the general rules would record
+        nothing and hold nothing, so the take goes on here; otherwise it is theirs (``None``).
+        """
         now = take.now
         currents = []
         for claim in take.claims:
             state = self._sliding(claim, now)
+            report = claim.report
+            if report is not None:
+                pc, pt, cc, _, _ = state
+                used = math.floor(pc * pt / claim.key.budget.window) + cc  # _weighted, from the same reading
+                if min(report.used - used, claim.key.budget.limit) > report.noise:
+                    return None
             if self._sliding_wait_of(claim, state) is not None:
                 return None
             currents.append(state[4])

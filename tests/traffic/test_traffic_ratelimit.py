@@ -398,6 +398,26 @@ def test_lower_remaining_counts_someone_elses_requests_for_every_replica(
         lim.close()
 
 
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window"])
+def test_the_first_take_after_an_answer_records_what_snaptrade_counted_beyond_the_local_count(
+    make_policy: MakePolicy, storage_url: str, clock: FakeClock, strategy: str
+) -> None:
+    # The take that follows an answer carries its report; on memory it is a call's first attempt
+    # (the fast path when the report changes nothing, the general rules when it does).
+    lim = limiter(make_policy(Budget("customer", "customer", 10, 60), strategy=strategy), storage_url, clock)
+    sent_at = lim.acquire(BALANCE, user_id="user-1", account_id="acc-1")
+    lim.observe(ACCOUNTS, account_id=None, status=200, headers={"X-RateLimit-Remaining": "6"}, sent_at=sent_at)
+    take(lim)  # SnapTrade counted 4 where this limiter counted 1: the 3 others are recorded, then 1 taken
+    assert [u.used for u in lim.usage()] == [5]
+    for remaining in ("5", "9"):  # agreeing, then higher: nothing more is recorded
+        lim.observe(ACCOUNTS, account_id=None, status=200, headers={"X-RateLimit-Remaining": remaining})
+        take(lim)
+    assert [u.used for u in lim.usage()] == [7]
+    lim.observe(ACCOUNTS, account_id=None, status=200, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3"})
+    assert (refused(lim).limit_scope, refused(lim).retry_after) == ("customer", 3)
+    lim.close()
+
+
 def test_parse_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("7", now=0) == 7
     assert parse_retry_after(" 1.5 ", now=0) == 1.5

@@ -197,13 +197,25 @@ class MemoryBudgets:
     # --- moving window ---------------------------------------------------------------------------
 
     def _moving_first(self, take: Take, prepared: Prepared) -> Outcome | None:
-        """One slot of every budget when each has room, in one pass; ``None`` (nothing taken) when one has none."""
+        """One slot of every budget when each has room, in one pass; ``None`` (nothing taken) when one has none.
+
+        As :meth:`_sliding_first`, a claim's report that records nothing stays on this path; a
+        report that does, or slots to re-stamp, are the general rules' work (``None``).
+        """
         events_of = self._storage.events
         windows = [events_of.setdefault(name, []) for name in prepared.names]
         now = take.now
         for events in windows:
             if events and events[0].atime > now:  # entries stay sorted, newest first
                 now = events[0].atime
+        for claim in take.claims:
+            if claim.moves:
+                return None
+            report = claim.report
+            if report is not None:
+                used = self._used(claim, report.since - _span(claim))
+                if min(report.used - used, claim.key.budget.limit) > report.noise:
+                    return None
         for events, limit, span in zip(windows, prepared.limits, prepared.spans, strict=True):
             if len(events) >= limit and events[limit - 1].atime + span >= now:
                 return None

@@ -313,9 +313,8 @@ class _Shared:
             take = self.policy.first_take(plan, pauses=self._pauses, queue=queue, reports=self._reports, now=start)
             if take is not None:
                 # A first take claims the plan's budgets, one slot each, with SnapTrade's reports
-                # when some are pending: the sliding counter's fast path reads those itself.
-                prepared = planned.memory if take.sliding or take.claims is plan.claims else None
-                outcome, ticket = self._memory.take_first(take, prepared, queue, plan.names)
+                # when some are pending: the fast paths read those themselves.
+                outcome, ticket = self._memory.take_first(take, planned.memory, queue, plan.names)
                 if outcome is None:  # a call queued meanwhile: the feedback taken for this attempt goes back
                     for claim, name in zip(take.claims, plan.names, strict=True):
                         if claim.report is not None or claim.moves:

@@ -121,8 +121,9 @@ class MemoryBudgets:
     def take(self, take: Take, prepared: Prepared | None = None) -> Outcome:
         """Record the reports, then take every claim or none (the script's algorithm).
 
-        ``prepared``: :meth:`prepare` of ``take.claims`` (one slot each, nobody ahead, no
-        feedback), which a take that finds room everywhere uses to skip the general rules.
+        ``prepared``: :meth:`prepare` of ``take.claims``' budgets (one slot each, nobody ahead),
+        which a take that finds room everywhere, and feedback that records nothing, uses to skip
+        the general rules.
         """
         with self._lock:
             return self._take(take, prepared)

@@ -170,6 +170,18 @@ def _paired(ours: list[float], raw: list[float]) -> float:
     return statistics.median(o / r for o, r in zip(ours, raw, strict=True))
 
 
+def _summary(figures: dict[str, list[float]], unit: str, alone: str) -> dict[str, float]:
+    """Medians of the raw SDK, the library and its transport ``alone``, with their paired ratios to the raw SDK."""
+    raw, ours, transport = figures["raw"], figures["ours"], figures[alone]
+    return {
+        f"raw_{unit}": statistics.median(raw),
+        f"ours_{unit}": statistics.median(ours),
+        "ratio": _paired(ours, raw),
+        f"transport_only_{unit}": statistics.median(transport),
+        "transport_only_ratio": _paired(transport, raw),
+    }
+
+
 def _cold(script: str, base_url: str) -> float:
     start = time.perf_counter()
     subprocess.run(
@@ -238,11 +250,7 @@ def main() -> int:
                     "floor": lambda: client._transport.send(OPERATION, SENT, TIMEOUTS),
                 },
             )
-        raw, ours, floor = sync_figures["raw"], sync_figures["ours"], sync_figures["floor"]
-        sync = {"raw_us": statistics.median(raw), "ours_us": statistics.median(ours), "ratio": _paired(ours, raw)}
-        sync["transport_only_us"] = statistics.median(floor)
-        sync["transport_only_ratio"] = _paired(floor, raw)
-        results["sync_per_call"] = sync
+        sync = results["sync_per_call"] = _summary(sync_figures, "us", "floor")
         print(
             f"sync, per call      raw SDK {sync['raw_us']:8.0f} us    aims-snaptrade {sync['ours_us']:8.0f} us"
             f"    ratio {sync['ratio']:.2f} (goal <= 1.10)"
@@ -268,15 +276,7 @@ def main() -> int:
                 )
 
         async_figures = asyncio.run(measure_async())
-        raw_a, ours_a, floor_a = async_figures["raw"], async_figures["ours"], async_figures["ceiling"]
-        asy = {
-            "raw_calls_s": statistics.median(raw_a),
-            "ours_calls_s": statistics.median(ours_a),
-            "ratio": _paired(ours_a, raw_a),
-        }
-        asy["transport_only_calls_s"] = statistics.median(floor_a)
-        asy["transport_only_ratio"] = _paired(floor_a, raw_a)
-        results[f"async_{args.concurrency}_in_flight"] = asy
+        asy = results[f"async_{args.concurrency}_in_flight"] = _summary(async_figures, "calls_s", "ceiling")
         print(
             f"async, {args.concurrency} in flight raw SDK {asy['raw_calls_s']:8.0f} /s    "
             f"aims-snaptrade {asy['ours_calls_s']:8.0f} /s    ratio {asy['ratio']:.2f} (goal >= 2.0)"

@@ -130,6 +130,27 @@ with SafeSnapTradeClient(base_url=sys.argv[1], consumer_key=sys.argv[2], client_
 """
 
 
+def client_options(base_url: str) -> dict[str, Any]:
+    """The library's settings in every benchmark: the user's secret stored, a budget no run can exhaust.
+
+    The sliding-window counter costs the same whatever the budget; a moving window of a million
+    entries would be copied on every take.
+    """
+    from aims_snaptrade.secrets import MemorySecretStore
+
+    store = MemorySecretStore()
+    store.put(USER_ID, USER_SECRET)
+    return {
+        "client_id": CLIENT_ID,
+        "consumer_key": CONSUMER_KEY,
+        "environment": "sandbox",
+        "base_url": base_url,
+        "secret_store": store,
+        "customer_limit": 1_000_000,
+        "rate_limit_strategy": "sliding-window",
+    }
+
+
 def _per_call_us(calls: int, rounds: int, clients: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
     """Microseconds per call of each client, rounds interleaved (raw, ours, ...) so drift hits all alike."""
     for fn in clients.values():
@@ -207,7 +228,6 @@ def main() -> int:
     from aims_snaptrade import AsyncSafeSnapTradeClient, SafeSnapTradeClient
     from aims_snaptrade._transport import Timeouts
     from aims_snaptrade.operations import get_operation
-    from aims_snaptrade.secrets import MemorySecretStore
 
     global OPERATION, SENT, TIMEOUTS
     OPERATION = get_operation("list_all_user_accounts")
@@ -221,19 +241,7 @@ def main() -> int:
         assert server.stdout is not None
         base_url = f"http://127.0.0.1:{int(server.stdout.readline())}"
         auth = SnapTradeAuth.commercial_api_key(consumer_key=CONSUMER_KEY, client_id=CLIENT_ID)
-        store = MemorySecretStore()
-        store.put(USER_ID, USER_SECRET)
-        options: dict[str, Any] = {
-            "client_id": CLIENT_ID,
-            "consumer_key": CONSUMER_KEY,
-            "environment": "sandbox",
-            "base_url": base_url,
-            "secret_store": store,
-            # A budget the run cannot exhaust. The sliding-window counter costs the same whatever the
-            # budget; a moving window of a million entries would be copied on every take.
-            "customer_limit": 1_000_000,
-            "rate_limit_strategy": "sliding-window",
-        }
+        options = client_options(base_url)
         results: dict[str, Any] = {"machine": f"{platform.machine()}, {platform.python_version()}"}
 
         raw_sdk = SnapTrade(host=base_url, auth=auth)

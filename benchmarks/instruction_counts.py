@@ -43,12 +43,7 @@ else:
     from aims_snaptrade import SafeSnapTradeClient
     from aims_snaptrade._transport import Timeouts
     from aims_snaptrade.operations import get_operation
-    from aims_snaptrade.secrets import MemorySecretStore
-    store = MemorySecretStore()
-    store.put(cs.USER_ID, cs.USER_SECRET)
-    client = SafeSnapTradeClient(client_id=cs.CLIENT_ID, consumer_key=cs.CONSUMER_KEY, environment="sandbox",
-                                 base_url=base, secret_store=store, customer_limit=1_000_000,
-                                 rate_limit_strategy="sliding-window")
+    client = SafeSnapTradeClient(**cs.client_options(base))
     operation, sent = get_operation("list_all_user_accounts"), {"user_id": cs.USER_ID, "user_secret": cs.USER_SECRET}
     timeouts = Timeouts(5.0, 30.0)
     if variant == "transport":

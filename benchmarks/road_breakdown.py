@@ -52,23 +52,14 @@ def main() -> int:
     from aims_snaptrade._transport import Response
     from aims_snaptrade.models import Account
     from aims_snaptrade.operations import get_operation
-    from aims_snaptrade.secrets import Keyring, MemorySecretStore, SQLiteSecretStore
+    from aims_snaptrade.secrets import Keyring, SQLiteSecretStore
     from aims_snaptrade.telemetry import CallTelemetry, Endpoint
 
     operation = get_operation("list_all_user_accounts")
     body = json.loads(cs.BODY)
     canned = Response(operation.name, 200, {"X-Request-ID": "bench"}, body, "bench", 0.0)
-    store = MemorySecretStore()
-    store.put(cs.USER_ID, cs.USER_SECRET)
-    options: dict[str, Any] = {
-        "client_id": cs.CLIENT_ID,
-        "consumer_key": cs.CONSUMER_KEY,
-        "environment": "sandbox",
-        "base_url": "http://127.0.0.1:9/api/v1",
-        "secret_store": store,
-        "customer_limit": 1_000_000,
-        "rate_limit_strategy": "sliding-window",
-    }
+    options = cs.client_options("http://127.0.0.1:9/api/v1")
+    store = options["secret_store"]
     rows: list[tuple[str, float]] = []
 
     with SafeSnapTradeClient(**options) as client:

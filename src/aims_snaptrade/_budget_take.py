@@ -15,7 +15,7 @@ import threading
 from typing import Any, NamedTuple
 
 from aims_snaptrade._budget_lua import COMPOSED_CHECK
-from aims_snaptrade._ratelimit_policy import Claim, Outcome, Take, WaitQueue
+from aims_snaptrade._ratelimit_policy import Claim, Outcome, Report, Take, WaitQueue
 
 __all__ = ["COMPOSED_CHECK", "MemoryBudgets", "Prepared", "outcome_of", "script_call"]
 
@@ -69,6 +69,17 @@ def outcome_of(result: list[Any], count: int) -> Outcome:
         recorded=tuple(int(value) for value in result[1 + count : 1 + 2 * count]),
         stamp=float(_text(result[1 + 2 * count])),
     )
+
+
+def _beyond(claim: Claim, report: Report, used: int) -> int:
+    """What SnapTrade counted beyond the ``used`` slots the bucket holds (recorded above the report's noise)."""
+    return min(report.used - used, claim.key.budget.limit)
+
+
+def _weighted_of(claim: Claim, state: tuple[int, float, int, float, str]) -> int:
+    """A sliding window's weighted count from the counters :meth:`MemoryBudgets._sliding` read."""
+    pc, pt, cc, _, _ = state
+    return math.floor(pc * pt / claim.key.budget.window) + cc
 
 
 class Prepared(NamedTuple):
@@ -170,8 +181,8 @@ class MemoryBudgets:
             report = claim.report
             if report is None:
                 continue
-            used = self._weighted(claim, now) if take.sliding else self._used(claim, report.since - _span(claim))
-            missing = min(report.used - used, claim.key.budget.limit)
+            used = self._weighted(claim, now) if take.sliding else self._reported_used(claim, report)
+            missing = _beyond(claim, report, used)
             if missing > report.noise:
                 if report.hold_until is not None:
                     held[i] = True
@@ -213,10 +224,8 @@ class MemoryBudgets:
             if claim.moves:
                 return None
             report = claim.report
-            if report is not None:
-                used = self._used(claim, report.since - _span(claim))
-                if min(report.used - used, claim.key.budget.limit) > report.noise:
-                    return None
+            if report is not None and _beyond(claim, report, self._reported_used(claim, report)) > report.noise:
+                return None
         for events, limit, span in zip(windows, prepared.limits, prepared.spans, strict=True):
             if len(events) >= limit and events[limit - 1].atime + span >= now:
                 return None
@@ -281,6 +290,10 @@ class MemoryBudgets:
 
     def _used(self, claim: Claim, since: float) -> int:
         return bisect.bisect_left(self._events(claim), -since, key=lambda entry: -entry.atime)
+
+    def _reported_used(self, claim: Claim, report: Report) -> int:
+        """Slots of a moving window taken since SnapTrade's ``report`` could have counted them."""
+        return self._used(claim, report.since - _span(claim))
 
     def _moving_wait(self, claim: Claim, now: float) -> float | None:
         limit, span = claim.key.budget.limit, _span(claim)
@@ -347,11 +360,8 @@ class MemoryBudgets:
         for claim in take.claims:
             state = self._sliding(claim, now)
             report = claim.report
-            if report is not None:
-                pc, pt, cc, _, _ = state
-                used = math.floor(pc * pt / claim.key.budget.window) + cc  # _weighted, from the same reading
-                if min(report.used - used, claim.key.budget.limit) > report.noise:
-                    return None
+            if report is not None and _beyond(claim, report, _weighted_of(claim, state)) > report.noise:
+                return None
             if self._sliding_wait_of(claim, state) is not None:
                 return None
             currents.append(state[4])
@@ -361,8 +371,7 @@ class MemoryBudgets:
         return Outcome(True, *prepared.taken, now)
 
     def _weighted(self, claim: Claim, now: float) -> int:
-        pc, pt, cc, _, _ = self._sliding(claim, now)
-        return math.floor(pc * pt / claim.key.budget.window) + cc
+        return _weighted_of(claim, self._sliding(claim, now))
 
     def _sliding_wait(self, claim: Claim, now: float) -> float | None:
         return self._sliding_wait_of(claim, self._sliding(claim, now))
@@ -373,7 +382,7 @@ class MemoryBudgets:
         limit, window = claim.key.budget.limit, claim.key.budget.window
         pc, pt, cc, ct, _ = state
         need = claim.amount + claim.depth
-        if math.floor(pc * pt / window) + cc + need <= limit:
+        if _weighted_of(claim, state) + need <= limit:
             return None
         room = limit - cc - need
         if pc > 0 and room >= 0:

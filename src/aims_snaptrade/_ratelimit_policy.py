@@ -751,17 +751,29 @@ class RateLimitPolicy:
         for scope, subject in plan.scopes:
             if pauses.until(scope, subject, now) is not None:
                 return None
-        claims = plan.claims
-        if not reports.empty():
-            pending = [reports.pop(name) for name in plan.names]
-            if any(report is not None or moves for report, moves in pending):
-                claims = tuple(
-                    [
-                        Claim(claim.key, claim.margin, 1, 0, report, moves)
-                        for claim, (report, moves) in zip(claims, pending, strict=True)
-                    ]
+        return Take(self._claims(plan, reports), now, plan.sliding)
+
+    @staticmethod
+    def _claims(plan: CallPlan, reports: ReportBook, depths: tuple[int, ...] | None = None) -> tuple[Claim, ...]:
+        """One slot of each of the plan's budgets, behind ``depths`` calls queued ahead, with their pending feedback.
+
+        The plan's own tuple when nobody is ahead and nothing is pending (a storage keeps what it
+        derived from that tuple).
+        """
+        ahead = depths is not None and any(depths)
+        if not ahead and reports.empty():
+            return plan.claims
+        pending = [reports.pop(name) for name in plan.names]
+        if not ahead and not any(report is not None or moves for report, moves in pending):
+            return plan.claims
+        return tuple(
+            [
+                Claim(claim.key, claim.margin, 1, depth, report, moves)
+                for claim, depth, (report, moves) in zip(
+                    plan.claims, depths or (0,) * len(plan.claims), pending, strict=True
                 )
-        return Take(claims, now, plan.sliding)
+            ]
+        )
 
     def _blocked_by(
         self, take: Take, outcome: Outcome, pauses: PauseBook
@@ -835,14 +847,7 @@ class RateLimitPolicy:
                 if not blocked:
                     departed = queue.departures()
                     depths, unsettled = queue.ahead(ticket, names)
-                    claims = plan.claims  # nobody ahead, nothing to record: the plan's own claims
-                    if any(depths) or not reports.empty():
-                        claims = tuple(
-                            [
-                                Claim(claim.key, claim.margin, 1, depth, *reports.pop(name))
-                                for claim, depth, name in zip(plan.claims, depths, names, strict=True)
-                            ]
-                        )
+                    claims = self._claims(plan, reports, depths)
                     queue.taking(ticket, True)
                     take = Take(claims, clock(), plan.sliding)
                     outcome = cast(Outcome, (yield take))

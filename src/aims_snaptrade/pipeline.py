@@ -300,7 +300,7 @@ class Core:
         self.observers: list[CallObserver] = []
         """Called with every finished attempt and call (see :class:`~aims_snaptrade.health.HealthMonitor`)."""
         self.secrets = SecretCache(settings.secret_cache_size)
-        self._timeouts = CallOptions().timeouts(settings)  # the settings' own, for calls that set none
+        self._timeouts = _NO_OPTIONS.timeouts(settings)  # the settings' own, for calls that set none
 
     # --- the road ------------------------------------------------------------------------------
 

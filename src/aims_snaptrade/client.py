@@ -8,6 +8,7 @@ store) in the async client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -104,6 +105,17 @@ def _opened(variable: str, opener: Callable[[Any], T], argument: Any) -> T:
             f"{variable} cannot be opened ({reason}).",
             hint=f"Fix {variable}: a path this process can create and write, or a well-formed URL.",
         ) from None
+
+
+_PROBE_ID = "aims-snaptrade-readiness-probe"
+# name in _stores -> a read that touches the store's backend and changes nothing
+_STORE_READS: dict[str, Callable[[Any], object]] = {
+    "secrets": lambda store: store.pending_rotations(),
+    "consent": lambda store: store.decide(_PROBE_ID, "read"),
+    "audit": lambda store: store.tail(1),
+    INTENTS: lambda store: store.get(_PROBE_ID),
+    "ledger": lambda store: store.load_user(_PROBE_ID),
+}
 
 
 class _Base:
@@ -331,7 +343,25 @@ class _Base:
         store = self._stores.get(INTENTS)
         return list(store.pending()) if store is not None else []
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`SafeSnapTradeClient.close` (or ``aclose``) has run: a closed client serves nothing."""
+        return getattr(self, "_closed", False)
+
+    def _store_probes(self) -> dict[str, Callable[[], object]]:
+        """One cheap read per store this client uses, for readiness (a raise means unreachable).
+
+        The reads look up a user id no one has, so they find nothing and change nothing.
+        """
+        probes: dict[str, Callable[[], object]] = {}
+        for name, store in list(self._stores.items()):
+            read = _STORE_READS.get(name)
+            if read is not None:
+                probes[name] = functools.partial(read, store)
+        return probes
+
     def _close_stores(self) -> None:
+        self._closed = True
         while self._owned_stores:
             self._owned_stores.pop().close()
 

@@ -16,29 +16,50 @@ budget usage, and keeps five alerts, named as the Prometheus rules of
   window-sized count over the ``unusual_baseline`` seconds before the window (one alert per
   subject; a subject without history has a baseline of 0, so ``unusual_min_calls`` alone decides).
 
+Only calls that reached SnapTrade count towards the error rate: a call refused locally (guardrails,
+rollout, consent, bad input, a budget that would not wait, a store that failed) sent nothing, so it
+says nothing about SnapTrade; the report counts such calls apart, in ``refused``.
+
 An alert is raised the moment its condition holds and cleared when it stops holding: errors age
 out of the window, budgets free up. Call-derived alerts are re-evaluated on every call; budgets and
 the ageing are evaluated by :meth:`HealthMonitor.check` (or :meth:`HealthMonitor.acheck` for the
 async client), which a service polls. Subscribers get every change.
+
+Alerts are for people (a dashboard, a pager). Orchestrators ask two narrower questions, answered by
+the report's checks (:data:`PROBES` says which check serves which probe):
+
+* **liveness** (``report.live``): is this process worth keeping? Only the client itself: a closed
+  client serves nothing. Nothing outside the process takes part, so an outage of SnapTrade,
+  PostgreSQL or Redis never gets pods restarted.
+* **readiness** (``report.ready``): can this replica serve now? It fails only on what stops it from
+  serving: a store it uses is unreachable (every store the client opened, and the rate-limit
+  storage), SnapTrade rejected the consumer key (a 401 other than a user's 1083), the clock is
+  further from SnapTrade's than ``Settings.clock_skew_tolerance`` (every signed call would be
+  refused), or a client-wide budget is exhausted (or paused by SnapTrade). Warnings (a budget 80%
+  used, an error rate, timeouts, unusual activity) never take a replica out of rotation: every
+  replica shares SnapTrade and the budgets, so removing one helps nobody.
 
 Example::
 
     monitor = HealthMonitor(client)
     monitor.subscribe(lambda change: print("raised" if change.raised else "cleared", change.alert.name))
     report = monitor.check()
-    if not report.healthy: ...
+    if not report.ready: ...  # answer 503 on /readyz
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
 from aims_snaptrade import errors as e
 from aims_snaptrade.metric_table import (
@@ -51,13 +72,24 @@ from aims_snaptrade.metric_table import (
     UNUSUAL_ACTIVITY_MIN_CALLS,
     WINDOW_SECONDS,
 )
+from aims_snaptrade.models import ApiStatus
+from aims_snaptrade.operations import get_operation
 from aims_snaptrade.ratelimit import BudgetUsage
 from aims_snaptrade.telemetry import CallRecord
 
 if TYPE_CHECKING:
     from aims_snaptrade.client import AsyncSafeSnapTradeClient, SafeSnapTradeClient
 
-__all__ = ["Alert", "AlertChange", "HealthMonitor", "HealthReport", "health_command"]
+__all__ = [
+    "PROBES",
+    "Alert",
+    "AlertChange",
+    "HealthCheck",
+    "HealthMonitor",
+    "HealthReport",
+    "Probe",
+    "health_command",
+]
 
 log = logging.getLogger("aims_snaptrade.health")
 
@@ -67,6 +99,25 @@ BUDGET_HIGH = "SnapTradeRateLimitBudgetHigh"
 AUTH_FAILURES = "SnapTradeAuthenticationFailures"
 TIMEOUTS = "SnapTradeConnectionTimeouts"
 UNUSUAL_ACTIVITY = "SnapTradeUnusualActivity"
+
+Probe = Literal["liveness", "readiness"]
+"""Which orchestrator probe a :class:`HealthCheck` serves."""
+
+PROBES: MappingProxyType[str, Probe] = MappingProxyType(
+    {
+        "client": "liveness",
+        "stores": "readiness",
+        "rate-limit storage": "readiness",
+        "consumer key": "readiness",
+        "clock skew": "readiness",
+        "budget": "readiness",
+    }
+)
+"""Every check of :meth:`HealthMonitor.check` and the probe it serves. Alerts serve neither."""
+
+# Set while the monitor probes SnapTrade itself, so its own calls stay out of the history.
+_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("aims_snaptrade_health_probing", default=False)
+_USER_SECRET_REJECTED = "1083"  # one user's secret: that user's problem, not the replica's
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,20 +153,41 @@ class AlertChange:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """One liveness or readiness check.
+
+    Attributes:
+        name: A key of :data:`PROBES` (``stores``, ``consumer key``...).
+        probe: ``liveness`` or ``readiness``.
+        ok: Whether it passed.
+        detail: What was found (never a secret, never a connection string).
+    """
+
+    name: str
+    probe: Probe
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class HealthReport:
     """What :meth:`HealthMonitor.check` found.
 
     Attributes:
-        healthy: No alert is raised.
+        healthy: No alert is raised (for people; probes use ``live`` and ``ready``).
         alerts: The raised alerts.
         window: Seconds the figures cover.
-        calls: Calls finished in the window.
+        calls: Calls finished in the window that sent a request to SnapTrade.
         errors: Of those, calls that failed.
         error_rate: ``errors / calls`` (0 without calls).
         auth_failures: 401 answers in the window.
         timeouts: Timed-out requests in the window.
         budgets: Budget usage last read from the rate limiter.
         budget_error: Why the budgets could not be read, if they could not.
+        refused: Calls refused locally in the window (nothing sent; not errors of SnapTrade).
+        checks: The liveness and readiness checks.
+        live: Every liveness check passed (answer ``/livez`` with 200).
+        ready: Every readiness check passed (answer ``/readyz`` with 200, else 503).
     """
 
     healthy: bool
@@ -128,6 +200,10 @@ class HealthReport:
     timeouts: int
     budgets: tuple[BudgetUsage, ...] = ()
     budget_error: str | None = None
+    refused: int = 0
+    checks: tuple[HealthCheck, ...] = ()
+    live: bool = True
+    ready: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``aims-snaptrade health --json``)."""
@@ -138,6 +214,11 @@ class HealthReport:
 class _State:
     calls: deque[tuple[float, bool]] = field(default_factory=deque)
     failures: int = 0  # failed calls in ``calls``, kept as they come and go
+    refused: deque[float] = field(default_factory=deque)
+    key_rejected: bool = False  # the last signed answer was a 401 other than 1083
+    skew: float | None = None
+    skew_at: float | None = None
+    key_probe_at: float | None = None
     auth: deque[float] = field(default_factory=deque)
     timeouts: deque[float] = field(default_factory=deque)
     activity: dict[str, deque[float]] = field(default_factory=dict)
@@ -159,6 +240,10 @@ class HealthMonitor:
         unusual_factor: How many times its baseline a subject's calls must exceed (default 5).
         unusual_min_calls: Fewest calls in the window for activity to be unusual (default 30).
         unusual_baseline: Seconds of history before the window that make the baseline (default 3600).
+        probe_interval: Seconds between the monitor's own probes of SnapTrade (default 60): the
+            clock-skew measurement (one unsigned status check) and, while the consumer key is
+            rejected, one signed call to see whether it works again. The monitor's probes take
+            budget like any call but stay out of the call history.
         clock: Monotonic seconds (tests pass a fake one).
     """
 
@@ -173,6 +258,7 @@ class HealthMonitor:
         unusual_factor: float = UNUSUAL_ACTIVITY_FACTOR,
         unusual_min_calls: int = UNUSUAL_ACTIVITY_MIN_CALLS,
         unusual_baseline: float = UNUSUAL_ACTIVITY_BASELINE,
+        probe_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         problems = [
@@ -183,6 +269,7 @@ class HealthMonitor:
                 ("unusual_factor", unusual_factor),
                 ("unusual_min_calls", unusual_min_calls),
                 ("unusual_baseline", unusual_baseline),
+                ("probe_interval", probe_interval),
             )
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
         ]
@@ -200,6 +287,7 @@ class HealthMonitor:
         self.unusual_factor = float(unusual_factor)
         self.unusual_min_calls = int(unusual_min_calls)
         self.unusual_baseline = float(unusual_baseline)
+        self.probe_interval = float(probe_interval)
         self._clock = clock
         self._lock = threading.Lock()
         self._state = _State()
@@ -218,46 +306,87 @@ class HealthMonitor:
             if record.kind == "attempt":
                 if record.error is not None and issubclass(record.error, e.SnapTradeTimeoutError):
                     state.timeouts.append(now)
+            elif _PROBING.get():
+                return  # the monitor's own probe: not the service's traffic
             else:
-                # A call, not an attempt: a 1083 the road cured by re-reading a secret another
-                # replica rotated is not an authentication failure.
-                if record.error is not None and issubclass(record.error, e.SnapTradeAuthError):
-                    state.auth.append(now)
-                state.calls.append((now, record.error is not None))
-                state.failures += record.error is not None
+                if not record.sent:
+                    # Refused before anything was sent: says nothing about SnapTrade.
+                    state.refused.append(now)
+                else:
+                    # A call, not an attempt: a 1083 the road cured by re-reading a secret another
+                    # replica rotated is not an authentication failure.
+                    if record.error is not None and issubclass(record.error, e.SnapTradeAuthError):
+                        state.auth.append(now)
+                    state.calls.append((now, record.error is not None))
+                    state.failures += record.error is not None
+                    _judge_key(state, record, now)
                 for subject in _subjects(record):
                     state.activity.setdefault(subject, deque()).append(now)
                     changes += self._set_unusual(subject, now)
             changes += self._evaluate_calls(now)
         self._notify(changes)
 
-    def check(self, usage: Sequence[BudgetUsage] | None = None) -> HealthReport:
-        """Evaluate every alert now and report.
+    def check(self, usage: Sequence[BudgetUsage] | None = None, *, probe: bool = True) -> HealthReport:
+        """Evaluate every alert and every liveness and readiness check now, and report.
 
         ``usage`` is the rate limiter's budget usage; by default it is read from the attached
         sync client (an async client's is read by :meth:`acheck`; without either, the last known
-        usage is kept).
+        usage is kept). With a sync client attached, each store it uses is read once (a lookup of
+        a user no one has), and SnapTrade is probed when :attr:`probe_interval` has passed
+        (``probe=False`` sends nothing to SnapTrade).
         """
+        client = self._client
+        if client is None or _is_async(client):
+            return self._check(usage, None, None)
+        sync: SafeSnapTradeClient = client  # type: ignore[assignment]
         error: str | None = None
-        if usage is None and self._client is not None and not _is_async(self._client):
+        if usage is None:
             try:
-                usage = self._client.rate_limit_usage()  # type: ignore[assignment]
+                usage = sync.rate_limit_usage()
             except e.SnapTradeError as exc:
                 error = exc.message
-        return self._check(usage, error)
+        unreachable = self._read_stores(sync)
+        skew_due, key_due = self._probes_due() if probe else (False, False)
+        token = _PROBING.set(True)
+        try:
+            if skew_due:
+                self._took_skew(_attempt(sync.api_status))
+            if key_due:
+                self._took_key(_attempt(lambda: sync.call("get_partner_info")))
+        finally:
+            _PROBING.reset(token)
+        return self._check(usage, error, unreachable)
 
-    async def acheck(self) -> HealthReport:
-        """:meth:`check` for an attached :class:`~aims_snaptrade.client.AsyncSafeSnapTradeClient`."""
+    async def acheck(self, *, probe: bool = True) -> HealthReport:
+        """:meth:`check` for an attached :class:`~aims_snaptrade.client.AsyncSafeSnapTradeClient`.
+
+        The stores are read in a worker thread, so the event loop never waits on them.
+        """
+        client = self._client
+        if client is None or not _is_async(client):
+            return self.check(probe=probe)
+        run: AsyncSafeSnapTradeClient = client  # type: ignore[assignment]
         usage: Sequence[BudgetUsage] | None = None
         error: str | None = None
-        if self._client is not None and _is_async(self._client):
-            try:
-                usage = await self._client.rate_limit_usage()  # type: ignore[misc]
-            except e.SnapTradeError as exc:
-                error = exc.message
-        elif self._client is not None:
-            return self.check()
-        return self._check(usage, error)
+        try:
+            usage = await run.rate_limit_usage()
+        except e.SnapTradeError as exc:
+            error = exc.message
+        unreachable = await asyncio.to_thread(self._read_stores, run)
+        skew_due, key_due = self._probes_due() if probe else (False, False)
+        token = _PROBING.set(True)
+        try:
+            if skew_due:
+                self._took_skew(await _aattempt(run.api_status()))
+            if key_due:
+                self._took_key(await _aattempt(run.call("get_partner_info")))
+        finally:
+            _PROBING.reset(token)
+        return self._check(usage, error, unreachable)
+
+    def live(self) -> bool:
+        """Liveness alone, without reading any store or calling SnapTrade (for ``/livez``)."""
+        return all(c.ok for c in self._checks(None, self._state.budget_error) if c.probe == "liveness")
 
     def subscribe(self, callback: Callable[[AlertChange], None]) -> Callable[[], None]:
         """Call ``callback`` with every raised or cleared alert; returns the undo.
@@ -289,7 +418,105 @@ class HealthMonitor:
 
     # --- evaluation ----------------------------------------------------------------------------
 
-    def _check(self, usage: Sequence[BudgetUsage] | None, error: str | None) -> HealthReport:
+    # --- probes ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read_stores(client: SafeSnapTradeClient | AsyncSafeSnapTradeClient) -> dict[str, str]:
+        """Read each store once; the ones that failed, with the error's class (never its text,
+        which may carry a connection string)."""
+        unreachable: dict[str, str] = {}
+        for name, read in client._store_probes().items():
+            try:
+                read()
+            except Exception as exc:  # whatever the backend raises, the store cannot serve
+                unreachable[name] = type(exc).__name__
+        return unreachable
+
+    def _probes_due(self) -> tuple[bool, bool]:
+        now = self._clock()
+        with self._lock:
+            state = self._state
+            skew_due = state.skew_at is None or now - state.skew_at >= self.probe_interval
+            key_due = state.key_rejected and (
+                state.key_probe_at is not None and now - state.key_probe_at >= self.probe_interval
+            )
+            if skew_due:
+                state.skew_at = now
+            if key_due:
+                state.key_probe_at = now
+        return skew_due, key_due
+
+    def _took_skew(self, outcome: object) -> None:
+        if isinstance(outcome, ApiStatus) and outcome.clock_skew_seconds is not None:
+            with self._lock:
+                self._state.skew = outcome.clock_skew_seconds
+        # An unanswered status check proves nothing about the clock: the last measure stands.
+
+    def _took_key(self, outcome: object) -> None:
+        rejected = isinstance(outcome, e.SnapTradeAuthError) and outcome.code != _USER_SECRET_REJECTED
+        answered = not isinstance(outcome, e.SnapTradeError) or outcome.status is not None
+        if answered:
+            with self._lock:
+                self._state.key_rejected = rejected
+
+    def _checks(self, unreachable: dict[str, str] | None, budget_error: str | None) -> list[HealthCheck]:
+        state, client = self._state, self._client
+        closed = client is not None and client.closed
+        checks = [HealthCheck("client", "liveness", not closed, "closed" if closed else "open")]
+        if client is not None and unreachable is not None:
+            names = sorted(client._store_probes())
+            if unreachable:
+                detail = "unreachable: " + ", ".join(f"{n} ({why})" for n, why in sorted(unreachable.items()))
+            else:
+                detail = "reachable: " + ", ".join(names)
+            checks.append(HealthCheck("stores", "readiness", not unreachable, detail))
+        checks.append(
+            HealthCheck(
+                "rate-limit storage",
+                "readiness",
+                budget_error is None,
+                "reachable" if budget_error is None else f"unreachable: {budget_error}",
+            )
+        )
+        checks.append(
+            HealthCheck(
+                "consumer key",
+                "readiness",
+                not state.key_rejected,
+                "SnapTrade rejected the consumer key or signature (a 401 other than 1083)"
+                if state.key_rejected
+                else "not rejected",
+            )
+        )
+        tolerance = client.settings.clock_skew_tolerance if client is not None else None
+        if state.skew is None or tolerance is None:
+            checks.append(HealthCheck("clock skew", "readiness", True, "not measured"))
+        else:
+            ok = abs(state.skew) <= tolerance
+            checks.append(
+                HealthCheck(
+                    "clock skew", "readiness", ok, f"{state.skew:+.3f} s against SnapTrade (tolerance {tolerance:g} s)"
+                )
+            )
+        wall = time.time()
+        exhausted = [
+            u.name
+            for u in state.budgets
+            if u.subject is None and (u.remaining <= 0 or (u.paused_until is not None and u.paused_until > wall))
+        ]
+        checks.append(
+            HealthCheck(
+                "budget",
+                "readiness",
+                not exhausted,
+                "exhausted or paused: " + ", ".join(sorted(set(exhausted))) if exhausted else "available",
+            )
+        )
+        return checks
+
+    def _check(
+        self, usage: Sequence[BudgetUsage] | None, error: str | None, unreachable: dict[str, str] | None
+    ) -> HealthReport:
         now = self._clock()
         with self._lock:
             state = self._state
@@ -302,6 +529,7 @@ class HealthMonitor:
                 state.budget_error = error
             changes += self._evaluate_budgets(now)
             calls, errors = len(state.calls), state.failures
+            checks = tuple(self._checks(unreachable, state.budget_error))
             report = HealthReport(
                 healthy=not state.active,
                 alerts=tuple(state.active.values()),
@@ -313,6 +541,10 @@ class HealthMonitor:
                 timeouts=len(state.timeouts),
                 budgets=state.budgets,
                 budget_error=state.budget_error,
+                refused=len(state.refused),
+                checks=checks,
+                live=all(c.ok for c in checks if c.probe == "liveness"),
+                ready=all(c.ok for c in checks),
             )
         self._notify(changes)
         return report
@@ -320,7 +552,7 @@ class HealthMonitor:
     def _evaluate_calls(self, now: float) -> list[AlertChange]:
         state = self._state
         start = now - self.window
-        for queue in (state.auth, state.timeouts):
+        for queue in (state.auth, state.timeouts, state.refused):
             while queue and queue[0] <= start:
                 queue.popleft()
         while state.calls and state.calls[0][0] <= start:
@@ -438,6 +670,30 @@ class HealthMonitor:
                     log.exception("A HealthMonitor subscriber failed.")
 
 
+def _judge_key(state: _State, record: CallRecord, now: float) -> None:
+    """Whether SnapTrade accepts the consumer key, from one answered call."""
+    if record.error is not None and issubclass(record.error, e.SnapTradeAuthError):
+        if record.code != _USER_SECRET_REJECTED:
+            state.key_rejected = True
+            state.key_probe_at = now  # the next signed probe one interval from now
+    elif record.status is not None and get_operation(record.operation).signed:
+        state.key_rejected = False  # a signed request was answered: the key works
+
+
+def _attempt(call: Callable[[], Any]) -> object:
+    try:
+        return call()
+    except e.SnapTradeError as exc:
+        return exc
+
+
+async def _aattempt(call: Awaitable[Any]) -> object:
+    try:
+        return await call
+    except e.SnapTradeError as exc:
+        return exc
+
+
 def _subjects(record: CallRecord) -> list[str]:
     subjects = []
     if record.user_id:
@@ -484,16 +740,19 @@ def health_command(*, as_json: bool = False, probe: bool = True) -> int:
                     probes[name] = "ok"
                 except e.SnapTradeError as exc:
                     probes[name] = f"{type(exc).__name__}: {exc.message}"
-        report = monitor.check()
+        report = monitor.check(probe=probe)
         monitor.close()
     failed = [name for name, outcome in probes.items() if outcome != "ok"]
     if as_json:
         print(json.dumps({**report.to_dict(), "probes": probes}, indent=2, default=str))
     else:
-        state = "healthy" if report.healthy and not failed else "UNHEALTHY"
+        state = "healthy" if report.healthy and report.ready and not failed else "UNHEALTHY"
         print(f"health            {state} ({settings.environment}, {settings.base_url})")
+        print(f"{'live / ready':<17} {'yes' if report.live else 'NO'} / {'yes' if report.ready else 'NO'}")
         for name, outcome in probes.items():
             print(f"{'probe ' + name:<17} {outcome}")
+        for check in report.checks:
+            print(f"{check.probe[:5] + ' ' + check.name:<17} {'ok' if check.ok else 'FAILED'}: {check.detail}")
         if report.budget_error:
             print(f"budgets           UNAVAILABLE: {report.budget_error}")
         for usage in report.budgets:
@@ -501,4 +760,4 @@ def health_command(*, as_json: bool = False, probe: bool = True) -> int:
             print(f"{'budget ' + subject:<17} {usage.used}/{usage.limit} per {usage.window} s ({usage.fraction:.0%})")
         for alert in report.alerts:
             print(f"{'ALERT ' + alert.severity:<17} {alert.name}: {alert.summary}")
-    return 0 if report.healthy and not failed else 1
+    return 0 if report.healthy and report.ready and not failed else 1

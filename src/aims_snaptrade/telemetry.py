@@ -104,8 +104,10 @@ class CallRecord:
         account_id: The account the call was for, if any.
         error: The error class it ended with, ``None`` on success.
         status: HTTP status, when an answer arrived.
-        sent: ``True`` when a request left for SnapTrade (``False`` for local refusals).
+        sent: ``True`` when a request left for SnapTrade (``False`` for local refusals: guardrails,
+            rollout, consent, bad input, a budget that refused to wait, a store that failed).
         duration: Seconds.
+        code: SnapTrade's error code of the failure (``"1076"``, ``"1083"``...), when it sent one.
     """
 
     kind: Literal["attempt", "call"]
@@ -116,6 +118,7 @@ class CallRecord:
     status: int | None
     sent: bool
     duration: float
+    code: str | None = None
 
 
 CallObserver = Callable[[CallRecord], None]
@@ -145,6 +148,7 @@ class CallTelemetry:
         "_base",
         "_budget_wait",
         "_include_ids",
+        "_last_code",
         "_last_error",
         "_observers",
         "_operation",
@@ -179,6 +183,7 @@ class CallTelemetry:
         self._resends = 0
         self._sent = False
         self._last_error: str | None = None
+        self._last_code: str | None = None
         self._span = _tracer.start_span(f"SnapTrade {operation.name}", kind=SpanKind.CLIENT, attributes=base)
 
     def subject(self, user_id: str | None, account_id: str | None) -> None:
@@ -211,6 +216,7 @@ class CallTelemetry:
     def attempt_failed(self, error: SnapTradeError) -> None:
         """Record one attempt that ended in ``error`` (whether or not it will be retried)."""
         self._last_error = type(error).__name__
+        self._last_code = error.code
         if self._waiting_since is not None:  # refused while taking budget: nothing was sent
             self._budget_wait += time.perf_counter() - self._waiting_since
             self._waiting_since = None
@@ -248,6 +254,7 @@ class CallTelemetry:
         measured = {k: v for k, v in attributes.items() if k in ("error.type", "http.response.status_code")}
         code = {k: v for k, v in attributes.items() if k == "snaptrade.error_code"}
         _errors.add(1, {**self._base, **measured, **code})
+        self._last_code = error.code if isinstance(error, SnapTradeError) else None
         self._finish(measured, type(error))
 
     # --- internals -----------------------------------------------------------------------------
@@ -263,7 +270,8 @@ class CallTelemetry:
             _active.add(-1, self._base)
             _request_duration.record(duration, {**self._base, **attributes})
         if self._observers:
-            self._notify(CallRecord("attempt", self._operation, *self._subject, error, status, sent, duration))
+            code = self._last_code if error is not None else None
+            self._notify(CallRecord("attempt", self._operation, *self._subject, error, status, sent, duration, code))
 
     def _finish(self, attributes: dict[str, Any], error: type[BaseException] | None) -> None:
         duration = time.perf_counter() - self._started
@@ -283,7 +291,10 @@ class CallTelemetry:
         status = attributes.get("http.response.status_code")
         code = status if isinstance(status, int) else None
         if self._observers:
-            self._notify(CallRecord("call", self._operation, *self._subject, error, code, self._sent, duration))
+            failure = self._last_code if error is not None else None
+            self._notify(
+                CallRecord("call", self._operation, *self._subject, error, code, self._sent, duration, failure)
+            )
 
     def _notify(self, record: CallRecord) -> None:
         for observer in self._observers:  # callers build the record only when there are observers

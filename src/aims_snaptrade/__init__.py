@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         SnapTradeServerError,
         SnapTradeStoreError,
         SnapTradeStoreNotCreatedError,
+        SnapTradeSyncInProgressError,
         SnapTradeTimeoutError,
         SnapTradeUnknownOutcomeError,
         SnapTradeValidationError,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
         SnapTradeWebhookMalformedError,
         SnapTradeWebhookSignatureError,
         SnapTradeWebhookStaleError,
+        UpstreamCause,
     )
     from aims_snaptrade.guardrails import ConsentChecker
     from aims_snaptrade.health import HealthMonitor
@@ -141,6 +143,7 @@ __all__ = [
     "SnapTradeServerError",
     "SnapTradeStoreError",
     "SnapTradeStoreNotCreatedError",
+    "SnapTradeSyncInProgressError",
     "SnapTradeTimeoutError",
     "SnapTradeUnknownOutcomeError",
     "SnapTradeValidationError",
@@ -149,6 +152,7 @@ __all__ = [
     "SnapTradeWebhookMalformedError",
     "SnapTradeWebhookSignatureError",
     "SnapTradeWebhookStaleError",
+    "UpstreamCause",
     "WebhookASGIApp",
     "WebhookReceiver",
     "__version__",
@@ -185,6 +189,8 @@ _WHERE: dict[str, str] = {
     "SecretStore": "aims_snaptrade.secrets",
     "Settings": "aims_snaptrade.settings",
     "SnapTradeAuditError": "aims_snaptrade.errors",
+    "SnapTradeSyncInProgressError": "aims_snaptrade.errors",
+    "UpstreamCause": "aims_snaptrade.errors",
     "SnapTradeAuthError": "aims_snaptrade.errors",
     "SnapTradeRolloutError": "aims_snaptrade.errors",
     "SnapTradeRateLimiterUnavailableError": "aims_snaptrade.errors",

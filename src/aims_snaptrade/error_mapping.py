@@ -52,6 +52,11 @@ _BY_STATUS: dict[int, type[e.SnapTradeError]] = {
     429: e.SnapTradeRateLimitError,
 }
 
+_STATUS_WINS: dict[int, type[e.SnapTradeError]] = {
+    410: e.SnapTradeEndpointRetiredError,
+    429: e.SnapTradeRateLimitError,
+}
+
 _CODE_HINTS = {
     "1076": (
         "The request signature was rejected: check SNAPTRADE_CONSUMER_KEY matches SNAPTRADE_CLIENT_ID "
@@ -106,7 +111,10 @@ def error_from_response(
     """Build the error for a non-2xx answer from its status, SnapTrade code and headers."""
     code, detail = _body_fields(body)
     request_id = header(headers, "X-Request-ID")
-    cls = (_BY_CODE.get(code) if code else None) or _BY_STATUS.get(status)
+    # The HTTP status decides where it is more specific than SnapTrade's code can contradict: a 410
+    # is retired for this account whatever its body says (a retried "server error" would fetch the
+    # account again on every sync), and a 429 is a rate limit.
+    cls = _STATUS_WINS.get(status) or (_BY_CODE.get(code) if code else None) or _BY_STATUS.get(status)
     if cls is None:
         cls = e.SnapTradeServerError if status >= 500 else e.SnapTradeError
     message = f"SnapTrade answered {status} to {operation.name}" + (f": {detail}" if detail else "")

@@ -272,7 +272,11 @@ class SnapTradeConflictError(SnapTradeError):
 class SnapTradeSyncInProgressError(SnapTradeConflictError):
     """Another worker holds this user's portfolio-sync lease; this sync sent nothing."""
 
-    default_hint = "Nothing to do: the other worker's sync covers it. Its lease expires after SyncPolicy.lease_seconds."
+    default_hint = (
+        "Nothing to do: leave the marks in the ledger. The worker holding the user reads its marks again before it "
+        "releases the lease and syncs what was marked meanwhile; if it died, its lease expires after "
+        "SyncPolicy.lease_seconds and the next sync_due picks the marks up."
+    )
     default_retryable = True
 
 

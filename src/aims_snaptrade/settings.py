@@ -30,7 +30,9 @@ DEFAULT_BASE_URL = "https://api.snaptrade.com/api/v1"
 Environment = Literal["sandbox", "production"]
 KeyType = Literal["commercial", "personal"]
 
-_FILE_CAPABLE = frozenset({"client_id", "consumer_key", "encryption_keys", "confirmation_key", "audit_key"})
+_FILE_CAPABLE = frozenset(
+    {"client_id", "consumer_key", "previous_consumer_key", "encryption_keys", "confirmation_key", "audit_key"}
+)
 """Settings that may also be read from the file named by ``SNAPTRADE_<NAME>_FILE``."""
 
 # The SDK's own rule for a host (snaptrade_client.configuration.DOMAIN_REGEX), checked here so a
@@ -80,7 +82,15 @@ class Settings(BaseModel):
         description="Webhook claims shared by replicas: sqlite:///path, redis://..., postgresql://... or memory://.",
     )
     webhook_tolerance: float = Field(
-        default=300.0, gt=0, description="Webhook replay window on eventTimestamp, seconds."
+        default=6 * 3600.0,
+        gt=0,
+        description="Webhook replay window on eventTimestamp, seconds (default 6 h: SnapTrade's 3.5 h of "
+        "redeliveries with margin).",
+    )
+    previous_consumer_key: SecretStr | None = Field(
+        default=None,
+        description="The consumer key being rotated out: webhooks signed with it are still accepted during the "
+        "rotation overlap (docs/operations.md). Unset outside a rotation.",
     )
     rate_limit_storage_url: str = Field(
         default="memory://", description="limits storage URI: memory:// or redis://host:port/db."
@@ -197,6 +207,16 @@ class Settings(BaseModel):
             # SnapTrade answers 1076 for keys with stray whitespace: catch it before the first call.
             raise ValueError("has leading or trailing whitespace; remove it")
         register_secret(raw, kind="key")
+        return value
+
+    @field_validator("previous_consumer_key")
+    @classmethod
+    def _check_previous_consumer_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if value.get_secret_value() != value.get_secret_value().strip():
+            raise ValueError("has leading or trailing whitespace; remove it")
+        register_secret(value.get_secret_value(), kind="key")
         return value
 
     @field_validator("encryption_keys")

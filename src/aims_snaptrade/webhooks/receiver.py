@@ -17,6 +17,8 @@ outcome                status  meaning
                                later and then gets ``duplicate`` (or processes it, if that
                                replica failed): answering 2xx here could lose the event
 ``rejected``           401     bad or missing signature, or an event outside the replay window
+                               (older than ``tolerance``, 6 h by default: SnapTrade's whole
+                               retry schedule with margin)
 ``rejected``           400     not a webhook payload
 ``failed``             500     the handler raised: the claim is released, so the redelivery
                                SnapTrade sends is processed, once
@@ -32,19 +34,25 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeWebhookError
 from aims_snaptrade.pipeline import StoreCall
-from aims_snaptrade.redaction import install_log_redaction, redact, register_secret, scrub_exception
+from aims_snaptrade.redaction import install_log_redaction, redact, scrub_exception
 from aims_snaptrade.settings import Settings
 from aims_snaptrade.webhooks.dedupe.factory import open_webhook_dedupe_store
 from aims_snaptrade.webhooks.dedupe.memory import MemoryWebhookDedupeStore
 from aims_snaptrade.webhooks.dedupe.protocol import WebhookDedupeStore
 from aims_snaptrade.webhooks.events import WebhookEvent
-from aims_snaptrade.webhooks.verify import DEFAULT_TOLERANCE_SECONDS, Headers, verify_webhook
+from aims_snaptrade.webhooks.verify import (
+    DEFAULT_TOLERANCE_SECONDS,
+    MAX_AHEAD_SECONDS,
+    Headers,
+    signing_keys,
+    verify_webhook,
+)
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -63,7 +71,8 @@ DEDUPE_STORE = "webhook_dedupe"
 DEFAULT_LEASE_SECONDS = 300.0
 """How long a claim protects a delivery being processed; make it longer than your slowest handler."""
 DEFAULT_RETENTION_SECONDS = 30 * 24 * 3600.0
-"""How long a processed ``webhookId`` is remembered: longer than SnapTrade's redelivery schedule."""
+"""How long a processed ``webhookId`` is remembered: far longer than the replay window, so that every
+replay the window accepts is answered ``duplicate`` and never processed again."""
 
 WebhookOutcome = Literal["processed", "duplicate", "in_progress", "rejected", "failed", "unavailable"]
 WebhookHandler = Callable[[WebhookEvent], Any] | Callable[[WebhookEvent], Awaitable[Any]]
@@ -131,16 +140,25 @@ class WebhookReceiver:
         handler: Called once per ``webhookId`` with the typed event; a function or a coroutine
             function. Raising makes the receiver answer 500 and release the claim.
         consumer_key: The key deliveries are signed with. Registered for redaction.
+        previous_consumer_keys: Keys also accepted during a consumer-key rotation (the overlap of
+            ``docs/operations.md``); empty outside one.
         dedupe: A :class:`WebhookDedupeStore`, a store URL (the receiver then owns and closes
             it), or ``None`` for an in-process memory store (one replica only).
-        tolerance: Replay window on ``eventTimestamp``, seconds.
+        tolerance: Replay window on ``eventTimestamp``, seconds (default 6 h, SnapTrade's whole retry
+            schedule with margin; see :data:`~aims_snaptrade.webhooks.verify.DEFAULT_TOLERANCE_SECONDS`).
         lease_seconds: How long a claim protects an unfinished delivery (see
             :data:`DEFAULT_LEASE_SECONDS`).
-        retention_seconds: How long processed ids are remembered.
+        retention_seconds: How long processed ids are remembered; at least the span during which
+            the window accepts a payload (``tolerance`` plus the clock skew allowed ahead), else a
+            replay inside the window would be processed again.
         on_verified: Called with every verified event before de-duplication (duplicates
             included), for the audit trail; a function or coroutine function. If it raises, the
             delivery is answered 503 and not processed.
         now: Clock for the replay window (Unix seconds).
+
+    Raises:
+        SnapTradeConfigurationError: a bad key, a non-positive duration, or ``retention_seconds``
+            shorter than the window.
     """
 
     def __init__(
@@ -148,6 +166,7 @@ class WebhookReceiver:
         handler: WebhookHandler,
         *,
         consumer_key: str,
+        previous_consumer_keys: Sequence[str] = (),
         dedupe: WebhookDedupeStore | str | None = None,
         tolerance: float = DEFAULT_TOLERANCE_SECONDS,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
@@ -159,8 +178,7 @@ class WebhookReceiver:
             raise SnapTradeConfigurationError("WebhookReceiver needs a callable handler(event).")
         if on_verified is not None and not callable(on_verified):
             raise SnapTradeConfigurationError("on_verified must be a callable taking the event.")
-        if not isinstance(consumer_key, str) or not consumer_key:
-            raise SnapTradeConfigurationError("WebhookReceiver needs the consumer key as a non-empty string.")
+        keys = signing_keys(consumer_key, previous_consumer_keys, where="WebhookReceiver")
         for name, value in (
             ("tolerance", tolerance),
             ("lease_seconds", lease_seconds),
@@ -168,15 +186,24 @@ class WebhookReceiver:
         ):
             if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
                 raise SnapTradeConfigurationError(f"{name} must be positive seconds, got {value!r}.")
-        register_secret(consumer_key, kind="key")
+        accepted_span = float(tolerance) + min(float(tolerance), MAX_AHEAD_SECONDS)
+        if retention_seconds < accepted_span:
+            # A processed id forgotten while its payload still verifies would be processed again.
+            raise SnapTradeConfigurationError(
+                f"retention_seconds ({retention_seconds:g}) is shorter than the span the replay window accepts a "
+                f"payload ({accepted_span:g} s: tolerance plus the clock skew allowed ahead): a replay would be "
+                "processed twice. Raise retention_seconds or lower tolerance."
+            )
         install_log_redaction()
         self._handler = handler
-        self._consumer_key = consumer_key
+        self._consumer_key = keys[0]
+        self._previous_keys = keys[1:]
         self._on_verified = on_verified
         self.tolerance = float(tolerance)
         self.lease_seconds = float(lease_seconds)
         self.retention_seconds = float(retention_seconds)
         self._now = now
+        self._closers: list[Callable[[], None]] = []
         self._owns_store = dedupe is None or isinstance(dedupe, str)
         if dedupe is None:
             dedupe = MemoryWebhookDedupeStore()
@@ -188,8 +215,13 @@ class WebhookReceiver:
     def from_settings(
         cls, handler: WebhookHandler, settings: Settings | None = None, **options: Any
     ) -> WebhookReceiver:
-        """A receiver with the consumer key, ``SNAPTRADE_WEBHOOK_DEDUPE_URL`` and ``SNAPTRADE_WEBHOOK_TOLERANCE``
-        of ``settings`` (read from the environment when omitted); ``options`` override the rest.
+        """A receiver with the consumer key (and ``SNAPTRADE_PREVIOUS_CONSUMER_KEY`` during a rotation),
+        ``SNAPTRADE_WEBHOOK_DEDUPE_URL`` and ``SNAPTRADE_WEBHOOK_TOLERANCE`` of ``settings`` (read from
+        the environment when omitted); ``options`` override the rest.
+
+        When ``SNAPTRADE_AUDIT_KEY`` is set, every verified webhook is recorded in the audit trail
+        (``SNAPTRADE_AUDIT_STORE_URL``, opened and closed by the receiver) exactly as
+        ``on_verified=audit_webhooks(trail)`` does; an explicit ``on_verified`` replaces it.
 
         Raises:
             SnapTradeConfigurationError: In production, a ``memory://`` dedupe store.
@@ -197,7 +229,23 @@ class WebhookReceiver:
         settings = settings or Settings.from_env()
         options.setdefault("dedupe", settings.webhook_dedupe_url)
         options.setdefault("tolerance", settings.webhook_tolerance)
-        receiver = cls(handler, consumer_key=settings.consumer_key.get_secret_value(), **options)
+        if settings.previous_consumer_key is not None:
+            options.setdefault("previous_consumer_keys", (settings.previous_consumer_key.get_secret_value(),))
+        trail = None
+        if "on_verified" not in options and settings.audit_key is not None:
+            from aims_snaptrade.compliance.audit import audit_webhooks
+            from aims_snaptrade.compliance.factory import audit_store_url, open_audit_trail
+
+            trail = open_audit_trail(audit_store_url(settings), settings)
+            options["on_verified"] = audit_webhooks(trail)
+        try:
+            receiver = cls(handler, consumer_key=settings.consumer_key.get_secret_value(), **options)
+        except BaseException:
+            if trail is not None:
+                trail.close()
+            raise
+        if trail is not None:
+            receiver._closers.append(trail.close)
         if settings.environment == "production" and receiver.dedupe.kind == "memory":
             receiver.close()
             # Claims that die with the process let every restart and every replica process again.
@@ -211,9 +259,12 @@ class WebhookReceiver:
         return f"WebhookReceiver(dedupe={self.dedupe!r}, tolerance={self.tolerance:g})"
 
     def close(self) -> None:
-        """Close the dedupe store if the receiver opened it. Idempotent."""
+        """Close the dedupe store and the audit trail if the receiver opened them. Idempotent."""
         if self._owns_store:
             self.dedupe.close()
+        closers, self._closers = self._closers, []
+        for close in closers:
+            close()
 
     def __enter__(self) -> WebhookReceiver:
         return self
@@ -226,7 +277,12 @@ class WebhookReceiver:
     def _flow(self, headers: Headers, body: bytes | str) -> Generator[Effect, Any, WebhookResponse]:
         try:
             event = verify_webhook(
-                headers, body, consumer_key=self._consumer_key, tolerance=self.tolerance, now=self._now
+                headers,
+                body,
+                consumer_key=self._consumer_key,
+                previous_consumer_keys=self._previous_keys,
+                tolerance=self.tolerance,
+                now=self._now,
             )
         except SnapTradeWebhookError as exc:
             logger.warning("Refused a webhook delivery (%s): %s", type(exc).__name__, exc.message)

@@ -23,7 +23,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +38,9 @@ from aims_snaptrade.webhooks.events import WebhookEvent, parse_event
 
 __all__ = [
     "DEFAULT_TOLERANCE_SECONDS",
+    "MAX_AHEAD_SECONDS",
     "SIGNATURE_HEADER",
+    "SNAPTRADE_RETRY_DELAYS",
     "canonical_json",
     "sign_webhook",
     "verify_webhook",
@@ -47,8 +49,19 @@ __all__ = [
 SIGNATURE_HEADER = "Signature"
 """The header SnapTrade puts the signature in."""
 
-DEFAULT_TOLERANCE_SECONDS = 300.0
-"""Largest accepted distance between ``eventTimestamp`` and the local clock (SnapTrade's sample)."""
+SNAPTRADE_RETRY_DELAYS: tuple[float, ...] = (1800.0, 3600.0, 7200.0)
+"""SnapTrade's redelivery schedule: 3 retries, backoff from 30 minutes (the last one 3.5 h after the event)."""
+
+DEFAULT_TOLERANCE_SECONDS = 6 * 3600.0
+"""Largest accepted age of ``eventTimestamp``: SnapTrade's whole retry schedule (3.5 h) with 2.5 h of margin.
+
+SnapTrade redelivers the same signed payload with its original ``eventTimestamp``, so a shorter
+window (SnapTrade's sample uses 300 s) refuses every redelivery and loses the webhooks whose first
+delivery failed. A replay inside the window is harmless once the dedupe store remembers the id
+(see ``docs/webhooks.md``, threat model)."""
+
+MAX_AHEAD_SECONDS = 300.0
+"""Largest accepted distance of an ``eventTimestamp`` ahead of the local clock (clock skew), capped by the window."""
 
 _MAX_BODY_BYTES = 1 << 20  # SnapTrade's payloads are a few hundred bytes; refuse megabytes unread
 # JSON's insignificant whitespace, outside strings (strings are matched first and kept).
@@ -73,6 +86,7 @@ def verify_webhook(
     body: bytes | str,
     *,
     consumer_key: str,
+    previous_consumer_keys: Sequence[str] = (),
     tolerance: float = DEFAULT_TOLERANCE_SECONDS,
     now: Callable[[], float] = time.time,
 ) -> WebhookEvent:
@@ -80,11 +94,13 @@ def verify_webhook(
 
     Checks, in order: the body is at most 1 MiB of UTF-8 JSON holding an object without repeated
     keys (else :class:`~aims_snaptrade.errors.SnapTradeWebhookMalformedError`); the ``Signature``
-    header (any case) matches the payload signed with ``consumer_key``, compared in constant time,
+    header (any case) matches the payload signed with ``consumer_key`` (or, during a key rotation,
+    one of ``previous_consumer_keys``), compared in constant time,
     and every token of the body is spelled canonically (else
     :class:`~aims_snaptrade.errors.SnapTradeWebhookSignatureError`); ``eventTimestamp`` is a
-    timezone-aware ISO 8601 time (else malformed) within ``tolerance`` seconds of ``now()`` either
-    way (else :class:`~aims_snaptrade.errors.SnapTradeWebhookStaleError`); the payload has a
+    timezone-aware ISO 8601 time (else malformed) at most ``tolerance`` seconds old and at most
+    ``min(tolerance, MAX_AHEAD_SECONDS)`` ahead of ``now()`` (else
+    :class:`~aims_snaptrade.errors.SnapTradeWebhookStaleError`); the payload has a
     ``webhookId`` (or the misspelt ``webookId`` of SnapTrade's documented sample) and an
     ``eventType`` (else malformed).
 
@@ -96,19 +112,21 @@ def verify_webhook(
         headers: The request headers, as a mapping or as (name, value) pairs (ASGI's raw headers).
         body: The raw request body.
         consumer_key: The key the payload must be signed with. Registered for redaction.
-        tolerance: The replay window in seconds (default 300).
+        previous_consumer_keys: Keys also accepted during a consumer-key rotation (the overlap of
+            ``docs/operations.md``); empty outside one. Registered for redaction.
+        tolerance: The replay window in seconds (default :data:`DEFAULT_TOLERANCE_SECONDS`, 6 h:
+            SnapTrade's whole retry schedule with margin).
         now: The clock, Unix seconds (tests pass a fixed one).
 
     Raises:
-        SnapTradeConfigurationError: ``consumer_key`` empty or ``tolerance`` not positive.
+        SnapTradeConfigurationError: ``consumer_key`` (or a previous key) empty, or ``tolerance``
+            not positive.
     """
-    if not isinstance(consumer_key, str) or not consumer_key:
-        raise SnapTradeConfigurationError("verify_webhook needs the consumer key as a non-empty string.")
+    keys = signing_keys(consumer_key, previous_consumer_keys, where="verify_webhook")
     if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or not tolerance > 0:
         raise SnapTradeConfigurationError(f"tolerance must be positive seconds, got {tolerance!r}.")
-    register_secret(consumer_key, kind="key")
     payload, text = _parse_body(body)
-    _check_signature(headers, payload, text, consumer_key)
+    _check_signature(headers, payload, text, keys)
     _check_fresh(payload, tolerance, now())
     return parse_event(payload)
 
@@ -164,15 +182,37 @@ def _header(headers: Headers, name: str) -> list[str]:
     return found
 
 
-def _check_signature(headers: Headers, payload: dict[str, Any], text: str, consumer_key: str) -> None:
+def signing_keys(consumer_key: object, previous: object, *, where: str) -> tuple[str, ...]:
+    """The current key then the previous ones, checked and registered for redaction."""
+    if not isinstance(consumer_key, str) or not consumer_key:
+        raise SnapTradeConfigurationError(f"{where} needs the consumer key as a non-empty string.")
+    if isinstance(previous, str) or not isinstance(previous, Iterable):
+        raise SnapTradeConfigurationError(
+            f"{where}: previous_consumer_keys must be a list of keys (not one string), got {type(previous).__name__}."
+        )
+    keys = [consumer_key]
+    for key in previous:
+        if not isinstance(key, str) or not key:
+            raise SnapTradeConfigurationError(f"{where}: every previous consumer key must be a non-empty string.")
+        if key not in keys:
+            keys.append(key)
+    for key in keys:
+        register_secret(key, kind="key")
+    return tuple(keys)
+
+
+def _check_signature(headers: Headers, payload: dict[str, Any], text: str, keys: Sequence[str]) -> None:
     values = _header(headers, SIGNATURE_HEADER)
     if len(values) != 1 or not values[0].strip():
         problem = "has no Signature header" if not values or not values[0].strip() else "has several Signature headers"
         raise SnapTradeWebhookSignatureError(f"The webhook {problem}.")
-    expected = sign_webhook(payload, consumer_key).encode("ascii")
     # Compare the base64 text, not decoded bytes: a changed padding bit must not decode the same.
+    # Every key is compared (no early exit), so timing does not tell which key matched.
     given = values[0].strip().encode("utf-8", "replace")
-    if not hmac.compare_digest(expected, given):
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(sign_webhook(payload, key).encode("ascii"), given)
+    if not matched:
         raise SnapTradeWebhookSignatureError("The webhook signature does not match its payload.")
     # A genuine signature is masked in the library's logs wherever it might show up. Forged ones
     # are not registered: a flood of them would only evict genuine entries from the registry.
@@ -203,9 +243,10 @@ def _check_fresh(payload: dict[str, Any], tolerance: float, now: float) -> None:
     if when.tzinfo is None or when.utcoffset() is None:
         raise SnapTradeWebhookMalformedError("The webhook eventTimestamp has no UTC offset.")
     age = now - when.timestamp()
-    if abs(age) > tolerance:
+    if age > tolerance or -age > min(tolerance, MAX_AHEAD_SECONDS):
         direction = "old" if age > 0 else "ahead of this clock"
+        limit = tolerance if age > 0 else min(tolerance, MAX_AHEAD_SECONDS)
         raise SnapTradeWebhookStaleError(
-            f"The webhook event is {abs(age):.0f} s {direction}, outside the {tolerance:g} s replay window.",
+            f"The webhook event is {abs(age):.0f} s {direction}, outside the {limit:g} s replay window.",
             age_seconds=age,
         )

@@ -1,9 +1,13 @@
 """Typed results: lenient where SnapTrade is, exact where money is.
 
 SnapTrade's enums are "best effort" (brokers' raw values pass through) and many fields are
-nullable, so models keep unknown values as plain strings, accept missing fields as ``None`` and
-keep every field they do not name (``model_extra``). Money and quantities are :class:`Decimal`,
-parsed from the JSON text representation, never through binary float arithmetic.
+nullable, so models keep unknown values as plain strings and accept missing fields as ``None``.
+Money and quantities are :class:`Decimal`, parsed from the JSON text representation, never
+through binary float arithmetic.
+
+A model holds and dumps its typed fields only (``model_dump(mode="json")`` writes money as
+decimal strings, never floats). The answer it was built from, every field as SnapTrade sent it
+(money as the JSON's floats), stays reachable, read-only, as :attr:`SnapTradeModel.raw`.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from types import MappingProxyType
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 
 __all__ = [
     "Account",
@@ -59,11 +64,11 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _item(data: Any, what: str) -> dict[str, Any]:
+def _item(data: Any, what: str) -> Mapping[str, Any]:
     """One element of a results list, which must be a JSON object."""
     if not isinstance(data, Mapping):
         raise TypeError(f"{what} is a {type(data).__name__}, not an object")
-    return dict(data)
+    return data
 
 
 def _code(value: Any) -> Any:
@@ -76,10 +81,41 @@ def _code(value: Any) -> Any:
 CurrencyCode = Annotated[str | None, BeforeValidator(_code)]
 
 
-class SnapTradeModel(BaseModel):
-    """Base of all result models: immutable, keeps unknown fields, accepts API or Python names."""
+_NO_ANSWER: Mapping[str, Any] = MappingProxyType({})
 
-    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+class SnapTradeModel(BaseModel):
+    """Base of all result models: immutable, typed fields only, accepts API or Python names.
+
+    ``model_dump()`` and ``model_dump_json()`` carry the typed fields alone; the SnapTrade answer a
+    model was built from is :attr:`raw`. Two models are equal when their typed fields are.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    _raw: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @property
+    def raw(self) -> Mapping[str, Any]:
+        """The JSON object SnapTrade answered, as the SDK returned it (read-only; fields the model
+        does not name, money as sent). Empty for a model built by the library or by hand."""
+        return _NO_ANSWER if self._raw is None else MappingProxyType(self._raw)
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any], **derived: Any) -> Self:
+        """Validate ``answer`` (with ``derived`` fields set on top) and keep it as :attr:`raw`."""
+        model = cls.model_validate({**answer, **derived} if derived else answer)
+        # The SDK's body is a fresh dict per answer, owned by no one else: kept, not copied (a
+        # plain dict, so models still pickle and deep-copy); ``raw`` hands out a read-only view.
+        model._raw = answer if isinstance(answer, dict) else dict(answer)
+        return model
+
+    def __eq__(self, other: object) -> bool:
+        # Typed fields only: the raw answer (a private attribute) does not make two models differ.
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = BaseModel.__hash__
 
 
 class ApiStatus(SnapTradeModel):
@@ -136,11 +172,9 @@ class Account(SnapTradeModel):
     @classmethod
     def from_api(cls, data: Any) -> Account:
         """Build from one element of the API's ``results`` list."""
-        data = _item(data, "an account")  # a copy: the fields below are added to it
+        data = _item(data, "an account")
         net = _mapping(data.get("net_value"))
-        data["net_value_amount"] = net.get("amount")
-        data["net_value_currency"] = net.get("currency")
-        return cls.model_validate(data)
+        return cls.from_answer(data, net_value_amount=net.get("amount"), net_value_currency=net.get("currency"))
 
 
 class Balance(SnapTradeModel):
@@ -166,12 +200,14 @@ class Position(SnapTradeModel):
     @classmethod
     def from_api(cls, data: Any) -> Position:
         """Build from one element of the API's ``results`` list."""
-        data = _item(data, "a position")  # a copy: the fields below are set on it
+        data = _item(data, "a position")
         instrument = _mapping(data.get("instrument"))
-        data["symbol"] = instrument.get("symbol") or instrument.get("raw_symbol")
-        data["instrument_kind"] = instrument.get("kind")
-        data["description"] = instrument.get("description")
-        return cls.model_validate(data)
+        return cls.from_answer(
+            data,
+            symbol=instrument.get("symbol") or instrument.get("raw_symbol"),
+            instrument_kind=instrument.get("kind"),
+            description=instrument.get("description"),
+        )
 
 
 class Activity(SnapTradeModel):
@@ -193,7 +229,6 @@ class Activity(SnapTradeModel):
     @classmethod
     def from_api(cls, data: Any) -> Activity:
         """Build from one element of the API's ``data`` list."""
-        data = _item(data, "an activity")  # a copy: the symbol below is set on it
+        data = _item(data, "an activity")
         symbol = data.get("symbol")
-        data["symbol"] = symbol.get("symbol") if isinstance(symbol, dict) else symbol
-        return cls.model_validate(data)
+        return cls.from_answer(data, symbol=symbol.get("symbol") if isinstance(symbol, dict) else symbol)

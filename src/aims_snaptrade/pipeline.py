@@ -633,7 +633,7 @@ class Core:
     def api_status(self, options: CallOptions | None = None) -> Flow[ApiStatus]:
         """SnapTrade's status, with the local clock's skew against the server's."""
         response = yield from self.call("check", {}, options=options)
-        status = _parsed(response, lambda body: ApiStatus.model_validate(_object(body)))
+        status = _parsed(response, lambda body: ApiStatus.from_answer(_object(body)))
         if status.timestamp is not None:
             server = status.timestamp if status.timestamp.tzinfo else status.timestamp.replace(tzinfo=UTC)
             skew = (datetime.now(UTC) - server).total_seconds()
@@ -820,9 +820,7 @@ class Core:
         response = yield from self.call("login_snap_trade_user", arguments, options=options)
         return _parsed(
             response,
-            lambda body: ConnectionPortalLink.model_validate(
-                {**_object(body), "expires_at": issued + PORTAL_LINK_LIFETIME}
-            ),
+            lambda body: ConnectionPortalLink.from_answer(_object(body), expires_at=issued + PORTAL_LINK_LIFETIME),
         )
 
     def list_accounts(self, user_id: str, options: CallOptions | None = None) -> Flow[list[Account]]:
@@ -838,7 +836,7 @@ class Core:
         response = yield from self.call(
             "get_user_account_balance", {"user_id": user_id, "account_id": account_id}, options=options
         )
-        return _parsed(response, lambda body: [Balance.model_validate(_object(item)) for item in _list(body)])
+        return _parsed(response, lambda body: [Balance.from_answer(_object(item)) for item in _list(body)])
 
     def get_positions(self, user_id: str, account_id: str, options: CallOptions | None = None) -> Flow[list[Position]]:
         """Every position of one account."""

@@ -307,14 +307,7 @@ class Order(SnapTradeModel):
     def from_api(cls, record: Mapping[str, Any], account_id: str | None = None) -> Order:
         """Build from one ``AccountOrderRecord``."""
         symbol, universal_symbol_id = _symbol_fields(record)
-        return cls.model_validate(
-            {
-                **record,
-                "account_id": account_id,
-                "symbol": symbol,
-                "universal_symbol_id": universal_symbol_id,
-            }
-        )
+        return cls.from_answer(record, account_id=account_id, symbol=symbol, universal_symbol_id=universal_symbol_id)
 
     @property
     def is_open(self) -> bool:

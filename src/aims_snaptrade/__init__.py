@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     )
     from aims_snaptrade.operations import OPERATIONS, Operation
     from aims_snaptrade.pipeline import CallOptions
+    from aims_snaptrade.portal import PortalResult, PortalStatus
     from aims_snaptrade.retry import RetryPolicy
     from aims_snaptrade.secrets import SecretStore
     from aims_snaptrade.settings import Settings
@@ -104,6 +105,8 @@ __all__ = [
     "OrderIntentStore",
     "OrderPreview",
     "OrderStatus",
+    "PortalResult",
+    "PortalStatus",
     "Position",
     "Reconciliation",
     "RegisteredUser",
@@ -173,6 +176,8 @@ _WHERE: dict[str, str] = {
     "OPERATIONS": "aims_snaptrade.operations",
     "Operation": "aims_snaptrade.operations",
     "Position": "aims_snaptrade.models",
+    "PortalResult": "aims_snaptrade.portal",
+    "PortalStatus": "aims_snaptrade.portal",
     "Order": "aims_snaptrade.trading",
     "OrderIntent": "aims_snaptrade.trading",
     "OrderIntentStore": "aims_snaptrade.trading",

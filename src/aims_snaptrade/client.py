@@ -475,6 +475,7 @@ class SafeSnapTradeClient(_Base):
         connection_type: ConnectionType = "read",
         custom_redirect: str | None = None,
         reconnect: str | None = None,
+        immediate_redirect: bool | None = None,
         options: CallOptions | None = None,
     ) -> ConnectionPortalLink:
         """A Connection Portal link (valid 5 minutes); ``reconnect=<authorization id>`` repairs a connection."""
@@ -485,6 +486,7 @@ class SafeSnapTradeClient(_Base):
                 connection_type=connection_type,
                 custom_redirect=custom_redirect,
                 reconnect=reconnect,
+                immediate_redirect=immediate_redirect,
                 options=options,
             )
         )
@@ -803,6 +805,7 @@ class AsyncSafeSnapTradeClient(_Base):
         connection_type: ConnectionType = "read",
         custom_redirect: str | None = None,
         reconnect: str | None = None,
+        immediate_redirect: bool | None = None,
         options: CallOptions | None = None,
     ) -> ConnectionPortalLink:
         """A Connection Portal link (valid 5 minutes); ``reconnect=<authorization id>`` repairs a connection."""
@@ -813,6 +816,7 @@ class AsyncSafeSnapTradeClient(_Base):
                 connection_type=connection_type,
                 custom_redirect=custom_redirect,
                 reconnect=reconnect,
+                immediate_redirect=immediate_redirect,
                 options=options,
             )
         )

@@ -795,9 +795,19 @@ class Core:
         connection_type: Literal["read", "trade", "trade-if-available"] = "read",
         custom_redirect: str | None = None,
         reconnect: str | None = None,
+        immediate_redirect: bool | None = None,
         options: CallOptions | None = None,
     ) -> Flow[ConnectionPortalLink]:
-        """A Connection Portal link for the user to connect (or, with ``reconnect``, repair) a brokerage."""
+        """A Connection Portal link for the user to connect (or, with ``reconnect``, repair) a brokerage.
+
+        ``immediate_redirect=True`` sends the person straight back to ``custom_redirect`` when the
+        attempt ends, skipping the portal's finish screen; read the outcome with
+        :meth:`~aims_snaptrade.portal.PortalResult.from_redirect`.
+        """
+        if immediate_redirect is not None and not isinstance(immediate_redirect, bool):
+            raise e.SnapTradeValidationError(
+                f"immediate_redirect must be True, False or None, got {type(immediate_redirect).__name__}."
+            )
         if connection_type not in ("read", "trade", "trade-if-available"):
             raise e.SnapTradeValidationError(
                 f"connection_type must be 'read', 'trade' or 'trade-if-available', got {connection_type!r}."
@@ -813,6 +823,7 @@ class Core:
             ("broker", broker),
             ("custom_redirect", custom_redirect),
             ("reconnect", reconnect),
+            ("immediate_redirect", immediate_redirect),
         ):
             if value is not None:
                 arguments[key] = value

@@ -97,12 +97,13 @@ def test_portal_links_expire() -> None:
 def test_portal_page_and_custom_redirect(emu: SnapTradeEmulator, sdk: Any) -> None:
     secret = sdk.authentication.register_snap_trade_user(user_id="web").body["userSecret"]
     login = sdk.authentication.login_snap_trade_user(
-        user_id="web", user_secret=secret, custom_redirect="https://app.example/done"
+        user_id="web", user_secret=secret, custom_redirect="https://app.example/done", immediate_redirect=True
     ).body
     http = urllib3.PoolManager(retries=False)
     page = http.request("GET", login["redirectURI"])
     assert page.status == 200
     assert b"self_directed" in page.data
+    # immediateRedirect: straight back to customRedirect, without the finish screen
     done = http.request("GET", f"{emu.root_url}/portal/{login['sessionId']}/connect?scenario=cash_only", redirect=False)
     assert done.status == 302
     location = done.headers["Location"]

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from aims_snaptrade.testing.emulator import ConnectedUser, SnapTradeEmulator, run
     from aims_snaptrade.testing.faults import Fault, FaultInjector, FaultKind, FaultRule
     from aims_snaptrade.testing.journal import Journal, JournalEntry
-    from aims_snaptrade.testing.portal import complete_portal_link
+    from aims_snaptrade.testing.portal import complete_portal_link, portal_outcome
     from aims_snaptrade.testing.seed import ConnectionPortalError, Scenario
     from aims_snaptrade.testing.signing import sign
     from aims_snaptrade.testing.webhooks import WebhookEmitter, WebhookFault
@@ -72,6 +72,7 @@ __all__ = [
     "WebhookEmitter",
     "WebhookFault",
     "complete_portal_link",
+    "portal_outcome",
     "run",
     "sign",
 ]
@@ -101,6 +102,7 @@ _WHERE = {
     "Scenario": "seed",
     "sign": "signing",
     "complete_portal_link": "portal",
+    "portal_outcome": "portal",
     "WebhookEmitter": "webhooks",
     "WebhookFault": "webhooks",
 }

@@ -136,6 +136,7 @@ class PortalSession:
     reconnect: str | None
     locale: str = "en"  # the portal language: en or pt-BR
     used: bool = False
+    immediate_redirect: bool = False  # back to custom_redirect without the finish screen
 
 
 @dataclass(slots=True, eq=False)

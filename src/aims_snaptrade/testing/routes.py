@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from aiohttp import web
 
@@ -43,7 +43,7 @@ from aims_snaptrade.testing.history import BALANCE_HISTORY_DAYS, ValueWalk, comb
 from aims_snaptrade.testing.journal import Journal, JournalEntry
 from aims_snaptrade.testing.problems import ApiProblem
 from aims_snaptrade.testing.ratelimit import SlidingWindowLimiter, WindowState
-from aims_snaptrade.testing.records import Account, Authorization, Order, User
+from aims_snaptrade.testing.records import Account, Authorization, Order, PortalSession, User
 from aims_snaptrade.testing.render import (
     iso,
     render_account,
@@ -519,29 +519,56 @@ class Dispatcher:
         return uri + f"&connectionPortalVersion=v4&sessionId={session_id}"
 
     def _portal(self, call: _Call) -> web.Response:
-        """``GET /portal/{session}`` lists scenarios; ``GET /portal/{session}/connect?scenario=...`` connects."""
+        """The portal page a person opens, and how it reports the outcome to the partner's app.
+
+        ``GET /portal/{session}`` lists the scenarios; ``.../connect?scenario=...`` connects and
+        ``.../abandon`` leaves without connecting. The outcome is reported as SnapTrade documents
+        it: the window message posted to the opener or parent frame (also embedded in the page as
+        ``<script id="snaptrade-portal-message" type="application/json">``), and the return to
+        ``customRedirect`` with ``status``, ``connection_id`` or ``status_code`` and
+        ``error_code``: at once (302) with ``immediateRedirect``, else from the finish screen's
+        Done link.
+        """
         parts = call.api_path.split("/")
         session_id = parts[2] if len(parts) > 2 else ""
         session = self.state.session(session_id)
         status = 200
-        if len(parts) > 3 and parts[3] == "connect":
+        action = parts[3] if len(parts) > 3 else None
+        if action in ("connect", "abandon"):
+            if action == "abandon" and session is None:
+                text, status = "<h1>Unknown connection link</h1>", 404
+                return self._portal_page(call, session, text, status)
             try:
-                auth = self.state.complete_connection(
-                    session_id,
-                    brokerage=call.query.get("broker") or None,
-                    scenario=call.query.get("scenario") or Scenario.SELF_DIRECTED.value,
-                )
+                if action == "abandon":
+                    query: dict[str, str] = {"status": "ABANDONED"}
+                    message: Any = "ABANDONED"
+                    text = "<h1>Connection abandoned</h1>"
+                else:
+                    auth = self.state.complete_connection(
+                        session_id,
+                        brokerage=call.query.get("broker") or None,
+                        scenario=call.query.get("scenario") or Scenario.SELF_DIRECTED.value,
+                    )
+                    query = {"status": "SUCCESS", "connection_id": auth.id}
+                    message = {"status": "SUCCESS", "authorizationId": auth.id}
+                    text = f"<h1>Connected</h1><p>connection_id: {html.escape(auth.id)}</p>"
             except (ConnectionPortalError, ValueError) as exc:
                 reason = exc.reason if isinstance(exc, ConnectionPortalError) else "invalid_scenario"
-                if session and session.custom_redirect:
-                    location = _append_query(session.custom_redirect, f"status=ERROR&error_code={quote(reason)}")
-                    return self._redirect(call, location)
-                text, status = f"<h1>Connection failed</h1><p>{html.escape(str(exc))}</p>", 400
-            else:
-                if session and session.custom_redirect:
-                    location = _append_query(session.custom_redirect, f"status=SUCCESS&connection_id={auth.id}")
-                    return self._redirect(call, location)
-                text = f"<h1>Connected</h1><p>connection_id: {html.escape(auth.id)}</p>"
+                detail = exc.detail if isinstance(exc, ConnectionPortalError) else str(exc)
+                code = str(_PORTAL_FAILURE_STATUS.get(reason, 400))
+                query = {"status": "ERROR", "status_code": code, "error_code": reason}
+                message = {"status": "ERROR", "errorCode": reason, "statusCode": code, "detail": detail}
+                text, status = f"<h1>Connection failed</h1><p>{html.escape(reason)}: {html.escape(detail)}</p>", 400
+            back = (
+                _append_query(session.custom_redirect, urlencode(query))
+                if session and session.custom_redirect
+                else None
+            )
+            if back is not None and session is not None and session.immediate_redirect:
+                return self._redirect(call, back)
+            if back is not None:
+                text += f'<p><a id="snaptrade-done" href="{html.escape(back)}">Done</a></p>'
+            text += _window_message(message)
         elif session is None:
             text, status = "<h1>Unknown connection link</h1>", 404
         else:
@@ -549,7 +576,11 @@ class Dispatcher:
                 f'<li><a href="/portal/{html.escape(session_id)}/connect?scenario={s.value}">{s.value}</a></li>'
                 for s in Scenario
             )
-            text = f"<h1>SnapTrade emulator: connect a brokerage</h1><ul>{links}</ul>"
+            abandon = f'<p><a href="/portal/{html.escape(session_id)}/abandon">Exit without connecting</a></p>'
+            text = f"<h1>SnapTrade emulator: connect a brokerage</h1><ul>{links}</ul>{abandon}"
+        return self._portal_page(call, session, text, status)
+
+    def _portal_page(self, call: _Call, session: PortalSession | None, text: str, status: int) -> web.Response:
         self.journal.append(
             JournalEntry(
                 call.headers["X-Request-ID"],
@@ -966,6 +997,30 @@ class Dispatcher:
                 raise ApiProblem.not_found(f"Symbol {item}")
             quotes.append(render_quote(security))
         return quotes
+
+
+# HTTP statuses the emulator's portal reports for its failures (SnapTrade sends the status of the
+# failed step; these are the emulator's choices for its own reasons).
+_PORTAL_FAILURE_STATUS = {
+    "invalid_credentials": 401,
+    "account_locked": 403,
+    "rate_limited": 429,
+    "session_expired": 410,
+    "session_used": 409,
+    "unknown_session": 404,
+    "invalid_scenario": 400,
+}
+
+
+def _window_message(message: Any) -> str:
+    """The portal's window message: posted to the opener (new tab) or parent (iframe), and
+    embedded as JSON so a test without a browser can read it."""
+    data = json.dumps(message).replace("</", "<\\/")
+    return (
+        f'<script id="snaptrade-portal-message" type="application/json">{data}</script>'
+        "<script>(window.opener || window.parent).postMessage("
+        "JSON.parse(document.getElementById('snaptrade-portal-message').textContent), '*');</script>"
+    )
 
 
 def _append_query(url: str, extra: str) -> str:

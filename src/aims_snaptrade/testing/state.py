@@ -273,6 +273,7 @@ class EmulatorState:
                 custom_redirect=custom_redirect,
                 reconnect=reconnect,
                 locale=locale,
+                immediate_redirect=body.get("immediateRedirect") is True,
             )
             self._sessions[session.session_id] = session
             return session

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from sync_helpers import client_kwargs, seed
 
+from aims_snaptrade import SafeSnapTradeClient
 from aims_snaptrade.cli import main
 from aims_snaptrade.secrets import SQLiteSecretStore
 from aims_snaptrade.testing import SnapTradeEmulator
@@ -70,3 +72,47 @@ def test_sync_command_refuses_bad_usage(env: Path, argv: list[str]) -> None:
     except SystemExit as exit_:  # argparse's own usage errors
         code = int(exit_.code or 0)
     assert code == 2
+
+
+def test_a_small_batch_reports_its_share_of_the_budget_and_names_who_failed(
+    emu: SnapTradeEmulator, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    users = seed(emu, 3)
+    store = SQLiteSecretStore(env / "secrets.db")
+    store.put(users[0].user_id, users[0].user_secret)  # the other two have no secret: both fail
+    store.close()
+    (env / "users.txt").write_text("\n".join(u.user_id for u in users))
+    assert main(["sync", "--users", str(env / "users.txt"), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    use = int(re.search(r"budget (\d+)%", out).group(1))  # type: ignore[union-attr]
+    assert 0 < use <= 100  # a short burst used a small share, not a rate extrapolated from it
+    assert "failed users (2):" in out, out
+    named = re.findall(r"^  (\S+): (\w+)$", out, flags=re.MULTILINE)
+    assert sorted(name for name, _ in named) == sorted(u.user_id for u in users[1:])
+    assert all(kind.startswith("SnapTrade") for _, kind in named)
+
+
+def test_due_lists_its_users_first_so_the_total_is_known(
+    emu: SnapTradeEmulator, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    users = seed(emu, 4)
+    store = SQLiteSecretStore(env / "secrets.db")
+    for user in users:
+        store.put(user.user_id, user.user_secret)
+    store.close()
+    (env / "users.txt").write_text("\n".join(u.user_id for u in users))
+    assert main(["sync", "--users", str(env / "users.txt"), "--no-progress"]) == 0
+    capsys.readouterr()
+    with SafeSnapTradeClient.from_env() as client:  # two webhook marks make two users due
+        for user in users[:2]:
+            client.mark_from_webhook(
+                {
+                    "eventType": "ACCOUNT_HOLDINGS_UPDATED",
+                    "userId": user.user_id,
+                    "accountId": user.account_ids[0],
+                    "details": {"success": True},
+                }
+            )
+    assert main(["sync", "--due", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "synced 2/2 users" in out and "failed 0" in out and "/?" not in out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sized
 from dataclasses import dataclass
@@ -72,7 +73,10 @@ class SyncProgress:
         total: Users in the batch, when known.
         requests: Requests sent so far.
         elapsed: Seconds since the batch started.
-        budget_use: Requests per second over what the customer budget allows per second.
+        budget_use: The share of the customer budget the batch's requests took: its requests over
+            what the budget allows in the elapsed time (``limit`` per window, the first window
+            whole, as a fresh window lets ``limit`` requests go at once). Between 0 and 1 while
+            the limiter holds; other clients' requests on the same budget are not counted.
         eta_seconds: Estimated seconds left, when ``total`` is known and a user is done.
     """
 
@@ -149,7 +153,7 @@ async def stream_sync(
     client._open_ledger()
     work: asyncio.Queue[str | None] = asyncio.Queue(maxsize=concurrency * 2)
     results: asyncio.Queue[UserSyncResult | None] = asyncio.Queue(maxsize=concurrency * 2)
-    customer_rate = client.settings.customer_limit / client.settings.customer_limit_window
+    budget = (client.settings.customer_limit, client.settings.customer_limit_window)
     started = time.monotonic()
     counts = {"synced": 0, "failed": 0, "skipped": 0, "requests": 0}
 
@@ -227,7 +231,7 @@ async def stream_sync(
             counts[key] += 1
             counts["requests"] += result.requests
             if on_progress is not None:
-                await _call(on_progress, _progress(counts, total, started, customer_rate))
+                await _call(on_progress, _progress(counts, total, started, budget))
             yield result
         await runner  # re-raise what broke the batch itself (the ledger, the user id source)
     finally:
@@ -236,13 +240,16 @@ async def stream_sync(
             await asyncio.gather(runner, return_exceptions=True)
 
 
-def _progress(counts: dict[str, int], total: int | None, started: float, customer_rate: float) -> SyncProgress:
+def _progress(counts: dict[str, int], total: int | None, started: float, budget: tuple[int, float]) -> SyncProgress:
     elapsed = time.monotonic() - started
     done = counts["synced"] + counts["failed"] + counts["skipped"]
     eta = None
     if total is not None and done:
         eta = max(0.0, elapsed / done * (total - done))
-    use = counts["requests"] / elapsed / customer_rate if elapsed > 0 else 0.0
+    limit, window = budget
+    # A rate (requests / elapsed / limit per second) overstates a short batch many times over: a
+    # fresh window lets ``limit`` requests go at once. What the budget allowed is the measure.
+    use = counts["requests"] / (limit * (math.floor(elapsed / window) + 1))
     return SyncProgress(
         done=done,
         synced=counts["synced"],
@@ -282,7 +289,7 @@ async def sync_users(
         batch_id,
         last[0]
         if last
-        else _progress({"synced": 0, "failed": 0, "skipped": 0, "requests": 0}, 0, time.monotonic(), 1.0),
+        else _progress({"synced": 0, "failed": 0, "skipped": 0, "requests": 0}, 0, time.monotonic(), (1, 1.0)),
     )
 
 

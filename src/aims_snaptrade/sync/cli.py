@@ -1,10 +1,14 @@
 """``aims-snaptrade sync``: batch portfolio sync from a shell, with a progress bar.
 
-Users come from a file (one id per line, ``-`` for stdin) or from the ledger (``--due``). The
-bar shows users done, users per second, the share of the customer budget in use, failures and
-the ETA; it needs ``rich`` (``pip install 'aims-snaptrade[progress]'``), else a line is printed
-every few seconds. ``--results`` appends one JSON line per user (the sink). Exit status: 0 when
-every user synced, 1 when some failed, 2 on bad usage or configuration.
+Users come from a file (one id per line, ``-`` for stdin) or from the ledger (``--due``: the due
+users are listed first, so the total is known and the batch is exactly the users due when it
+started). The bar shows users done, users per second, the share of the customer budget the batch
+used (its requests over what the budget allowed in the time, so at most 100%), failures and the
+ETA; it needs ``rich`` (``pip install 'aims-snaptrade[progress]'``), else a line is printed every
+few seconds. The closing lines name the users that failed, with the error's type (the first
+:data:`NAMED_FAILURES`; ``--results`` has every one). ``--results`` appends one JSON line per user
+(the sink). Exit status: 0 when every user synced, 1 when some failed, 2 on bad usage or
+configuration.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -24,7 +28,10 @@ from aims_snaptrade.errors import SnapTradeConfigurationError
 if TYPE_CHECKING:
     from aims_snaptrade.sync.batch import SyncProgress, UserSyncResult
 
-__all__ = ["add_sync_command", "run_sync_command"]
+__all__ = ["NAMED_FAILURES", "add_sync_command", "run_sync_command"]
+
+NAMED_FAILURES = 20
+"""How many failed users the closing lines name (``--results`` lists them all)."""
 
 
 def add_sync_command(commands: Any) -> None:
@@ -116,25 +123,55 @@ def run_sync_command(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise SnapTradeConfigurationError(f"--concurrency must be at least 1, got {args.concurrency}")
     ids, total = (None, None) if args.due else _user_ids(args.users)
+    failures: list[UserSyncResult] = []
+    totals: list[int | None] = [total]
 
-    async def run(sink: IO[str] | None, show: Callable[[SyncProgress], None]) -> SyncProgress:
+    async def run(sink: IO[str] | None, stack: ExitStack) -> SyncProgress:
         async with AsyncSafeSnapTradeClient.from_env() as client:
 
             def write(result: UserSyncResult) -> None:
+                if not result.ok and not result.skipped:
+                    failures.append(result)
                 if sink is not None:
                     sink.write(_result_line(result) + "\n")
 
-            options = {"concurrency": args.concurrency, "batch_id": args.batch_id, "on_result": write}
+            source: Iterable[str] | None = ids
             if args.due:
-                summary = await client.sync_due(on_progress=show, **options)
-            else:
-                assert ids is not None
-                summary = await client.sync_users(ids, total=total, force=args.force, on_progress=show, **options)
+                from aims_snaptrade.sync.batch import due_user_ids
+
+                # Listed first: a known total, and a batch of exactly the users due now.
+                await asyncio.to_thread(client._open_ledger)
+                due = [user_id async for user_id in due_user_ids(client)]
+                source, totals[0] = due, len(due)
+            assert source is not None
+            show = _progress_display(stack, totals[0], args.no_progress)
+            summary = await client.sync_users(
+                source,
+                total=totals[0],
+                force=args.force,
+                concurrency=args.concurrency,
+                batch_id=args.batch_id,
+                on_result=write,
+                on_progress=show,
+            )
             return summary.progress
 
     with ExitStack() as stack:
         sink = stack.enter_context(open(args.results, "a", encoding="utf-8")) if args.results else None
-        show = _progress_display(stack, total, args.no_progress)
-        final = asyncio.run(run(sink, show))
+        final = asyncio.run(run(sink, stack))
     print(_describe(final).replace("sync ", "synced ", 1) + f", {final.requests} requests in {final.elapsed:.1f} s")
+    for line in _failure_lines(failures, results=args.results):
+        print(line)
     return 1 if final.failed else 0
+
+
+def _failure_lines(failures: list[UserSyncResult], *, results: str | None) -> list[str]:
+    """The closing lines that name the failed users (never a secret: errors are redacted)."""
+    if not failures:
+        return []
+    named = [f"  {f.user_id}: {f.error.type if f.error else 'failed'}" for f in failures[:NAMED_FAILURES]]
+    lines = [f"failed users ({len(failures)}):", *named]
+    if len(failures) > NAMED_FAILURES:
+        where = f"every one is in {results}" if results else "rerun with --results FILE for every one"
+        lines.append(f"  ... and {len(failures) - NAMED_FAILURES} more ({where})")
+    return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -15,3 +16,16 @@ def _redaction_registry_per_test() -> Iterator[None]:
     # so every test passes alone and in any order.
     with isolated_registry(empty=False):
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_data_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # The embedded stores' default directory is the platform's user data directory
+    # (XDG_DATA_HOME on Linux): give the session its own, so no test writes into the real one.
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data-home"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = saved

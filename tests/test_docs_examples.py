@@ -9,7 +9,8 @@ The convention (documented in docs/testing.md, "Examples in these docs"):
   ``SNAPTRADE_CONSUMER_KEY``, ``SNAPTRADE_ENVIRONMENT=sandbox``, ``SNAPTRADE_BASE_URL`` and a
   generated ``SNAPTRADE_ENCRYPTION_KEYS``; every other ``SNAPTRADE_*`` variable is unset.
   So ``SafeSnapTradeClient.from_env()`` in an example talks to that emulator and keeps its
-  secrets in ``./aims-snaptrade-secrets.db`` of the temporary directory.
+  secrets in ``secrets.db`` of the reader's own user data directory (``XDG_DATA_HOME`` is a
+  fresh directory beside the working directory), never in the working directory.
 * Top-level ``await`` / ``async with`` is allowed (the block runs in ``asyncio.run``).
 * A block right after the line ``<!-- docs-test: pytest -->`` is a pytest test module: it is
   written to a file and run by pytest in a subprocess, in pytest-asyncio's default strict mode,
@@ -79,7 +80,9 @@ def reader_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SnapTradeEmul
     """The reader's set-up: a running emulator named by ``SNAPTRADE_*``, an empty working directory."""
     for name in [n for n in os.environ if n.startswith("SNAPTRADE_")]:
         monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     with SnapTradeEmulator() as emu:
         monkeypatch.setenv("SNAPTRADE_CLIENT_ID", emu.client_id)
         monkeypatch.setenv("SNAPTRADE_CONSUMER_KEY", emu.consumer_key)
@@ -142,7 +145,11 @@ def test_the_quick_start_runs_twice_in_a_row(reader_env: SnapTradeEmulator, monk
         monkeypatch.setitem(sys.modules, module.__name__, module)
         run_block(quick_start, module)
     assert reader_env.journal.count(operation="register_snap_trade_user", status=200) == 1
-    assert Path("aims-snaptrade-secrets.db").exists()
+    # The secret lives in the user's data directory (owner-only), nothing in the working directory.
+    data_dir = Path(os.environ["XDG_DATA_HOME"]) / "aims-snaptrade"
+    assert (data_dir / "secrets.db").exists()
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert list(Path.cwd().iterdir()) == []
 
 
 def test_the_block_finder_sees_indented_and_marked_blocks(tmp_path: Path) -> None:

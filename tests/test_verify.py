@@ -33,7 +33,7 @@ def emu() -> Iterator[SnapTradeEmulator]:
 
 @pytest.fixture
 def env(emu: SnapTradeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A sandbox deployment pointed at the emulator, run from an empty directory."""
+    """A sandbox deployment pointed at the emulator, run from an empty directory that is its data directory."""
     for name in [n for n in os.environ if n.startswith("SNAPTRADE_")]:
         monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
@@ -43,6 +43,7 @@ def env(emu: SnapTradeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "SNAPTRADE_ENVIRONMENT": "sandbox",
         "SNAPTRADE_BASE_URL": emu.base_url,
         "SNAPTRADE_ENCRYPTION_KEYS": KEYS.export(),
+        "SNAPTRADE_DATA_DIR": str(tmp_path),
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -119,7 +120,7 @@ def test_a_trading_service_is_verified_without_creating_its_intent_journal(
 def test_an_existing_store_is_read_not_written(
     env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = SQLiteSecretStore(tmp_path / "aims-snaptrade-secrets.db", KEYS)
+    store = SQLiteSecretStore(tmp_path / "secrets.db", KEYS)
     store.put("ann", "secret-of-ann-123456")
     store.put("bob", "secret-of-bob-123456")
     store.close()
@@ -136,7 +137,7 @@ def test_rows_under_a_missing_key_fail_the_encryption_check(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = Keyring.generate("v0")
-    store = SQLiteSecretStore(tmp_path / "aims-snaptrade-secrets.db", old)
+    store = SQLiteSecretStore(tmp_path / "secrets.db", old)
     store.put("cy", "secret-of-cy-1234567")
     store.close()
     monkeypatch.setenv("SNAPTRADE_ENCRYPTION_KEYS", KEYS.export())  # v1 only: v0 was dropped too early
@@ -150,7 +151,7 @@ def test_rows_under_a_missing_key_fail_the_encryption_check(
 def test_a_wrong_key_under_the_right_name_is_caught(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = SQLiteSecretStore(tmp_path / "aims-snaptrade-secrets.db", Keyring.generate("v1"))
+    store = SQLiteSecretStore(tmp_path / "secrets.db", Keyring.generate("v1"))
     store.put("dee", "secret-of-dee-123456")
     store.close()
     code, checks = verify(capsys)
@@ -161,7 +162,7 @@ def test_a_wrong_key_under_the_right_name_is_caught(
 def test_unreachable_rate_limit_storage_and_pending_rotation_are_failures(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = SQLiteSecretStore(tmp_path / "aims-snaptrade-secrets.db", KEYS)
+    store = SQLiteSecretStore(tmp_path / "secrets.db", KEYS)
     store.put("eve", "secret-of-eve-123456")
     store.begin_rotation("eve")
     store.close()

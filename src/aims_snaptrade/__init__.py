@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         SnapTradeRateLimitError,
         SnapTradeRateLimiterUnavailableError,
         SnapTradeRolloutError,
+        SnapTradeSchemaVersionError,
         SnapTradeSecretDecryptionError,
         SnapTradeSecretRotationError,
         SnapTradeSecretStoreError,
@@ -84,8 +85,7 @@ if TYPE_CHECKING:
     )
     from aims_snaptrade.webhooks import WebhookASGIApp, WebhookReceiver, verify_webhook
 
-__version__ = "0.1.0"
-
+from aims_snaptrade._version import __version__
 
 __all__ = [
     "OPERATIONS",
@@ -140,6 +140,7 @@ __all__ = [
     "SnapTradeRateLimitError",
     "SnapTradeRateLimiterUnavailableError",
     "SnapTradeRolloutError",
+    "SnapTradeSchemaVersionError",
     "SnapTradeSecretDecryptionError",
     "SnapTradeSecretRotationError",
     "SnapTradeSecretStoreError",
@@ -198,6 +199,7 @@ _WHERE: dict[str, str] = {
     "UpstreamCause": "aims_snaptrade.errors",
     "SnapTradeAuthError": "aims_snaptrade.errors",
     "SnapTradeRolloutError": "aims_snaptrade.errors",
+    "SnapTradeSchemaVersionError": "aims_snaptrade.errors",
     "SnapTradeRateLimiterUnavailableError": "aims_snaptrade.errors",
     "SnapTradeBudgetExhaustedError": "aims_snaptrade.errors",
     "SnapTradeBrokerageAuthError": "aims_snaptrade.errors",

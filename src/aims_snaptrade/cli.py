@@ -1,5 +1,5 @@
 """The aims-snaptrade command: verify, health, alert-rules, demo, emulator, generate-key, rotate-keys,
-consent, audit, export-user, erase-user, sync.
+migrate, consent, audit, export-user, erase-user, sync.
 
 Exit codes: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -73,6 +73,13 @@ def _rotate_keys(args: argparse.Namespace) -> int:
     return rotate_keys_command(Settings.from_env(), batch_size=args.batch_size)
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from aims_snaptrade.migrate import migrate_command
+    from aims_snaptrade.settings import Settings
+
+    return migrate_command(Settings.from_env())
+
+
 def _parser() -> argparse.ArgumentParser:
     from aims_snaptrade import __version__
 
@@ -125,6 +132,18 @@ def _parser() -> argparse.ArgumentParser:
     rotate = commands.add_parser("rotate-keys", help="re-encrypt every stored secret with the current key")
     rotate.add_argument("--batch-size", type=int, default=100, help="rows per transaction (default 100)")
     rotate.set_defaults(handler=_rotate_keys)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or migrate every SQL store the settings name to this release's schema",
+        description=(
+            "Open every SQL store the SNAPTRADE_* settings name (secrets, consent, audit, order intents, sync "
+            "ledger, webhook claims), which creates its tables or migrates them in place, and print one line per "
+            "store. Run it with a role that may alter tables before starting services that may not."
+        ),
+        epilog="Exit codes: 0 every store is up to date or skipped, 1 a store was refused, 2 bad settings.",
+    )
+    migrate.set_defaults(handler=_migrate)
 
     # consent, audit, export-user, erase-user (docs/compliance.md)
     add_compliance_commands(commands)

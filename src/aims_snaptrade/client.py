@@ -23,6 +23,7 @@ from aims_snaptrade.compliance.audit import AuditTrail
 from aims_snaptrade.compliance.consent import ConsentRecord, as_consent_lookup
 from aims_snaptrade.compliance.data_rights import ErasureReceipt, erase_user, export_user
 from aims_snaptrade.compliance.factory import audit_store_url, consent_store_url, open_audit_trail, open_consent_store
+from aims_snaptrade.data_dir import prepare_store_locations
 from aims_snaptrade.error_mapping import map_exception, with_upstream_cause
 from aims_snaptrade.guardrails import ConsentChecker, check_startup
 from aims_snaptrade.models import (
@@ -144,6 +145,14 @@ class _Base:
         elif overrides:
             settings = Settings.build({**settings.model_dump(), **overrides})
         self.settings = settings
+        # Every default location this client opens now, checked together so production names them all.
+        prepare_store_locations(
+            settings,
+            [
+                *(["secret_store_url"] if secret_store is None else []),
+                *(["order_intent_store_url"] if settings.trading_enabled and order_intent_store is None else []),
+            ],
+        )
         self.secret_store: SecretStore = (
             _opened("SNAPTRADE_SECRET_STORE_URL", open_secret_store_from_settings, settings)
             if secret_store is None
@@ -309,6 +318,7 @@ class _Base:
 
                 ledger = self._sync_ledger
                 if ledger is None:
+                    prepare_store_locations(self.settings, ["sync_ledger_url"])
                     ledger = open_sync_ledger(self.settings.sync_ledger_url)
                     self._owned_stores.append(ledger)
                 self._stores["ledger"] = ledger

@@ -49,6 +49,7 @@ __all__ = [
     "SnapTradeRateLimitError",
     "SnapTradeRateLimiterUnavailableError",
     "SnapTradeRolloutError",
+    "SnapTradeSchemaVersionError",
     "SnapTradeSecretDecryptionError",
     "SnapTradeSecretRotationError",
     "SnapTradeSecretStoreError",
@@ -163,6 +164,29 @@ class SnapTradeStoreNotCreatedError(SnapTradeConfigurationError):
     """A store opened with ``create=False`` (as ``aims-snaptrade verify`` does) has no storage yet."""
 
     default_hint = "The first client to start creates it; check the URL names the storage you expect."
+
+
+class SnapTradeSchemaVersionError(SnapTradeConfigurationError):
+    """A store's tables are at a schema version this library cannot use as they are.
+
+    Either a newer, incompatible release wrote them (upgrade this service), or they need a
+    migration this open cannot make (a read-only open, or a role that may not alter tables): run
+    ``aims-snaptrade migrate``. Nothing was changed. See ``docs/versioning.md``.
+
+    Attributes:
+        store: Which store (``"secrets"``, ``"consent"``, ``"audit"``, ``"order_intents"``,
+            ``"webhook_claims"``, ``"sync_ledger"``).
+        found: The schema version of the tables (0: not created yet).
+        supported: The schema version this library writes.
+    """
+
+    default_hint = "Run `aims-snaptrade migrate` with the same settings, or upgrade aims-snaptrade."
+
+    def __init__(self, message: str, *, store: str, found: int, supported: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.store = store
+        self.found = found
+        self.supported = supported
 
 
 class SnapTradeGuardrailError(SnapTradeError):

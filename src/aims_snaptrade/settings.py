@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from aims_snaptrade.data_dir import default_store_url
 from aims_snaptrade.errors import SnapTradeConfigurationError
 from aims_snaptrade.redaction import register_secret
 
@@ -69,17 +70,24 @@ class Settings(BaseModel):
     consent_required: bool = Field(
         default=True, description="Check recorded user consent before reading or connecting user data."
     )
+    data_dir: str | None = Field(
+        default=None,
+        description="Directory of the embedded SQLite defaults (created 0700); unset: the platform's user data "
+        "directory (~/.local/share/aims-snaptrade on Linux). Production uses it only when set.",
+    )
     secret_store_url: str = Field(
-        default="sqlite:///aims-snaptrade-secrets.db",
-        description="Where user secrets live: sqlite:///path, postgresql://..., or memory:// (tests only).",
+        default_factory=lambda data: default_store_url(data.get("data_dir"), "secret_store_url"),
+        description="Where user secrets live: sqlite:///path, postgresql://..., or memory:// (tests only); "
+        "unset: secrets.db in the data directory.",
     )
     encryption_keys: SecretStr | None = Field(
         default=None,
         description="Keyring for secrets at rest: 'v2:<base64 32 bytes>,v1:<...>' (first one encrypts).",
     )
     webhook_dedupe_url: str = Field(
-        default="sqlite:///aims-snaptrade-webhooks.db",
-        description="Webhook claims shared by replicas: sqlite:///path, redis://..., postgresql://... or memory://.",
+        default_factory=lambda data: default_store_url(data.get("data_dir"), "webhook_dedupe_url"),
+        description="Webhook claims shared by replicas: sqlite:///path, redis://..., postgresql://... or memory://; "
+        "unset: webhook-claims.db in the data directory.",
     )
     webhook_tolerance: float = Field(
         default=6 * 3600.0,
@@ -120,8 +128,9 @@ class Settings(BaseModel):
         default=30.0, ge=0, description="Longest wait for a budget before failing, seconds."
     )
     sync_ledger_url: str = Field(
-        default="sqlite:///aims-snaptrade-sync.db",
-        description="Where portfolio-sync progress lives: sqlite:///path, postgresql://..., or memory://.",
+        default_factory=lambda data: default_store_url(data.get("data_dir"), "sync_ledger_url"),
+        description="Where portfolio-sync progress lives: sqlite:///path, postgresql://..., or memory://; "
+        "unset: sync-ledger.db in the data directory.",
     )
     sync_holdings_per_day: float = Field(
         default=4.0, gt=0, description="Background holdings refreshes per user per day (SnapTrade: at most 4)."
@@ -145,9 +154,10 @@ class Settings(BaseModel):
         description="Decrypted user secrets kept in process memory (least recently used); 0 reads the store per call.",
     )
     order_intent_store_url: str = Field(
-        default="sqlite:///aims-snaptrade-order-intents.db",
+        default_factory=lambda data: default_store_url(data.get("data_dir"), "order_intent_store_url"),
         description="Order-intent journal (opened when trading is enabled): sqlite:///path, postgresql://..., "
-        "memory:// (tests only), or a scheme registered under aims_snaptrade.order_intent_stores.",
+        "memory:// (tests only), or a scheme registered under aims_snaptrade.order_intent_stores; "
+        "unset: order-intents.db in the data directory.",
     )
     trade_limit_per_account: int | None = Field(
         default=1, ge=1, description="Order writes (place, cancel, replace) per account per trade window; unset: off."

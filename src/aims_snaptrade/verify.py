@@ -177,13 +177,21 @@ def _check_keys(report: VerifyReport, settings: Settings) -> Keyring | None:
 
 def _open_store(report: VerifyReport, settings: Settings, keyring: Keyring | None) -> tuple[Any, bool]:
     """The secret store opened without creating anything, and whether it is a real store to close."""
+    from aims_snaptrade.data_dir import check_store_locations, data_dir_of
     from aims_snaptrade.secrets.factory import is_builtin_scheme, open_secret_store
 
     url = settings.secret_store_url
     try:
+        # Production names every unset location; elsewhere a default store's directory may not exist yet.
+        if check_store_locations(settings, ["secret_store_url"]) and not data_dir_of(settings.data_dir).exists():
+            raise e.SnapTradeStoreNotCreatedError(
+                f"the data directory {str(data_dir_of(settings.data_dir))!r} and its secret store do not exist yet; "
+                "the first client to start creates them"
+            )
         store = open_secret_store(url, keyring, create=False)
     except e.SnapTradeStoreNotCreatedError as missing:
-        return _not_created(report, url, keyring, missing), False
+        defaulted = "secret_store_url" not in settings.model_fields_set
+        return _not_created(report, url, keyring, missing, defaulted=defaulted), False
     except e.SnapTradeConfigurationError as exc:
         report.add(Check("secret store", False, exc.message, exc.hint))
         return None, False
@@ -209,11 +217,18 @@ def _open_store(report: VerifyReport, settings: Settings, keyring: Keyring | Non
     return store, True
 
 
-def _not_created(report: VerifyReport, url: str, keyring: Keyring | None, missing: e.SnapTradeError) -> Any:
+def _not_created(
+    report: VerifyReport, url: str, keyring: Keyring | None, missing: e.SnapTradeError, *, defaulted: bool
+) -> Any:
     kind = url.partition("://")[0].lower()
     if kind == "sqlite":
         directory = Path(url.partition("://")[2][1:]).parent
-        writable = directory.is_dir() and os.access(directory, os.W_OK | os.X_OK)
+        # The data directory of a default store is created by the first client (0700): then its
+        # nearest existing parent must be writable instead.
+        nearest = directory
+        while defaulted and not nearest.exists() and nearest.parent != nearest:
+            nearest = nearest.parent
+        writable = nearest.is_dir() and os.access(nearest, os.W_OK | os.X_OK)
         report.add(
             Check(
                 "secret store",

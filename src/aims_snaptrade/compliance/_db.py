@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from aims_snaptrade._schema import PsycopgSession, SQLiteSession, StoreSchema, ensure_schema, permission_refusal
 from aims_snaptrade._sqlite_busy import is_busy, retry_busy
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
 from aims_snaptrade.redaction import register_secret
@@ -57,8 +58,12 @@ class Database(Protocol):
         """The qualified name of one of our tables."""
         ...
 
-    def setup(self, statements: Sequence[str]) -> None:
-        """Create tables and indexes if absent, serialised against other processes."""
+    def setup(self, schema: StoreSchema) -> None:
+        """Create ``schema``'s tables, or migrate them to its version, serialised against other processes.
+
+        Raises :class:`~aims_snaptrade.errors.SnapTradeSchemaVersionError` for tables this release
+        cannot use (see :mod:`aims_snaptrade._schema`).
+        """
         ...
 
     def transaction(self, *, durable: bool, lock: str | None = None) -> Any:
@@ -163,10 +168,9 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             raise SnapTradeStoreError(f"the {self.description} failed: {exc}", retryable=is_busy(exc)) from None
 
-    def setup(self, statements: Sequence[str]) -> None:
+    def setup(self, schema: StoreSchema) -> None:
         with self.transaction(durable=True) as cur:
-            for statement in statements:
-                cur.execute(self.ddl(statement))
+            ensure_schema(SQLiteSession(cur, self.ddl), schema, where=self.description)
 
     @contextmanager
     def transaction(self, *, durable: bool, lock: str | None = None) -> Iterator[Cursor]:
@@ -294,16 +298,19 @@ class PostgresDatabase:
             retryable = isinstance(exc, self._psycopg.OperationalError)
             raise SnapTradeStoreError(f"the {self.description} failed: {_one_line(exc)}", retryable=retryable) from None
 
-    def setup(self, statements: Sequence[str]) -> None:
+    def setup(self, schema: StoreSchema) -> None:
+        schema = schema.qualified(f'"{self.schema}".')
         with self._lock, self._errors():
             conn = self._connection()
-            with conn.transaction():
-                # Several services start at once: serialise the DDL instead of racing on pg_type.
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("aims_snaptrade:" + self.schema,))
-                if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
-                    conn.execute(f'CREATE SCHEMA "{self.schema}"')
-                for statement in statements:
-                    conn.execute(self.ddl(statement))
+            try:
+                with conn.transaction():
+                    # Several services start at once: serialise the DDL instead of racing on pg_type.
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("aims_snaptrade:" + self.schema,))
+                    if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
+                        conn.execute(f'CREATE SCHEMA "{self.schema}"')
+                    ensure_schema(PsycopgSession(conn, self.ddl), schema, where=self.description)
+            except self._psycopg.errors.InsufficientPrivilege as exc:
+                raise permission_refusal(schema, self.description, _one_line(exc)) from None
 
     @contextmanager
     def transaction(self, *, durable: bool, lock: str | None = None) -> Iterator[Cursor]:

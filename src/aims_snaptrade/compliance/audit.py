@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from aims_snaptrade._schema import StoreSchema
 from aims_snaptrade.compliance._db import Database, PostgresDatabase, SQLiteDatabase
 from aims_snaptrade.errors import SnapTradeAuditError, SnapTradeConfigurationError
 from aims_snaptrade.redaction import register_secret
@@ -384,18 +385,23 @@ _FIELDS = (
     "seq, ts, kind, action, user_ref, user_id, account_ref, account_id, outcome, status, request_id, "
     "attempts, duration_ms, detail, prev_mac, mac"
 )
-_SCHEMA = (
-    f"""CREATE TABLE IF NOT EXISTS {{t:{_RECORDS}}} (
+_SCHEMA = StoreSchema(
+    store="audit",
+    table=_RECORDS,
+    version=1,
+    create=(
+        f"""CREATE TABLE IF NOT EXISTS {{t:{_RECORDS}}} (
         seq BIGINT PRIMARY KEY, ts {{real}} NOT NULL, kind TEXT NOT NULL, action TEXT NOT NULL,
         user_ref TEXT, user_id TEXT, account_ref TEXT, account_id TEXT, outcome TEXT NOT NULL,
         status INTEGER, request_id TEXT, attempts INTEGER NOT NULL, duration_ms {{real}},
         detail TEXT NOT NULL, prev_mac TEXT NOT NULL, mac TEXT NOT NULL
     )""",
-    f"CREATE INDEX IF NOT EXISTS {_RECORDS}_user ON {{t:{_RECORDS}}} (user_ref)",
-    f"""CREATE TABLE IF NOT EXISTS {{t:{_HEAD}}} (
+        f"CREATE INDEX IF NOT EXISTS {_RECORDS}_user ON {{t:{_RECORDS}}} (user_ref)",
+        f"""CREATE TABLE IF NOT EXISTS {{t:{_HEAD}}} (
         id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, mac TEXT NOT NULL,
         anchor_seq BIGINT NOT NULL, anchor_mac TEXT NOT NULL, anchor_sig TEXT NOT NULL
     )""",
+    ),
 )
 
 OnRecord = Callable[[AuditRecord], None]

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from aims_snaptrade._schema import StoreSchema
 from aims_snaptrade.compliance._db import Database, PostgresDatabase, SQLiteDatabase
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.guardrails import ConsentChecker
@@ -198,8 +199,12 @@ def as_consent_lookup(checker: ConsentChecker) -> ConsentLookup:
 # --- the SQL store ---------------------------------------------------------------------------
 
 _TABLE = "aims_snaptrade_consents"
-_SCHEMA = (
-    f"""CREATE TABLE IF NOT EXISTS {{t:{_TABLE}}} (
+_SCHEMA = StoreSchema(
+    store="consent",
+    table=_TABLE,
+    version=1,
+    create=(
+        f"""CREATE TABLE IF NOT EXISTS {{t:{_TABLE}}} (
         id {{id}},
         user_id TEXT NOT NULL,
         scope TEXT NOT NULL,
@@ -210,7 +215,8 @@ _SCHEMA = (
         revoked_at {{real}},
         revoked_source TEXT
     )""",
-    f"CREATE INDEX IF NOT EXISTS {_TABLE}_user ON {{t:{_TABLE}}} (user_id, scope, id)",
+        f"CREATE INDEX IF NOT EXISTS {_TABLE}_user ON {{t:{_TABLE}}} (user_id, scope, id)",
+    ),
 )
 _COLUMNS = "user_id, scope, granted_at, expires_at, disclosure_version, source, revoked_at, revoked_source"
 

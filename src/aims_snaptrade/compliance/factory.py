@@ -60,14 +60,22 @@ def _derived(secret_url: str, variable: str) -> str:
     return secret_url
 
 
+def _secret_store_database(settings: Settings, variable: str) -> str:
+    from aims_snaptrade.data_dir import prepare_store_locations
+
+    # The secret store's default file is in the data directory: prepare it (or refuse, in production).
+    prepare_store_locations(settings, ["secret_store_url"])
+    return _derived(settings.secret_store_url, variable)
+
+
 def consent_store_url(settings: Settings) -> str:
     """``SNAPTRADE_CONSENT_STORE_URL``, or the secret store's database when unset."""
-    return settings.consent_store_url or _derived(settings.secret_store_url, "SNAPTRADE_CONSENT_STORE_URL")
+    return settings.consent_store_url or _secret_store_database(settings, "SNAPTRADE_CONSENT_STORE_URL")
 
 
 def audit_store_url(settings: Settings) -> str:
     """``SNAPTRADE_AUDIT_STORE_URL``, or the secret store's database when unset."""
-    return settings.audit_store_url or _derived(settings.secret_store_url, "SNAPTRADE_AUDIT_STORE_URL")
+    return settings.audit_store_url or _secret_store_database(settings, "SNAPTRADE_AUDIT_STORE_URL")
 
 
 def audit_key_from_settings(settings: Settings) -> AuditKey | None:

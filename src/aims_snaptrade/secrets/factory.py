@@ -122,5 +122,12 @@ def keyring_from_settings(settings: Settings) -> Keyring | None:
 
 
 def open_secret_store_from_settings(settings: Settings) -> SecretStore:
-    """Open ``settings.secret_store_url`` with the keyring from ``settings.encryption_keys``."""
+    """Open ``settings.secret_store_url`` with the keyring from ``settings.encryption_keys``.
+
+    Left unset, the URL names ``secrets.db`` in the data directory, created owner-only first
+    (refused in production unless ``SNAPTRADE_DATA_DIR`` is set: see :mod:`aims_snaptrade.data_dir`).
+    """
+    from aims_snaptrade.data_dir import prepare_store_locations
+
+    prepare_store_locations(settings, ["secret_store_url"])
     return open_secret_store(settings.secret_store_url, keyring_from_settings(settings))

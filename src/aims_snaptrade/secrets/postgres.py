@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from aims_snaptrade._schema import PsycopgSession, StoreSchema, ensure_schema, permission_refusal
 from aims_snaptrade.errors import (
     SnapTradeConfigurationError,
     SnapTradeSecretStoreError,
@@ -120,12 +121,15 @@ class PostgresSecretStore:
                 conn = self._connection()
                 if create:
                     self._create_table(conn)
-                elif conn.execute("SELECT to_regclass(%s)", (self._t.as_string(conn),)).fetchone() == (None,):
+                elif not ensure_schema(PsycopgSession(conn), self._schema(conn), where=self.target, create=False):
                     self._drop_connection()
                     raise SnapTradeStoreNotCreatedError(
                         f"the PostgreSQL secret store table {schema}.{table} at {self.target} does not exist yet; "
                         "the first client to start creates it (if its role may)"
                     )
+        except SnapTradeConfigurationError:
+            self._drop_connection()
+            raise
         except self._psycopg.Error as exc:
             self._drop_connection()
             raise SnapTradeConfigurationError(
@@ -174,33 +178,42 @@ class PostgresSecretStore:
         if conn is not None and self._pid == os.getpid():
             conn.close()
 
+    def _schema(self, conn: psycopg.Connection[Any]) -> StoreSchema:
+        sql = self._psycopg.sql
+        table = self._t.as_string(conn)
+        index = sql.Identifier(self.table + "_pending").as_string(conn)
+        return StoreSchema(
+            store="secrets",
+            table=self.table,
+            version=1,
+            create=(
+                f"""CREATE TABLE IF NOT EXISTS {table} (
+                    user_id text COLLATE "C" PRIMARY KEY,
+                    key_version text NOT NULL,
+                    ciphertext bytea NOT NULL,
+                    rotation_pending_since timestamptz,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )""",
+                f"CREATE INDEX IF NOT EXISTS {index} ON {table} (user_id) WHERE rotation_pending_since IS NOT NULL",
+            ),
+            prefix=sql.Identifier(self.schema).as_string(conn) + ".",
+        )
+
     def _create_table(self, conn: psycopg.Connection[Any]) -> None:
         sql = self._psycopg.sql
         qualified = self._t.as_string(conn)
-        with conn.transaction():
-            # Several services may start at once: serialise the DDL instead of racing on pg_type.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("aims_snaptrade:" + qualified,))
-            # Check before creating: CREATE ... IF NOT EXISTS still demands the CREATE privilege,
-            # which a least-privilege role using an existing table does not have.
-            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
-                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
-            if conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone() == (None,):
-                conn.execute(
-                    sql.SQL(
-                        """CREATE TABLE {} (
-                            user_id text COLLATE "C" PRIMARY KEY,
-                            key_version text NOT NULL,
-                            ciphertext bytea NOT NULL,
-                            rotation_pending_since timestamptz,
-                            updated_at timestamptz NOT NULL DEFAULT now()
-                        )"""
-                    ).format(self._t)
-                )
-                conn.execute(
-                    sql.SQL("CREATE INDEX {} ON {} (user_id) WHERE rotation_pending_since IS NOT NULL").format(
-                        sql.Identifier(self.table + "_pending"), self._t
-                    )
-                )
+        schema = self._schema(conn)
+        try:
+            with conn.transaction():
+                # Several services may start at once: serialise the DDL instead of racing on pg_type.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("aims_snaptrade:" + qualified,))
+                # Check before creating: CREATE ... IF NOT EXISTS still demands the CREATE privilege,
+                # which a least-privilege role using existing, current tables does not have.
+                if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
+                    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
+                ensure_schema(PsycopgSession(conn), schema, where=self.target)
+        except self._psycopg.errors.InsufficientPrivilege as exc:
+            raise permission_refusal(schema, self.target, _one_line(exc)) from None
 
     def _run(self, op: Callable[[psycopg.Connection[Any]], _T], *, idempotent: bool) -> _T:
         with self._lock:

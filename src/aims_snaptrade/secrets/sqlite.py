@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aims_snaptrade._schema import SQLiteSession, StoreSchema, ensure_schema
 from aims_snaptrade._sqlite_busy import is_busy, retry_busy
 from aims_snaptrade.errors import (
     SnapTradeConfigurationError,
@@ -45,17 +46,22 @@ __all__ = ["SQLiteSecretStore"]
 
 logger = logging.getLogger("aims_snaptrade.secrets")
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS user_secrets (
+_SCHEMA = StoreSchema(
+    store="secrets",
+    table="user_secrets",
+    version=1,
+    create=(
+        """CREATE TABLE IF NOT EXISTS user_secrets (
         user_id TEXT PRIMARY KEY,
         key_version TEXT NOT NULL,
         ciphertext BLOB NOT NULL,
         rotation_pending_since REAL,
         updated_at REAL NOT NULL
     )""",
-    "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
 )
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "1"  # the store_meta row of release 0.1.0, kept for readers of that release
 
 
 _T = TypeVar("_T")
@@ -137,8 +143,7 @@ class SQLiteSecretStore:
             self._check_read_only(conn)
             return
         with self._transaction(conn):
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            ensure_schema(SQLiteSession(conn), _SCHEMA, where=self._where)
             meta = dict(conn.execute("SELECT name, value FROM store_meta").fetchall())
             mode = meta.get("mode")
             wanted = "encrypted" if self.encrypted else "plaintext"
@@ -170,6 +175,7 @@ class SQLiteSecretStore:
 
     def _check_read_only(self, conn: sqlite3.Connection) -> None:
         """The checks of :meth:`_open`, changing nothing."""
+        ensure_schema(SQLiteSession(conn), _SCHEMA, where=self._where, create=False)
         try:
             meta = dict(conn.execute("SELECT name, value FROM store_meta").fetchall())
         except sqlite3.OperationalError:
@@ -180,6 +186,10 @@ class SQLiteSecretStore:
             raise SnapTradeConfigurationError(
                 f"the SQLite secret store {str(self.path)!r} is encrypted; set SNAPTRADE_ENCRYPTION_KEYS to its keyring"
             )
+
+    @property
+    def _where(self) -> str:
+        return f"the SQLite secret store {str(self.path)!r}"
 
     def _connect(self) -> sqlite3.Connection:
         if self._create:

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from aims_snaptrade._schema import StoreSchema
 from aims_snaptrade.compliance._db import Database, PostgresDatabase, SQLiteDatabase
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeOrderIntentStoreError, SnapTradeStoreError
 from aims_snaptrade.trading.models import OrderIntent
@@ -149,6 +150,26 @@ class MemoryOrderIntentStore:
 _TABLE = "aims_snaptrade_order_intents"
 
 
+def _schema(table: str) -> StoreSchema:
+    return StoreSchema(
+        store="order_intents",
+        table=table,
+        version=1,
+        create=(
+            f"""CREATE TABLE IF NOT EXISTS {{t:{table}}} (
+                client_order_id TEXT PRIMARY KEY,
+                account_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                brokerage_order_id TEXT,
+                created_at {{real}} NOT NULL,
+                body TEXT NOT NULL
+            )""",
+            f"CREATE INDEX IF NOT EXISTS {table}_status ON {{t:{table}}} (status, created_at)",
+            f"CREATE INDEX IF NOT EXISTS {table}_account ON {{t:{table}}} (account_id, brokerage_order_id)",
+        ),
+    )
+
+
 class SQLOrderIntentStore:
     """Intents in one SQL table, on the compliance stores' database layer (SQLite or PostgreSQL).
 
@@ -165,20 +186,10 @@ class SQLOrderIntentStore:
         self._t = db.table(table)
         try:
             with self._errors():
-                db.setup(
-                    (
-                        f"""CREATE TABLE IF NOT EXISTS {{t:{table}}} (
-                            client_order_id TEXT PRIMARY KEY,
-                            account_id TEXT NOT NULL,
-                            status TEXT NOT NULL,
-                            brokerage_order_id TEXT,
-                            created_at {{real}} NOT NULL,
-                            body TEXT NOT NULL
-                        )""",
-                        f"CREATE INDEX IF NOT EXISTS {table}_status ON {{t:{table}}} (status, created_at)",
-                        f"CREATE INDEX IF NOT EXISTS {table}_account ON {{t:{table}}} (account_id, brokerage_order_id)",
-                    )
-                )
+                db.setup(_schema(table))
+        except SnapTradeConfigurationError:  # a schema this release cannot use
+            db.close()
+            raise
         except SnapTradeOrderIntentStoreError as exc:
             db.close()
             raise SnapTradeConfigurationError(f"cannot open the order-intent store: {exc.message}") from None

@@ -227,7 +227,11 @@ class WebhookReceiver:
             SnapTradeConfigurationError: In production, a ``memory://`` dedupe store.
         """
         settings = settings or Settings.from_env()
-        options.setdefault("dedupe", settings.webhook_dedupe_url)
+        if "dedupe" not in options:
+            from aims_snaptrade.data_dir import prepare_store_locations
+
+            prepare_store_locations(settings, ["webhook_dedupe_url"])
+            options["dedupe"] = settings.webhook_dedupe_url
         options.setdefault("tolerance", settings.webhook_tolerance)
         if settings.previous_consumer_key is not None:
             options.setdefault("previous_consumer_keys", (settings.previous_consumer_key.get_secret_value(),))

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from aims_snaptrade._schema import Session, StoreSchema, ensure_schema
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.sync.records import (
     AccountRecord,
@@ -159,9 +160,25 @@ class SQLLedger:
         """Release connections and files. Idempotent."""
         raise NotImplementedError
 
+    def _session(self) -> Session:
+        """The open connection as a schema :class:`~aims_snaptrade._schema.Session` (inside a transaction)."""
+        raise NotImplementedError
+
+    _schema_table = "sync_users"
+    _schema_prefix = ""
+    _where = "the sync ledger"
+
+    def _schema_spec(self) -> StoreSchema:
+        return StoreSchema(
+            store="sync_ledger",
+            table=self._schema_table,
+            version=1,
+            create=tuple(self._sql(statement) for statement in SCHEMA),
+            prefix=self._schema_prefix,
+        )
+
     def _create(self, execute: Execute) -> None:
-        for statement in SCHEMA:
-            execute(self._sql(statement), ())
+        ensure_schema(self._session(), self._schema_spec(), where=self._where)
 
     # --- the ledger ------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from aims_snaptrade._schema import PsycopgSession, permission_refusal
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
 from aims_snaptrade.sync.ledger._sql import Execute, SQLLedger
 
@@ -61,12 +62,17 @@ class PostgresSyncLedger(SQLLedger):
         self._connect_timeout = connect_timeout
         self.schema = schema
         self._tables = {name: f'"{schema}"."{prefix}{name}"' for name in ("users", "accounts", "batches")}
+        self._schema_table, self._schema_prefix = f"{prefix}users", f'"{schema}".'
+        self._where = f"the PostgreSQL sync ledger (schema {schema!r})"
         self._lock = threading.RLock()
         self._conn: Any = None
         self._pid = os.getpid()
         self._closed = False
         try:
             self._transaction(self._create_schema)
+        except SnapTradeConfigurationError:  # a schema this release cannot use
+            self._drop()
+            raise
         except SnapTradeStoreError as exc:
             self._drop()
             raise SnapTradeConfigurationError(
@@ -78,7 +84,13 @@ class PostgresSyncLedger(SQLLedger):
         # Concurrent first starts of many workers race on CREATE ... IF NOT EXISTS; serialise them.
         execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._tables["users"],))
         execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"', ())
-        self._create(execute)
+        try:
+            self._create(execute)
+        except self._psycopg.errors.InsufficientPrivilege as exc:
+            raise permission_refusal(self._schema_spec(), self._where, _one_line(exc)) from None
+
+    def _session(self) -> PsycopgSession:
+        return PsycopgSession(self._connection())
 
     def _connection(self) -> Any:
         if self._closed:

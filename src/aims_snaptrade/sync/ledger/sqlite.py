@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aims_snaptrade._schema import SQLiteSession
 from aims_snaptrade._sqlite_busy import retry_busy
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
 from aims_snaptrade.sync.ledger._sql import Execute, SQLLedger
@@ -42,6 +43,7 @@ class SQLiteSyncLedger(SQLLedger):
         self.path = str(path)
         self.persistent = self.path != MEMORY
         self._tables = {"users": "sync_users", "accounts": "sync_accounts", "batches": "sync_batches"}
+        self._where = f"the SQLite sync ledger {self.path!r}"
         self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
@@ -54,6 +56,9 @@ class SQLiteSyncLedger(SQLLedger):
             )
         try:
             self._transaction(self._create)
+        except SnapTradeConfigurationError:  # a schema this release cannot use
+            self._drop()
+            raise
         except SnapTradeStoreError as exc:
             self._drop()
             raise SnapTradeConfigurationError(
@@ -75,6 +80,9 @@ class SQLiteSyncLedger(SQLLedger):
             conn.execute("PRAGMA secure_delete = ON")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
+
+    def _session(self) -> SQLiteSession:
+        return SQLiteSession(self._connection())
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from aims_snaptrade._schema import PsycopgSession, StoreSchema, ensure_schema, permission_refusal
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeWebhookDedupeStoreError
 from aims_snaptrade.redaction import redact
 from aims_snaptrade.webhooks.dedupe.protocol import ClaimOutcome
@@ -58,6 +59,9 @@ class PostgresWebhookDedupeStore:
         self._t = psycopg.sql.Identifier(schema, table)
         try:
             self._run(self._create)
+        except SnapTradeConfigurationError:  # a schema this release cannot use
+            self._drop()
+            raise
         except SnapTradeWebhookDedupeStoreError as exc:
             raise SnapTradeConfigurationError(
                 f"cannot open the PostgreSQL webhook dedupe store: {exc.message}"
@@ -67,17 +71,28 @@ class PostgresWebhookDedupeStore:
         return self._psycopg.sql.SQL(text).format(t=self._t, schema=self._psycopg.sql.Identifier(self.schema))
 
     def _create(self, conn: Any) -> None:
+        table = self._t.as_string(conn)
+        schema = StoreSchema(
+            store="webhook_claims",
+            table=self.table,
+            version=1,
+            create=(
+                f"CREATE TABLE IF NOT EXISTS {table} (webhook_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
+                "token TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL)",
+            ),
+            prefix=self._psycopg.sql.Identifier(self.schema).as_string(conn) + ".",
+        )
         try:
-            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
-                conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            conn.execute(
-                self._q(
-                    "CREATE TABLE IF NOT EXISTS {t} (webhook_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
-                    "token TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL)"
-                )
-            )
-        except self._psycopg.errors.UniqueViolation:
-            pass  # another replica created it at the same moment (IF NOT EXISTS is not race-free)
+            with conn.transaction():
+                # Replicas start at once: serialise the DDL (IF NOT EXISTS alone is not race-free).
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("aims_snaptrade:" + table,))
+                if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
+                    conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                ensure_schema(PsycopgSession(conn), schema, where="the PostgreSQL webhook dedupe store")
+        except self._psycopg.errors.InsufficientPrivilege as exc:
+            raise permission_refusal(
+                schema, "the PostgreSQL webhook dedupe store", " ".join(str(exc).split())
+            ) from None
 
     def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:

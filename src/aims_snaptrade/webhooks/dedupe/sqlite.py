@@ -14,18 +14,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from aims_snaptrade._schema import SQLiteSession, StoreSchema, ensure_schema
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeWebhookDedupeStoreError
 from aims_snaptrade.webhooks.dedupe.protocol import ClaimOutcome
 
 __all__ = ["SQLiteWebhookDedupeStore"]
 
 _T = TypeVar("_T")
-_SCHEMA = """CREATE TABLE IF NOT EXISTS webhook_claims (
+_SCHEMA = StoreSchema(
+    store="webhook_claims",
+    table="webhook_claims",
+    version=1,
+    create=(
+        """CREATE TABLE IF NOT EXISTS webhook_claims (
     webhook_id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
     token TEXT NOT NULL,
     expires_at REAL NOT NULL
-)"""
+)""",
+    ),
+)
 _PURGE_EVERY = 256
 
 
@@ -53,12 +61,15 @@ class SQLiteWebhookDedupeStore:
         try:
             if not self.path.exists():
                 self.path.touch(mode=0o600)
-            with self._lock:
-                self._connection().execute(_SCHEMA)
-        except sqlite3.Error as exc:
+            where = f"the SQLite webhook dedupe store {str(self.path)!r}"
+            self._write(lambda conn, _now: ensure_schema(SQLiteSession(conn), _SCHEMA, where=where))
+        except SnapTradeConfigurationError:  # a schema this release cannot use
+            self.close()
+            raise
+        except (sqlite3.Error, SnapTradeWebhookDedupeStoreError) as exc:
             self.close()
             raise SnapTradeConfigurationError(
-                f"cannot open the SQLite webhook dedupe store {str(self.path)!r}: {exc}"
+                f"cannot open the SQLite webhook dedupe store {str(self.path)!r}: {getattr(exc, 'message', exc)}"
             ) from None
 
     def _connection(self) -> sqlite3.Connection:

@@ -9,6 +9,10 @@ It builds the official ``SnapTrade`` client and fixes, in one place, what the SD
   the user secret); the library owns retries, so the pool is built with ``retries=False``.
 * **connection reuse in async**: the SDK opens a new ``aiohttp.ClientSession`` (a new TCP
   connection) per call and leaks it on error; one pooled session per client is used instead.
+* **exact numbers**: the SDK's JSON encoder turns every non-integral ``Decimal`` in a request body
+  into a ``float`` before writing it. Decimal arguments are written with their own digits instead
+  (:func:`_exact_json_body`); the signature, which the SDK computes over the body as Python values,
+  sees the same number as a float (what a server parsing the JSON reads back).
 * **start-up**: ``import snaptrade_client`` runs a package ``__init__`` that imports all 63
   operations' generated code (about half a second). The transport builds the SDK's
   ``ApiClient`` itself and imports an operation's generated module when that operation is first
@@ -30,8 +34,10 @@ import sys
 import threading
 import time
 import types
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, cast
 
 import aiohttp
@@ -44,7 +50,7 @@ from aims_snaptrade.operations import Operation
 from aims_snaptrade.redaction import register_signature
 from aims_snaptrade.settings import Settings
 
-__all__ = ["AsyncTransport", "Response", "SyncTransport", "Timeouts"]
+__all__ = ["AsyncTransport", "Response", "SyncTransport", "Timeouts", "answer_conforms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +203,103 @@ class _Sdk:
         """The bound SDK method ``name`` (the operation's sync or async name)."""
         endpoint = self._endpoints.get(operation.name)
         if endpoint is None:
-            endpoint = self._endpoints[operation.name] = _endpoint_class(operation)(self.api_client)
+            cls = _endpoint_class(operation)
+            _exact_bodies(sys.modules[cls.__module__])
+            endpoint = self._endpoints[operation.name] = cls(self.api_client)
         return getattr(endpoint, name)
+
+
+class _ExactNumber(float):
+    """A ``Decimal`` argument on its way through the SDK: a float to the SDK, its own digits on the wire.
+
+    The SDK's schemas accept a float, and its signature hook ``json.dumps`` the body's Python
+    values (a ``Decimal`` would raise there); the body itself is written by
+    :func:`_exact_json_body`, which writes :attr:`exact` instead of the float. The library only
+    passes numbers a float carries exactly (see ``aims_snaptrade.trading.models``), so the signed
+    float and the written digits are the same number.
+    """
+
+    exact: Decimal
+
+    def __new__(cls, exact: Decimal) -> _ExactNumber:
+        number = super().__new__(cls, exact)
+        number.exact = exact
+        return number
+
+
+def _exact_arguments(value: Any) -> Any:
+    """``value`` with every ``Decimal`` (in lists and dicts too) wrapped as an :class:`_ExactNumber`."""
+    if isinstance(value, Decimal):
+        return _ExactNumber(value)
+    if isinstance(value, Mapping):
+        return {k: _exact_arguments(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_exact_arguments(v) for v in value]
+    return value
+
+
+def _has_exact(value: Any) -> bool:
+    if isinstance(value, _ExactNumber):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_exact(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_exact(v) for v in value)
+    return False
+
+
+def _exact_json_body(in_data: Any) -> bytes:
+    """The JSON the SDK would write for ``in_data``, with each :class:`_ExactNumber` as its own digits.
+
+    Each exact number is first replaced by a token no caller's text can contain (a fresh UUID),
+    the structure written as the SDK writes it (compact, UTF-8), then each quoted token replaced
+    by the number's fixed-point digits.
+    """
+    digits: dict[str, str] = {}
+    salt = uuid.uuid4().hex
+
+    def tokens(value: Any) -> Any:
+        if isinstance(value, _ExactNumber):
+            token = f"{salt}-{len(digits)}"
+            # Always with a fraction: the SDK signs the float (``2.0``), and a server re-reading
+            # the JSON to check the signature must read a float back, not the int ``2``.
+            text = format(value.exact, "f")
+            digits[token] = text if "." in text else text + ".0"
+            return token
+        if isinstance(value, Mapping):
+            return {k: tokens(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [tokens(v) for v in value]
+        return value
+
+    text = json.dumps(tokens(in_data), separators=(",", ":"), ensure_ascii=False)
+    for token, number in digits.items():
+        text = text.replace(json.dumps(token), number, 1)
+    return text.encode("utf-8")
+
+
+def _exact_bodies(module: types.ModuleType) -> None:
+    """Make the endpoint module's JSON request bodies write :class:`_ExactNumber` values exactly.
+
+    Each generated endpoint module holds its ``api_client.RequestBody`` objects at module level;
+    their ``serialize`` is wrapped (once) on the instance: the SDK's own serialisation still runs
+    first (its schema checks refuse what they refuse), then, when the body carries exact numbers,
+    its bytes are replaced. Bodies without exact numbers are exactly what the SDK wrote.
+    """
+    from snaptrade_client.api_client import JSONDetector, RequestBody
+
+    for body in list(vars(module).values()):
+        if not isinstance(body, RequestBody) or "serialize" in vars(body):
+            continue
+        sdk_serialize = body.serialize
+
+        def serialize(in_data: Any, content_type: str, _sdk: Any = sdk_serialize) -> Any:
+            serialized = _sdk(in_data, content_type)
+            if "body" in serialized and JSONDetector._content_type_is_json(content_type) and _has_exact(in_data):
+                serialized = {**serialized, "body": _exact_json_body(in_data)}
+            return serialized
+
+        body.serialize = serialize  # type: ignore[method-assign]
 
 
 def _signature(headers: Any) -> str | None:
@@ -300,7 +401,7 @@ class SyncTransport:
         token = _current_timeouts.set(timeouts)
         started = time.perf_counter()
         try:
-            api_response = method(**arguments)
+            api_response = method(**_exact_arguments(arguments) if operation.method != "GET" else arguments)
         finally:
             _current_timeouts.reset(token)
         return response_of(operation, api_response, started)
@@ -387,7 +488,7 @@ class AsyncTransport:
         token = _current_timeouts.set(timeouts)
         started = time.perf_counter()
         try:
-            api_response = await method(**arguments)
+            api_response = await method(**_exact_arguments(arguments) if operation.method != "GET" else arguments)
         finally:
             _current_timeouts.reset(token)
         return response_of(operation, api_response, started)
@@ -397,3 +498,34 @@ class AsyncTransport:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+
+@functools.cache
+def _answer_schema(operation: Operation) -> Any:
+    """The SDK's schema class of ``operation``'s 200 JSON answer (``None`` if it declares none)."""
+    _load_sdk_package()
+    module = importlib.import_module(_endpoint_module(operation))
+    declared = getattr(module, "_status_code_to_response", {}).get("200")
+    media = getattr(declared, "content", None) or {}
+    found = media.get("application/json")
+    return getattr(found, "schema", None)
+
+
+def answer_conforms(operation: Operation, body: Any) -> str | None:
+    """``None`` when ``body`` is what the SDK's own schema allows for a 200 answer to ``operation``.
+
+    Otherwise a short reason naming the kind of mismatch, never the body's values (an answer can
+    carry personal data). An empty body (``None``) never conforms: no schema here allows it.
+    """
+    if body is None:
+        return "an empty body (or null)"
+    schema = _answer_schema(operation)
+    if schema is None:  # pragma: no cover - every operation the library validates declares one
+        return None
+    try:
+        schema.from_openapi_data_oapg(body)
+    except Exception as exc:
+        where = getattr(exc, "path_to_item", None)
+        at = " at " + ".".join(str(p) for p in where[1:]) if isinstance(where, list | tuple) and len(where) > 1 else ""
+        return f"{type(exc).__name__}{at}"
+    return None

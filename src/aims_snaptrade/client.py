@@ -450,8 +450,12 @@ class SafeSnapTradeClient(_Base):
         """Call any SDK operation by its SDK name, on the safe road (user secret filled in).
 
         ``client.call("get_user_account_orders", user_id="u1", account_id=acc, state="open")``
+
+        Order writes (placing, replacing, cancelling orders) are refused with
+        :class:`~aims_snaptrade.errors.SnapTradeGuardrailError` naming the method that sends them
+        with the order-intent journal (see ``ORDER_WRITES`` in :mod:`aims_snaptrade.operations`).
         """
-        return self._run(self._core.call(operation, arguments, confirm=confirm, options=options))
+        return self._run(self._core.call_any(operation, arguments, confirm=confirm, options=options))
 
     def api_status(self, *, options: CallOptions | None = None) -> ApiStatus:
         """SnapTrade's status and this machine's clock skew against it."""
@@ -779,7 +783,7 @@ class AsyncSafeSnapTradeClient(_Base):
         **arguments: Any,
     ) -> Response:
         """Call any SDK operation by its SDK name, on the safe road (see :meth:`SafeSnapTradeClient.call`)."""
-        return await self._run(self._core.call(operation, arguments, confirm=confirm, options=options))
+        return await self._run(self._core.call_any(operation, arguments, confirm=confirm, options=options))
 
     async def api_status(self, *, options: CallOptions | None = None) -> ApiStatus:
         """SnapTrade's status and this machine's clock skew against it."""

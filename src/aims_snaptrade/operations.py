@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from aims_snaptrade.errors import SnapTradeValidationError
 
-__all__ = ["OPERATIONS", "Operation", "get_operation"]
+__all__ = ["OPERATIONS", "ORDER_WRITES", "Operation", "get_operation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,6 +579,23 @@ _TABLE: tuple[Operation, ...] = (
 
 OPERATIONS: Mapping[str, Operation] = MappingProxyType({op.name: op for op in _TABLE})
 """Every operation, by SDK method name."""
+
+
+ORDER_WRITES: Mapping[str, str | None] = MappingProxyType(
+    {
+        "place_force_order": "client.place_order_now(user_id, account_id, ..., confirm=True)",
+        "place_order": "client.preview_order(...) then client.place_order(preview, confirmation=...)",
+        "replace_order": "client.replace_order(user_id, account_id, brokerage_order_id, ..., confirm=True)",
+        "cancel_order": "client.cancel_order(user_id, account_id, brokerage_order_id)",
+        "place_crypto_order": None,
+        "place_mleg_order": None,
+        "place_simple_order": None,
+        "place_complex_order": None,
+    }
+)
+"""Every operation that places, replaces or cancels an order, and the client method that sends it
+with the order-intent journal and reconciliation (``None``: none does yet). ``call()`` refuses them
+all: an order sent without its intent journaled cannot be reconciled when its answer is lost."""
 
 
 def get_operation(name: str) -> Operation:

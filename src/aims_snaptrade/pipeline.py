@@ -38,7 +38,7 @@ from aims_snaptrade.models import (
     Position,
     RegisteredUser,
 )
-from aims_snaptrade.operations import Operation, get_operation
+from aims_snaptrade.operations import ORDER_WRITES, Operation, get_operation
 from aims_snaptrade.redaction import register_secret
 from aims_snaptrade.retry import RetryPolicy
 from aims_snaptrade.secret_cache import SecretCache
@@ -356,6 +356,28 @@ class Core:
         if self.audit:
             yield from self._audit_call(operation, arguments, trace, response.status, response.request_id, None)
         return response
+
+    def call_any(
+        self, name: str, arguments: Mapping[str, Any], *, confirm: bool = False, options: CallOptions | None = None
+    ) -> Flow[Response]:
+        """The public ``call()``: :meth:`call`, except for order writes, which only the trading flows send.
+
+        An order sent without its intent journaled first cannot be reconciled when its answer is
+        lost, so ``call()`` refuses every order write (:data:`~aims_snaptrade.operations.ORDER_WRITES`)
+        with the method that sends it safely, before anything else is checked or sent.
+        """
+        if isinstance(name, str) and name in ORDER_WRITES:
+            safe = ORDER_WRITES[name]
+            raise e.SnapTradeGuardrailError(
+                f"call() does not send order writes ({name}): an order sent without its intent journaled "
+                "first could be placed twice after a lost answer; nothing was sent.",
+                operation=name,
+                hint=f"Use {safe}: it journals the intent and reconciles a lost answer."
+                if safe
+                else f"The library has no journaled flow for {name} yet, so it is refused; "
+                "equity orders go through preview_order / place_order / place_order_now.",
+            )
+        return (yield from self.call(name, arguments, confirm=confirm, options=options))
 
     def _audit_call(
         self,

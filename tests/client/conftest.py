@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -43,6 +44,18 @@ def market_order(alice: ConnectedUser) -> dict[str, Any]:
         "symbol": "AAPL",
         "units": 1.0,
     }
+
+
+@pytest.fixture
+def order_now() -> Callable[..., Any]:
+    """Send an order (``market_order``'s arguments) through ``place_order_now``, the journaled flow."""
+
+    def send(client: Any, order: dict[str, Any]) -> Any:
+        terms = {k: v for k, v in order.items() if k not in ("user_id", "account_id")}
+        terms["units"] = Decimal(str(terms["units"]))
+        return client.place_order_now(order["user_id"], order["account_id"], confirm=True, **terms)
+
+    return send
 
 
 def client_kwargs(emu: SnapTradeEmulator, store: MemorySecretStore, **overrides: Any) -> dict[str, Any]:

@@ -212,7 +212,7 @@ def test_rotation_that_never_reached_snaptrade_resolves_to_the_stored_secret(mak
 def test_sdk_schema_validation_is_a_typed_error_before_sending(make_client, emu, market_order):
     client = make_client(trading_enabled=True, order_intent_store_url="memory://")
     with pytest.raises(SnapTradeValidationError, match="units") as info:
-        client.call("place_force_order", **{**market_order, "units": 1})  # the SDK wants a float
+        client.call("get_order_impact", **{**market_order, "units": 1})  # the SDK wants a float
     assert "units=1.0" in str(info.value)
     assert len(emu.journal) == 0
 

@@ -96,22 +96,18 @@ def test_environment_must_be_explicit():
 def test_trading_is_refused_with_zero_requests(make_client, emu, alice, market_order):
     client = make_client()
     with pytest.raises(SnapTradeGuardrailError, match="SNAPTRADE_TRADING_ENABLED"):
-        client.call(
-            "place_force_order",
-            **market_order,
-        )
+        client.call("get_order_impact", **market_order)
     with pytest.raises(SnapTradeGuardrailError):
         client.connection_portal_url(alice.user_id, connection_type="trade")
     assert len(emu.journal) == 0
 
 
-def test_trading_works_once_enabled(make_client, emu, alice, market_order):
+def test_trading_works_once_enabled(make_client, emu, alice, market_order, order_now):
     client = make_client(trading_enabled=True, order_intent_store_url="memory://")
-    response = client.call(
-        "place_force_order",
-        **market_order,
-    )
-    assert response.status == 200
+    # call() sends no order write: only the journaled flow does (see test_order_writes_in_call).
+    with pytest.raises(SnapTradeGuardrailError, match="place_order_now"):
+        client.call("place_force_order", **market_order)
+    assert order_now(client, market_order).status == "EXECUTED"
     assert emu.journal.count(operation="place_force_order") == 1
 
 

@@ -62,14 +62,11 @@ def test_lost_registration_is_an_unknown_outcome_sent_once(make_client, emu, sto
     assert store.get("erin") is None
 
 
-def test_lost_order_without_key_is_never_resent(make_client, emu, alice, market_order):
+def test_lost_order_without_key_is_never_resent(make_client, emu, alice, market_order, order_now):
     client = make_client(retry="patient", trading_enabled=True, order_intent_store_url="memory://")
     emu.faults.add(Fault.lost_response(), operation="place_force_order")
     with pytest.raises(SnapTradeUnknownOutcomeError):
-        client.call(
-            "place_force_order",
-            **market_order,
-        )
+        order_now(client, market_order)
     assert emu.journal.count(operation="place_force_order") == 1
 
 
@@ -115,14 +112,13 @@ async def test_async_signatures_survive_reserved_characters_in_user_ids(make_asy
     assert make_client().list_accounts(user_id) == []
 
 
-def test_a_5xx_answer_to_a_write_is_an_unknown_outcome_not_a_retryable_failure(make_client, emu, alice, market_order):
+def test_a_5xx_answer_to_a_write_is_an_unknown_outcome_not_a_retryable_failure(
+    make_client, emu, alice, market_order, order_now
+):
     client = make_client(retry="patient", trading_enabled=True, order_intent_store_url="memory://")
     emu.faults.add(Fault.status(500), operation="place_force_order")
     with pytest.raises(SnapTradeUnknownOutcomeError) as info:
-        client.call(
-            "place_force_order",
-            **market_order,
-        )
+        order_now(client, market_order)
     assert info.value.status == 500 and info.value.request_id and not info.value.retryable
     assert emu.journal.count(operation="place_force_order") == 1
 

@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -91,30 +92,23 @@ def test_revocation_by_another_process_is_seen_by_the_next_call(kind, kwargs, co
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_trade_scope_is_separate_from_read(kind, kwargs, consents, emu, alice):
     consents.grant(alice.user_id, "read", disclosure_version="v3", source="test")
-    order = {
-        "user_id": alice.user_id,
-        "account_id": alice.account_ids[0],
-        "action": "BUY",
-        "order_type": "Market",
-        "time_in_force": "Day",
-        "symbol": "AAPL",
-        "units": 1.0,
-    }
+    order = (alice.user_id, alice.account_ids[0])
+    terms = {"action": "BUY", "symbol": "AAPL", "units": Decimal(1), "confirm": True}
 
     def steps(call):
         assert call("list_accounts", alice.user_id)
         with pytest.raises(SnapTradeConsentRequiredError) as refused:
-            call("call", "place_force_order", **order)
+            call("place_order_now", *order, **terms)
         assert refused.value.scope == "trade"
         assert emu.journal.count(operation="place_force_order") == 0
         consents.grant(alice.user_id, "trade", disclosure_version="v3", source="test")
-        assert call("call", "place_force_order", **order).status == 200
+        assert call("place_order_now", *order, **terms).status == "EXECUTED"
         consents.revoke(alice.user_id, "read", source="test")
         with pytest.raises(SnapTradeConsentRequiredError):
             call("list_accounts", alice.user_id)
-        assert call("call", "place_force_order", **order).status == 200  # trade consent stands alone
+        assert call("place_order_now", *order, **terms).status == "EXECUTED"  # trade consent stands alone
 
-    _run(kind, kwargs(consent=consents, trading_enabled=True), steps)
+    _run(kind, kwargs(consent=consents, trading_enabled=True, order_intent_store_url="memory://"), steps)
 
 
 def test_async_client_never_decides_consent_on_its_event_loop(kwargs, emu, alice):

@@ -8,7 +8,9 @@ from typing import Any
 
 def place_and_wait(config: dict[str, Any]) -> None:
     """Place one order with a client journaling to ``config["db"]``; the emulator holds the answer."""
-    from aims_snaptrade import SafeSnapTradeClient
+    import time
+
+    from aims_snaptrade import CallOptions, SafeSnapTradeClient, SnapTradeError
     from aims_snaptrade.secrets import MemorySecretStore
     from aims_snaptrade.trading import SQLiteOrderIntentStore
 
@@ -24,11 +26,18 @@ def place_and_wait(config: dict[str, Any]) -> None:
         trading_enabled=True,
         trade_limit_per_account=None,
         read_timeout=120,
+        connect_timeout=0.25,
         retry="none",
     )
+    # A short deadline keeps the journaled bound on when the request can leave (left_by) short;
+    # should the call end before the kill, the child waits to be killed all the same.
+    fast = CallOptions(deadline=0.5)
     terms = {"action": "BUY", "symbol": "AAPL", "units": Decimal(config["units"])}
-    if config["kind"] == "checked":
-        preview = client.preview_order(config["user_id"], config["account_id"], **terms)
-        client.place_order(preview, confirmation=preview.confirmation)
-    else:
-        client.place_order_now(config["user_id"], config["account_id"], confirm=True, **terms)
+    try:
+        if config["kind"] == "checked":
+            preview = client.preview_order(config["user_id"], config["account_id"], **terms)
+            client.place_order(preview, confirmation=preview.confirmation, options=fast)
+        else:
+            client.place_order_now(config["user_id"], config["account_id"], confirm=True, options=fast, **terms)
+    except SnapTradeError:
+        time.sleep(120)

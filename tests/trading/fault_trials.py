@@ -3,10 +3,14 @@
 A trial is written once, as a generator that yields client calls ``(method, args, kwargs)`` and
 receives their results (or has their errors thrown in); :func:`run_sync` and :func:`run_async`
 drive it with a blocking or an awaiting client. Each worker owns an emulator, so a fault rule only
-ever hits its own trial. What is checked, on the emulator's own order book:
+ever hits its own trial. Besides the fault on the write itself, a trial may make the request wait
+before it leaves (a trade-slot wait, or a 429 whose ``Retry-After`` the client honours) and may
+answer the first look-up of the reconciliation with a body that proves nothing (``[]``, ``null``,
+an empty body, an object of the wrong shape) or with a well-formed list in which the order is not
+listed yet. What is checked, on the emulator's own order book:
 
 * no intent ever has two orders (force: its ``client_order_id``; checked: its trade id;
-  replace: the order it replaced);
+  replace: the order it replaced); a cancellation is ``placed`` exactly when its order is cancelled;
 * an order answered is journaled ``placed``, a refusal ``not_placed`` with no order;
 * every unknown outcome is reconciled, at once and if need be once more after ``retry_at``, and
   each verdict is true: ``placed`` has exactly one order, ``not_placed`` none;
@@ -16,7 +20,6 @@ ever hits its own trial. What is checked, on the emulator's own order book:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
 import threading
@@ -48,6 +51,19 @@ FAULTS: dict[str, Callable[[], Fault] | None] = {
     "malformed": Fault.malformed_json,  # processed, answer unreadable
 }
 WRITES = {"checked": "place_order", "force": "place_force_order", "cancel": "cancel_order", "replace": "replace_order"}
+# Before the write leaves: nothing, a wait for the account's trade slot, or a 429 and its Retry-After.
+DELAYS = ("none",) * 18 + ("slot_wait", "retry_after")
+# The first look-up of a reconciliation: the real answer, one that proves nothing, or "not listed yet".
+LOOKUPS: dict[str, Any] = {
+    "real": None,
+    "empty_list": [],
+    "null": None,
+    "empty_body": b"",
+    "wrong_shape": {"orders": "none"},
+    "empty_object": {},
+    "not_listed_yet": {"orders": []},
+}
+LOOKUP_NAMES = ("real",) * 8 + tuple(name for name in LOOKUPS if name != "real")
 
 # Calls that are not under test get time enough never to fail on a busy machine.
 CALM = CallOptions(timeout=10.0)
@@ -81,6 +97,8 @@ class Figures:
             f"{label}: trials={c['trials']} (sync={c['sync trials']}, async={c['async trials']})",
             "  by operation: " + ", ".join(f"{op}={c['op ' + op]}" for op in WRITES),
             "  faults: " + ", ".join(f"{name}={c['fault ' + name]}" for name in FAULTS),
+            "  before the send: " + ", ".join(f"{name}={c['delay ' + name]}" for name in sorted(set(DELAYS))),
+            "  first look-up: " + ", ".join(f"{name}={c['lookup ' + name]}" for name in LOOKUPS),
             f"  answered placed={c['answered placed']}, refused (not placed)={c['refused']}, "
             f"preview failed={c['preview failed']}, cancels done={c['cancel done']}",
             f"  unknown outcomes={unknown}: settled {settled} ({share:.2f}%): at once {c['settled at once']}, "
@@ -132,7 +150,12 @@ class World:
             "order_settle_seconds": SETTLE,
             # Reads are retried quickly; writes only when provably unsent (the library's rule).
             "retry": RetryPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.05, deadline=5.0),
+            "confirmation_key": "fault-trials-shared-confirmation-key",  # the slot client places previews too
         }
+
+    def slot_client_kwargs(self) -> dict[str, Any]:
+        """The same client, but with SnapTrade's own trade limit: one order write per account per second."""
+        return {**self.client_kwargs(), "trade_limit_per_account": 1, "trade_limit_window": 1}
 
     def orders_of(self, intent: OrderIntent) -> list[str]:
         """Orders in the emulator's book that ``intent`` produced."""
@@ -142,6 +165,10 @@ class World:
             return [o.brokerage_order_id for o in book if o.client_order_id == intent.client_order_id]
         if intent.kind == "checked":
             return [o.brokerage_order_id for o in book if o.trade_id == intent.trade_id]
+        if intent.kind == "cancel":  # "placed": the order is cancelled
+            return [
+                o.brokerage_order_id for o in book if o.brokerage_order_id == intent.cancels and o.status == "CANCELED"
+            ]
         return [o.brokerage_order_id for o in book if o.replaces == intent.replaces]
 
     def stop(self) -> None:
@@ -182,37 +209,41 @@ def trial(world: World, rng: random.Random, figures: Figures, deferred: list[Ord
             world.emu.faults.clear()
             return
         world.emu.faults.clear()
+    delay = rng.choice(DELAYS)
+    lookup = rng.choice(LOOKUP_NAMES)
+    figures.add(f"delay {delay}")
+    via = ""
+    if delay == "slot_wait":
+        # Take the account's trade slot first: the write under test then waits about a second for it.
+        via = "slot:"
+        terms = {"action": "BUY", "symbol": symbol, "units": units + Decimal("0.0005"), "order_type": "Limit"}
+        yield ("slot:place_order_now", (user, account), {**terms, "price": "1.00", "confirm": True, "options": CALM})
+    elif delay == "retry_after":
+        world.emu.faults.add(Fault.rate_limited(retry_after=1), operation=WRITES[kind])
     make = FAULTS[fault_name]
     if make is not None:
-        world.emu.faults.add(make(), operation=WRITES[kind])
+        world.emu.faults.add(make(), operation=WRITES[kind], skip=1 if delay == "retry_after" else 0)
     intent: OrderIntent | None = None
     try:
         if kind == "checked":
-            yield ("place_order", (preview,), {"confirmation": preview.confirmation})
+            yield (via + "place_order", (preview,), {"confirmation": preview.confirmation})
         elif kind == "force":
             yield (
-                "place_order_now",
+                via + "place_order_now",
                 (user, account),
                 {"action": "BUY", "symbol": symbol, "units": units, "confirm": True},
             )
         elif kind == "cancel":
-            order = yield ("cancel_order", (user, account, working.brokerage_order_id), {})
+            order = yield (via + "cancel_order", (user, account, working.brokerage_order_id), {})
             figures.add("cancel done")
             if order.status != "CANCELED":
                 figures.problem(f"cancel returned {order.status}")
             return
         else:
             terms = {"action": "BUY", "units": units * 2, "order_type": "Limit", "price": "1.50", "confirm": True}
-            yield ("replace_order", (user, account, working.brokerage_order_id), terms)
+            yield (via + "replace_order", (user, account, working.brokerage_order_id), terms)
         figures.add("answered placed")
     except e.SnapTradeUnknownOutcomeError as lost:
-        if kind == "cancel":
-            figures.add("cancel done")  # still open: cancelling again is the documented remedy
-            world.emu.faults.clear()
-            # A late first cancellation may get there before this one (400: no longer open).
-            with contextlib.suppress(e.SnapTradeValidationError):
-                yield ("cancel_order", (user, account, working.brokerage_order_id), {"options": CALM})
-            return
         intent = lost.intent
         figures.add("unknown outcomes")
     except e.SnapTradeError:
@@ -221,7 +252,14 @@ def trial(world: World, rng: random.Random, figures: Figures, deferred: list[Ord
         world.emu.faults.clear()
     if intent is None:
         return
-    verdict: Reconciliation = yield ("reconcile_order", (intent,), {"options": CALM})
+    figures.add(f"lookup {lookup}")
+    if lookup != "real":
+        where = "get_user_account_order_detail" if kind == "cancel" else "get_user_account_recent_orders"
+        world.emu.faults.add(Fault.answer(LOOKUPS[lookup]), operation=where)
+    try:
+        verdict: Reconciliation = yield ("reconcile_order", (intent,), {"options": CALM})
+    finally:
+        world.emu.faults.clear()
     if verdict.outcome == "unknown":
         deferred.append(intent)
         return
@@ -280,7 +318,7 @@ def _wait_for(deferred: list[OrderIntent]) -> float:
     # The verdict can change once the settle window of the last deferred intent is over.
     if not deferred:
         return 0.0
-    last = max(i.sent_at for i in deferred).timestamp() + SETTLE
+    last = max(i.left_by or i.sent_at for i in deferred).timestamp() + SETTLE
     return max(0.0, last - datetime.now(UTC).timestamp() + 0.05)
 
 
@@ -289,7 +327,10 @@ def run_sync(trials: int, seed: int, figures: Figures, batch: int = 60) -> None:
     world = World(seed)
     rng = random.Random(seed)
     try:
-        with SafeSnapTradeClient(**world.client_kwargs()) as client:
+        with (
+            SafeSnapTradeClient(**world.client_kwargs()) as client,
+            SafeSnapTradeClient(**world.slot_client_kwargs()) as slot,
+        ):
 
             def drive(gen: Trial) -> None:
                 value: Any = None
@@ -301,7 +342,8 @@ def run_sync(trials: int, seed: int, figures: Figures, batch: int = 60) -> None:
                         return
                     value, error = None, None
                     try:
-                        value = getattr(client, method)(*args, **kwargs)
+                        on, name = (slot, method[5:]) if method.startswith("slot:") else (client, method)
+                        value = getattr(on, name)(*args, **kwargs)
                     except e.SnapTradeError as exc:
                         error = exc
 
@@ -326,7 +368,10 @@ async def run_async(trials: int, seed: int, figures: Figures, batch: int = 60) -
     world = World(seed)
     rng = random.Random(seed)
     try:
-        async with AsyncSafeSnapTradeClient(**world.client_kwargs()) as client:
+        async with (
+            AsyncSafeSnapTradeClient(**world.client_kwargs()) as client,
+            AsyncSafeSnapTradeClient(**world.slot_client_kwargs()) as slot,
+        ):
 
             async def drive(gen: Trial) -> None:
                 value: Any = None
@@ -338,7 +383,8 @@ async def run_async(trials: int, seed: int, figures: Figures, batch: int = 60) -
                         return
                     value, error = None, None
                     try:
-                        value = await getattr(client, method)(*args, **kwargs)
+                        on, name = (slot, method[5:]) if method.startswith("slot:") else (client, method)
+                        value = await getattr(on, name)(*args, **kwargs)
                     except e.SnapTradeError as exc:
                         error = exc
 

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 from crash_child import place_and_wait
@@ -88,8 +89,15 @@ def test_sigkill_between_send_and_answer(tmp_path: Path) -> None:
                 pending = restarted.pending_order_intents
                 assert len(pending) == 1, pending
                 counts["listed after restart"] += 1
-                verdict = restarted.reconcile_order(pending[0])
                 intent = pending[0]
+                verdict = restarted.reconcile_order(intent)
+                if verdict.outcome == "unknown":
+                    # Not found before the last moment the dead child's request could have left.
+                    assert verdict.unknown_reason == "settling" and not processed, (kill, verdict)
+                    assert intent.left_by is not None
+                    time.sleep(max(0.0, (intent.left_by - datetime.now(UTC)).total_seconds()) + 0.01)
+                    counts["looked again after left_by"] += 1
+                    verdict = restarted.reconcile_order(intent)
                 book = [
                     o
                     for o in emu.state.get_account(account).orders

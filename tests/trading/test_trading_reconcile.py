@@ -103,8 +103,18 @@ def test_a_lost_cancel_is_looked_up_at_once(
     other = client.place_order_now(
         alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=1, order_type="Limit", price=1
     )
-    with pytest.raises(e.SnapTradeUnknownOutcomeError, match="still ACCEPTED"):
+    with pytest.raises(e.SnapTradeUnknownOutcomeError, match="cancellation") as lost:
         client.cancel_order(alice.user_id, account, other.brokerage_order_id)
+    # Journaled like an order: the dropped cancellation never arrived, so it settles as not done,
+    # and only then may it be sent again.
+    intent = lost.value.intent
+    assert intent.kind == "cancel" and intent.cancels == other.brokerage_order_id
+    assert client.pending_order_intents == [intent]
+    verdict = client.reconcile_order(intent)
+    assert verdict.outcome == "not_placed" and verdict.source == "order_detail", verdict
+    again = client.reconcile_order(intent, resend=True)
+    assert again.resent and again.outcome == "placed" and again.order.status == "CANCELED"
+    assert client.pending_order_intents == []
 
 
 def test_pending_intents_are_listed_at_start_up_and_reconciled(
@@ -166,7 +176,14 @@ def test_an_intent_older_than_recent_orders_is_looked_up_in_the_order_list(
         user_secret=alice.user_secret,
     )
     emu.journal.clear()
-    assert client.reconcile_order(found).outcome == "placed"
-    assert client.reconcile_order(missing).outcome == "not_placed"  # the only order carries the other client_order_id
-    assert emu.journal.count(operation="get_user_account_orders") == 2  # recent orders cover one day only
+    placed = client.reconcile_order(found)
+    assert (placed.outcome, placed.source, placed.stale) == ("placed", "orders", True)  # an order listed exists
+    # The only order carries the other client_order_id, but SnapTrade's order list is cached: an
+    # order missing there proves nothing, so no not_placed (and no resend) rests on it.
+    verdict = client.reconcile_order(missing)
+    assert (verdict.outcome, verdict.unknown_reason, verdict.stale) == ("unknown", "stale_source", True), verdict
+    again = client.reconcile_order(missing, resend=True)
+    assert (again.outcome, again.resent) == ("unknown", False)
+    assert intents.get(missing.client_order_id).status == "pending"
+    assert emu.journal.count(operation="get_user_account_orders") == 3  # recent orders cover one day only
     assert emu.journal.count(operation="get_user_account_recent_orders") == 0

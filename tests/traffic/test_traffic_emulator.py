@@ -99,20 +99,11 @@ def test_lost_response_to_an_order_without_client_order_id_is_an_unknown_outcome
     emulator: SnapTradeEmulator, alice: ConnectedUser
 ) -> None:
     emulator.faults.add(Fault.lost_response(), operation="place_force_order", times=None)
-    order: dict[str, Any] = {
-        "user_id": "alice",
-        "account_id": alice.account_ids[0],
-        "action": "BUY",
-        "symbol": "AAPL",
-        "order_type": "Market",
-        "time_in_force": "Day",
-        "units": 1.0,
-    }
     client = sync_client(
         emulator, alice, trading_enabled=True, retry_policy="patient", order_intent_store_url="memory://"
     )
     with client, pytest.raises(SnapTradeUnknownOutcomeError):
-        client.call("place_force_order", **order)
+        client.place_order_now("alice", alice.account_ids[0], action="BUY", symbol="AAPL", units=1, confirm=True)
     (sent,) = arrivals(emulator, "place_force_order")
     assert sent.processed
     assert sent.status is None

@@ -194,7 +194,10 @@ class Fault:
 
     @classmethod
     def answer(cls, body: Any, status: int = 200) -> Fault:
-        """Process the request, then answer ``status`` with ``body`` (any JSON value) instead of the real answer."""
+        """Process the request, then answer ``status`` with ``body`` instead of the real answer.
+
+        ``body`` is any JSON value, or ``bytes`` sent as they are (``b""``: an empty body).
+        """
         return cls(FaultKind.ANSWER, http_status=status, body=body, name="answer")
 
     @classmethod

@@ -341,7 +341,8 @@ class Dispatcher:
                 status = fault.http_status or 200
                 payload = payload[: max(1, len(payload) // 2)]
             elif fault is not None and fault.kind is FaultKind.ANSWER:
-                status, payload = fault.http_status or 200, _json_bytes(fault.body)
+                raw = isinstance(fault.body, bytes)  # bytes go as they are (b"": an empty body)
+                status, payload = fault.http_status or 200, fault.body if raw else _json_bytes(fault.body)
 
         self.journal.append(
             JournalEntry(

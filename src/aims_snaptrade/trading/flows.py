@@ -9,7 +9,9 @@ a placement is the safety argument:
 2. the intent is journaled durably under its ``client_order_id`` (a second journaling of the
    same id is refused: that is what makes a confirmation single-use);
 3. the request is sent once: the retry policy may resend it only when it provably did not
-   arrive (``request_sent=False``) or SnapTrade refused it unprocessed (429);
+   arrive (``request_sent=False``) or SnapTrade refused it unprocessed (429). The journal says
+   by when it can have left at the latest (``left_by``: the call's deadline bounds every
+   trade-slot, rate-limit and retry wait), and that moment moves to the call's end once it ends;
 4. the answer settles the intent (``placed`` / ``not_placed``); a lost answer leaves it
    ``pending`` and raises :class:`~aims_snaptrade.errors.SnapTradeUnknownOutcomeError` carrying it,
    for :mod:`~aims_snaptrade.trading.reconcile` to settle.
@@ -25,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from aims_snaptrade import errors as e
+from aims_snaptrade._transport import Response, answer_conforms
 from aims_snaptrade.models import _to_decimal
 from aims_snaptrade.operations import get_operation
 from aims_snaptrade.pipeline import CallOptions, Core, Flow, StoreCall, _parsed, checked_options
@@ -37,6 +40,11 @@ INTENTS = "intents"
 """Name of the order-intent store in the shells' store table."""
 
 _CANCELED = frozenset({"CANCELED", "PARTIAL_CANCELED", "CANCEL_PENDING"})
+
+ORDER_WRITE_DEADLINE = 120.0
+"""Seconds an order write may take, waits and retries included, when neither the call's options
+nor the retry policy set a deadline: an order write always has one, so the journal can say by
+when its request can have left at the latest."""
 
 
 def _now() -> datetime:
@@ -51,6 +59,17 @@ def _text(name: str, value: Any) -> str:
 
 def _body(response_body: Any) -> Mapping[str, Any]:
     return response_body if isinstance(response_body, Mapping) else {}
+
+
+def misfit(response: Response, key: str | None = None) -> str | None:
+    """Why a look-up answer proves nothing (empty, null, not what the SDK's schema allows), or ``None``.
+
+    ``key`` names a list the answer must carry (the schema of recent orders allows ``{}``).
+    """
+    problem = answer_conforms(get_operation(response.operation), response.body)
+    if problem is None and key is not None and not isinstance(response.body.get(key), list):
+        problem = f"no {key!r} list"
+    return None if problem is None else f"{response.operation} answered a body that proves nothing ({problem})"
 
 
 def settled(intent: OrderIntent, status: str, *, order_id: str | None = None, detail: str) -> OrderIntent:
@@ -97,7 +116,29 @@ class TradingFlows:
         policy = options.retry or self.core.retry
         if policy.retry_idempotent_writes:
             options = dataclasses.replace(options, retry=dataclasses.replace(policy, retry_idempotent_writes=False))
+        if options.deadline is None and policy.deadline is None:
+            options = dataclasses.replace(options, deadline=ORDER_WRITE_DEADLINE)
         return options
+
+    def left_by(self, options: CallOptions | None, start: datetime) -> datetime:
+        """The last moment an order write started at ``start`` can send its request.
+
+        The road bounds every wait of a call (trade slot, rate-limit budget, ``Retry-After``,
+        backoff) by the call's deadline and sends nothing after it; the request's bytes leave at
+        most one connect timeout later. One more road is possible (a resend after SnapTrade
+        answered 1083 to a stale cached secret, which it never processes), hence twice.
+        """
+        write = self._write_options(options)
+        policy = write.retry or self.core.retry
+        deadline = min(d for d in (write.deadline, policy.deadline, ORDER_WRITE_DEADLINE) if d is not None)
+        connect = write.timeouts(self.settings).connect
+        return start + timedelta(seconds=2 * (deadline + connect))
+
+    def _new_intent(self, options: CallOptions | None, **fields: Any) -> OrderIntent:
+        """A pending intent journaled now (a fresh ``client_order_id`` unless given), with its ``left_by``."""
+        now = _now()
+        fields.setdefault("client_order_id", OrderIntent.new_client_order_id())
+        return OrderIntent(created_at=now, sent_at=now, left_by=self.left_by(options, now), **fields)
 
     # --- reads the flows share -----------------------------------------------------------------
 
@@ -112,6 +153,28 @@ class TradingFlows:
             options=options,
         )
         return _parsed(response, lambda body: Order.from_api(_body(body), account_id))
+
+    def checked_detail(self, intent: OrderIntent, order_id: str, options: CallOptions | None) -> Flow[Order | str]:
+        """One order of ``intent``'s account, live, as evidence: the order, or why its answer proves nothing.
+
+        The answer must be what the SDK's schema allows, about this very order, with a status.
+        """
+        response = yield from self.core.call(
+            "get_user_account_order_detail",
+            {"user_id": intent.user_id, "account_id": intent.account_id, "brokerage_order_id": order_id},
+            options=options,
+        )
+        problem = misfit(response)
+        if problem is None:
+            try:
+                order = _parsed(response, lambda body: Order.from_api(body, intent.account_id))
+            except e.SnapTradeMalformedResponseError as bad:
+                problem = bad.message
+            else:
+                if order.status is not None and order.brokerage_order_id == order_id:
+                    return order
+                problem = f"{response.operation} answered about another order, or without a status"
+        return problem
 
     def _last_price(self, user_id: str, request: OrderRequest, options: CallOptions | None) -> Flow[Decimal | None]:
         by_ticker = request.universal_symbol_id is None
@@ -218,8 +281,8 @@ class TradingFlows:
         self._check_notional(preview.estimated_cost or preview.notional_value, "place_order")
         arguments = {"user_id": preview.user_id, "trade_id": preview.trade_id}
         yield from self._precheck("place_order", arguments)
-        now = _now()
-        intent = OrderIntent(
+        intent = self._new_intent(
+            options,
             client_order_id=preview.client_order_id,
             kind="checked",
             user_id=preview.user_id,
@@ -234,8 +297,6 @@ class TradingFlows:
             price=preview.price,
             stop=preview.stop,
             trade_id=preview.trade_id,
-            created_at=now,
-            sent_at=now,
         )
         if not (yield StoreCall("record", (intent,), store=INTENTS)):
             raise e.SnapTradeConfirmationError(
@@ -282,14 +343,8 @@ class TradingFlows:
         if notional is None and self.settings.max_order_notional is not None:
             notional = request.notional((yield from self._last_price(user_id, request, options)))
         self._check_notional(notional, "place_force_order")
-        now = _now()
-        intent = OrderIntent(
-            client_order_id=client_order_id,
-            kind="force",
-            user_id=user_id,
-            created_at=now,
-            sent_at=now,
-            **request.model_dump(),
+        intent = self._new_intent(
+            options, client_order_id=client_order_id, kind="force", user_id=user_id, **request.model_dump()
         )
         if not (yield StoreCall("record", (intent,), store=INTENTS)):
             raise e.SnapTradeConflictError(
@@ -304,25 +359,44 @@ class TradingFlows:
     def cancel_order(
         self, user_id: str, account_id: str, brokerage_order_id: str, options: CallOptions | None = None
     ) -> Flow[Order]:
-        """Cancel an open order and return it as the brokerage now reports it."""
+        """Cancel an open order (journaled first, like a placement) and return it as the brokerage reports it."""
+        _text("user_id", user_id)
         _text("account_id", account_id)
         _text("brokerage_order_id", brokerage_order_id)
-        arguments = {"user_id": user_id, "account_id": account_id, "brokerage_order_id": brokerage_order_id}
+        yield from self._precheck("cancel_order", {"user_id": user_id})
+        intent = self._new_intent(
+            options,
+            kind="cancel",
+            user_id=user_id,
+            account_id=account_id,
+            cancels=brokerage_order_id,
+        )
+        yield StoreCall("record", (intent,), store=INTENTS)
+        return (yield from self.send_cancel(intent, options))
+
+    def send_cancel(self, intent: OrderIntent, options: CallOptions | None = None) -> Flow[Order]:
+        """Send a journaled cancellation once and settle it from the answer (or the order, at once)."""
+        assert intent.cancels is not None
         try:
-            yield from self.core.call("cancel_order", arguments, options=self._write_options(options))
+            yield from self._dispatch(intent, options)
         except e.SnapTradeUnknownOutcomeError as lost:
-            # A cancellation is safe to look up at once: the order says whether it happened.
-            order = yield from self.order_detail(user_id, account_id, brokerage_order_id, options)
-            if order.status in _CANCELED:
-                return order
-            raise e.SnapTradeUnknownOutcomeError(
-                f"The cancellation of order {brokerage_order_id} was sent and its answer lost; the order is "
-                f"still {order.status}.",
-                operation="cancel_order",
-                request_id=lost.request_id,
-                hint="Cancelling twice is harmless: call cancel_order again (a closed order answers 400).",
-            ) from lost
-        return (yield from self.order_detail(user_id, account_id, brokerage_order_id, options))
+            # A cancellation can be looked up at once: the order itself says whether it happened.
+            pending = lost.intent if isinstance(lost.intent, OrderIntent) else intent
+            try:
+                order = yield from self.checked_detail(intent, intent.cancels, options)
+            except e.SnapTradeError:
+                raise lost from None
+            if isinstance(order, str) or order.status not in _CANCELED:
+                raise lost from lost.__cause__
+            detail = f"the order says {order.status}"
+            yield StoreCall(
+                "update", (settled(pending, "placed", order_id=intent.cancels, detail=detail),), store=INTENTS
+            )
+            return order
+        yield StoreCall(
+            "update", (settled(intent, "placed", order_id=intent.cancels, detail="answered"),), store=INTENTS
+        )
+        return (yield from self.order_detail(intent.user_id, intent.account_id, intent.cancels, options))
 
     def replace_order(
         self,
@@ -356,14 +430,11 @@ class TradingFlows:
             )
         if request.symbol is None and request.universal_symbol_id is None:
             request = request.model_copy(update={"symbol": old.symbol, "universal_symbol_id": old.universal_symbol_id})
-        now = _now()
-        intent = OrderIntent(
-            client_order_id=OrderIntent.new_client_order_id(),
+        intent = self._new_intent(
+            options,
             kind="replace",
             user_id=user_id,
             replaces=brokerage_order_id,
-            created_at=now,
-            sent_at=now,
             **request.model_dump(),
         )
         yield StoreCall("record", (intent,), store=INTENTS)
@@ -376,6 +447,13 @@ class TradingFlows:
         """The operation, SDK arguments and budget account that send ``intent``."""
         if intent.kind == "checked":
             return "place_order", {"user_id": intent.user_id, "trade_id": intent.trade_id}, intent.account_id
+        if intent.kind == "cancel":
+            arguments = {
+                "user_id": intent.user_id,
+                "account_id": intent.account_id,
+                "brokerage_order_id": intent.cancels,
+            }
+            return "cancel_order", arguments, None
         terms = OrderRequest.model_validate(intent.model_dump(include=set(OrderRequest.model_fields)))
         arguments = {"user_id": intent.user_id, **terms.sdk_arguments()}
         if intent.kind == "force":
@@ -384,25 +462,42 @@ class TradingFlows:
         arguments["symbol"] = intent.symbol
         return "replace_order", {**arguments, "brokerage_order_id": intent.replaces}, None
 
-    def send(self, intent: OrderIntent, options: CallOptions | None = None) -> Flow[Order]:
-        """Send a journaled intent once and settle it from the answer."""
+    def _dispatch(self, intent: OrderIntent, options: CallOptions | None) -> Flow[Response]:
+        """Send a journaled intent's request once; a refusal settles it ``not_placed``, a lost answer raises."""
         operation, arguments, budget_account = self.request_of(intent)
         try:
-            response = yield from self.core.call(
-                operation, arguments, options=self._write_options(options), budget_account=budget_account
+            return (
+                yield from self.core.call(
+                    operation, arguments, options=self._write_options(options), budget_account=budget_account
+                )
             )
         except e.SnapTradeUnknownOutcomeError as lost:
-            raise self.unknown(intent, lost) from lost
+            raise self.unknown((yield from self._ended(intent)), lost) from lost
         except e.SnapTradeError as refused:
             # Everything else is definite: refused locally, not sent, or refused by SnapTrade.
             detail = f"{type(refused).__name__}: {refused.message}"
             yield StoreCall("update", (settled(intent, "not_placed", detail=detail),), store=INTENTS)
             raise
+
+    def _ended(self, intent: OrderIntent) -> Flow[OrderIntent]:
+        """``intent`` with ``left_by`` moved to now (journaled): the call is over, nothing more of it can leave."""
+        ended = intent.model_copy(update={"left_by": _now()})
+        try:
+            yield StoreCall("update", (ended,), store=INTENTS)
+        except e.SnapTradeError:
+            return intent  # the journaled bound still holds
+        return ended
+
+    def send(self, intent: OrderIntent, options: CallOptions | None = None) -> Flow[Order]:
+        """Send a journaled intent once and settle it from the answer."""
+        if intent.kind == "cancel":
+            return (yield from self.send_cancel(intent, options))
+        response = yield from self._dispatch(intent, options)
         body = _body(response.body)
         order_id = body.get("brokerage_order_id")
         if not isinstance(order_id, str) or not order_id:
             raise self.unknown(
-                intent,
+                (yield from self._ended(intent)),
                 e.SnapTradeError("the answer carried no brokerage_order_id", request_id=response.request_id),
             )
         # Settled first: whatever else the answer holds, the order exists.
@@ -412,9 +507,14 @@ class TradingFlows:
     @staticmethod
     def unknown(intent: OrderIntent, lost: e.SnapTradeError) -> e.SnapTradeUnknownOutcomeError:
         """The error for an order whose answer was lost, carrying its journaled intent."""
+        what = (
+            f"The cancellation {intent.client_order_id} of order {intent.cancels}"
+            if intent.kind == "cancel"
+            else f"Order {intent.client_order_id} ({intent.action} {intent.units or intent.notional_value} "
+            f"{intent.symbol or intent.universal_symbol_id})"
+        )
         return e.SnapTradeUnknownOutcomeError(
-            f"Order {intent.client_order_id} ({intent.action} {intent.units or intent.notional_value} "
-            f"{intent.symbol or intent.universal_symbol_id}) was sent and its answer lost ({lost.message}).",
+            f"{what} was sent and its answer lost ({lost.message}).",
             intent=intent,
             status=lost.status,
             code=lost.code,

@@ -89,8 +89,25 @@ _TYPES = {t.value for t in OrderType}
 _TIMES = {t.value for t in TimeInForce} | {"GTD"}
 
 
+MAX_SIGNIFICANT_DIGITS = 15
+"""Most significant digits of a quantity or price: every decimal number with at most 15 significant
+digits survives a round trip through an IEEE-754 double, the JSON number SnapTrade's API types
+these fields as, so the number a server reads back is the number sent."""
+MAX_DECIMAL_PLACES = 18
+"""Most digits after the decimal point (a crypto asset's smallest unit is at most 1e-18)."""
+MAX_VALUE = Decimal("1e15")
+"""Quantities, prices and notional values must be below this (and above zero)."""
+
+
 def _exact(name: str, value: Any) -> Decimal | None:
-    """``value`` as a positive, finite Decimal (``None`` stays ``None``); floats are refused."""
+    """``value`` as a positive Decimal the wire carries exactly (``None`` stays ``None``).
+
+    Floats are refused (they rarely hold a price exactly); so are numbers with more than
+    :data:`MAX_SIGNIFICANT_DIGITS` significant digits or :data:`MAX_DECIMAL_PLACES` decimal
+    places, or not below :data:`MAX_VALUE`: sent as JSON numbers and read back as doubles, they
+    would reach the brokerage as another number (``1.00000000000000001`` as ``1``, ``1e-400`` as
+    ``0``, ``1e400`` as infinity).
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
@@ -104,12 +121,23 @@ def _exact(name: str, value: Any) -> Decimal | None:
         raise SnapTradeValidationError(f"{name} must be a number, got {value!r}.") from None
     if not number.is_finite() or number <= 0:
         raise SnapTradeValidationError(f"{name} must be a positive, finite number, got {value!r}.")
+    if number >= MAX_VALUE:
+        raise SnapTradeValidationError(f"{name} must be below {MAX_VALUE:,f}, got {value!r}.")
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    while len(digits) > 1 and digits[-1] == 0:  # trailing zeros say nothing (and normalize() would round)
+        digits, exponent = digits[:-1], exponent + 1
+    if -exponent > MAX_DECIMAL_PLACES:
+        raise SnapTradeValidationError(
+            f"{name} has more than {MAX_DECIMAL_PLACES} decimal places ({value!r}); it would reach the "
+            "brokerage rounded (or as zero)."
+        )
+    if len(digits) > MAX_SIGNIFICANT_DIGITS:
+        raise SnapTradeValidationError(
+            f"{name} has {len(digits)} significant digits ({value!r}); at most {MAX_SIGNIFICANT_DIGITS} "
+            "reach the brokerage unchanged."
+        )
     return number
-
-
-def _wire(value: Decimal | None) -> float | None:
-    # The SDK's schema types numbers as float and refuses Decimal; the text round-trips exactly.
-    return None if value is None else float(value)
 
 
 class OrderRequest(BaseModel):
@@ -215,10 +243,11 @@ class OrderRequest(BaseModel):
             "time_in_force": self.time_in_force,
             "universal_symbol_id": self.universal_symbol_id,
             "symbol": self.symbol if self.universal_symbol_id is None else None,
-            "units": _wire(self.units),
-            "notional_value": str(self.notional_value) if self.notional_value is not None else None,
-            "price": _wire(self.price),
-            "stop": _wire(self.stop),
+            # Decimals: the transport writes their own digits (never through float).
+            "units": self.units,
+            "notional_value": None if self.notional_value is None else format(self.notional_value, "f"),
+            "price": self.price,
+            "stop": self.stop,
         }
         return {k: v for k, v in arguments.items() if v is not None}
 
@@ -315,7 +344,7 @@ class Order(SnapTradeModel):
         return self.status in OPEN_STATUSES
 
 
-IntentKind = Literal["checked", "force", "replace"]
+IntentKind = Literal["checked", "force", "replace", "cancel"]
 IntentStatus = Literal["pending", "placed", "not_placed"]
 
 
@@ -327,12 +356,20 @@ class OrderIntent(BaseModel):
     ``placed`` (with ``brokerage_order_id``) or ``not_placed``. A ``pending`` intent whose call
     has returned is an unknown outcome.
 
+    A ``cancel`` intent journals a cancellation (``cancels``): ``placed`` means the order was
+    cancelled, ``not_placed`` that the cancellation did not happen; it has no terms of its own.
+
     Attributes:
-        kind: ``checked`` (a confirmed preview), ``force`` (``place_order_now``) or ``replace``.
+        kind: ``checked`` (a confirmed preview), ``force`` (``place_order_now``), ``replace`` or ``cancel``.
         trade_id: The checked trade placed (``checked``).
         replaces: The brokerage order being replaced (``replace``).
+        cancels: The brokerage order being cancelled (``cancel``).
         created_at: When the intent was recorded (just before the first send).
-        sent_at: When the latest attempt was sent.
+        sent_at: When the latest attempt was started (journaled, before any local wait).
+        left_by: The last moment the latest attempt's request could have left this machine: journaled
+            before sending as the call's deadline (every rate-limit, trade-slot and retry wait is
+            bounded by it), and moved to when the call ended once it has. ``order_settle_seconds``
+            counts from here.
         attempts: How many times the order was sent (a second only by ``reconcile_order(resend=True)``).
         detail: Why it settled as it did.
     """
@@ -343,19 +380,21 @@ class OrderIntent(BaseModel):
     kind: IntentKind
     user_id: str
     account_id: str
-    action: str
+    action: str | None = None
     symbol: str | None = None
     universal_symbol_id: str | None = None
-    order_type: str
-    time_in_force: str
+    order_type: str | None = None
+    time_in_force: str | None = None
     units: Decimal | None = None
     notional_value: Decimal | None = None
     price: Decimal | None = None
     stop: Decimal | None = None
     trade_id: str | None = None
     replaces: str | None = None
+    cancels: str | None = None
     created_at: datetime
     sent_at: datetime
+    left_by: datetime | None = None
     attempts: int = 1
     status: IntentStatus = "pending"
     brokerage_order_id: str | None = None
@@ -378,6 +417,12 @@ class OrderIntent(BaseModel):
 
 
 Outcome = Literal["placed", "not_placed", "unknown"]
+UnknownReason = Literal[
+    "settling", "malformed_answer", "stale_source", "ambiguous", "replacement_pending", "lookup_failed"
+]
+"""Why an outcome is still unknown (see ``docs/trading.md``)."""
+Source = Literal["answer", "recent_orders", "orders", "order_detail", "journal"]
+"""Where a verdict's evidence came from; ``orders`` (the account's order list) is cached by SnapTrade."""
 
 
 class Reconciliation(SnapTradeModel):
@@ -390,7 +435,18 @@ class Reconciliation(SnapTradeModel):
         order: The order, when placed.
         resent: ``True`` when this call sent the order again (``resend=True``).
         retry_at: When to look again, for ``unknown``.
-        reason: Why.
+        reason: Why, in words.
+        unknown_reason: Why the outcome is ``unknown``: ``settling`` (the request may still arrive
+            before ``retry_at``), ``malformed_answer`` (a look-up answered empty, ``null`` or in a
+            shape its schema does not allow: it proves nothing), ``stale_source`` (only SnapTrade's
+            cached order list could be read, and an order missing there proves nothing),
+            ``ambiguous`` (identical unsettled intents compete for one listed order),
+            ``replacement_pending`` (the replaced order says ``REPLACED``, its replacement is not listed
+            yet) or ``lookup_failed`` (the look-up itself failed).
+        source: Where the evidence came from: ``answer`` (SnapTrade's answer to the order),
+            ``recent_orders`` (real time), ``order_detail`` (real time), ``orders`` (SnapTrade's
+            cached order list) or ``journal`` (settled before).
+        stale: The verdict rests on a cached source; a stale verdict never allows a resend.
     """
 
     outcome: Outcome
@@ -399,3 +455,6 @@ class Reconciliation(SnapTradeModel):
     resent: bool = False
     retry_at: datetime | None = None
     reason: str = ""
+    unknown_reason: UnknownReason | None = None
+    source: Source | None = None
+    stale: bool = False

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a check failed, 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -62,7 +63,27 @@ def _emulator(args: argparse.Namespace) -> int:
 def _generate_key(args: argparse.Namespace) -> int:
     from aims_snaptrade.secrets import Keyring
 
-    print(Keyring.generate(args.version).export())
+    keys = Keyring.generate(args.version).export()
+    if args.output is None:
+        print(keys)
+        return 0
+    # A key file is read by every later shell through SNAPTRADE_ENCRYPTION_KEYS_FILE. Owner-only
+    # from the first byte, and never overwritten: the stored secrets need the key that wrote them.
+    try:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(
+            f"configuration error: {args.output} exists; keep it (the stored secrets need its key). To add a "
+            "new key for rotation, see docs/secret-stores.md.",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:
+        print(f"configuration error: cannot create {args.output} ({exc.strerror})", file=sys.stderr)
+        return 2
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(keys + "\n")
+    print(f"wrote a new key to {args.output}; export SNAPTRADE_ENCRYPTION_KEYS_FILE={args.output}", file=sys.stderr)
     return 0
 
 
@@ -127,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate-key", help="print a new encryption key for SNAPTRADE_ENCRYPTION_KEYS")
     generate.add_argument("--version", default="v1", help="key version label (default v1)")
+    generate.add_argument(
+        "-o", "--output", metavar="FILE", help="write the key to FILE (created owner-only; never overwritten)"
+    )
     generate.set_defaults(handler=_generate_key)
 
     rotate = commands.add_parser("rotate-keys", help="re-encrypt every stored secret with the current key")

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         SyncPolicy,
         UserSyncResult,
     )
+    from aims_snaptrade.webhooks.receiver import WebhookHandler, WebhookReceiver
 
 __all__ = ["AsyncSafeSnapTradeClient", "SafeSnapTradeClient"]
 
@@ -352,6 +353,23 @@ class _Base:
         :meth:`SafeSnapTradeClient.reconcile_pending`."""
         store = self._stores.get(INTENTS)
         return list(store.pending()) if store is not None else []
+
+    def webhook_receiver(self, handler: WebhookHandler, **options: Any) -> WebhookReceiver:
+        """A :class:`~aims_snaptrade.webhooks.WebhookReceiver` for this client's deliveries.
+
+        It takes the client's settings (consumer key, and the previous one during a rotation,
+        ``SNAPTRADE_WEBHOOK_DEDUPE_URL``, ``SNAPTRADE_WEBHOOK_TOLERANCE``) and, when the client
+        audits, records every verified webhook in the client's own audit trail (the
+        ``on_verified=audit_webhooks(trail)`` hook, wired without touching the optional
+        :attr:`audit_trail`). ``options`` are :class:`~aims_snaptrade.webhooks.WebhookReceiver`'s
+        and override the rest. Close the receiver before the client.
+        """
+        from aims_snaptrade.compliance.audit import audit_webhooks
+        from aims_snaptrade.webhooks.receiver import WebhookReceiver
+
+        if self.audit_trail is not None:
+            options.setdefault("on_verified", audit_webhooks(self.audit_trail))
+        return WebhookReceiver.from_settings(handler, self.settings, **options)
 
     @property
     def closed(self) -> bool:

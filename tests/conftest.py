@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import aims_snaptrade
 from aims_snaptrade.redaction import isolated_registry
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # .ci/run runs part of the suite against the installed wheel (docs/testing.md, "The installed
+    # wheel"): it names the virtual environment, and the package must come from there, not src/.
+    installed = os.environ.get("AIMS_SNAPTRADE_INSTALLED")
+    if installed:
+        imported = Path(aims_snaptrade.__file__).resolve()
+        if not imported.is_relative_to(Path(installed).resolve()):
+            raise pytest.UsageError(f"aims_snaptrade was imported from {imported}, not from the wheel in {installed}")
 
 
 @pytest.fixture(autouse=True)

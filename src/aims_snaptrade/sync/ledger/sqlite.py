@@ -54,6 +54,9 @@ class SQLiteSyncLedger(SQLLedger):
                 f"the directory of the SQLite sync ledger {self.path!r} does not exist; create it or fix "
                 "SNAPTRADE_SYNC_LEDGER_URL"
             )
+        if self.persistent and not Path(self.path).exists():
+            # Private before SQLite creates it with the umask's mode: it names users and accounts.
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         try:
             self._transaction(self._create)
         except SnapTradeConfigurationError:  # a schema this release cannot use

@@ -42,16 +42,21 @@ __all__ = [
     "render_brokerage",
     "render_brokerage_instrument",
     "render_connection_account",
+    "render_crypto_pair",
+    "render_crypto_quote",
     "render_exchange",
     "render_holdings",
     "render_institution",
+    "render_option_quote",
     "render_order",
     "render_order_v2",
     "render_partner",
+    "render_partner_stats",
     "render_position",
     "render_position_v2",
     "render_quote",
     "render_return_rates",
+    "render_subscription",
     "render_trade_impact",
     "render_universal_symbol",
 ]
@@ -686,4 +691,56 @@ def render_balance_history(points: Iterable[tuple[date, Decimal]], currency: Cur
     return {
         "history": [{"date": day.isoformat(), "total_value": str(value)} for day, value in points],
         "currency": currency.code,
+    }
+
+
+# --- crypto pairs, option quotes, trade-detection subscriptions, partner statistics ------------
+
+
+def render_crypto_pair(symbol: str, base: str, quote: str) -> JSON:
+    """``CryptocurrencyPair``."""
+    return {"symbol": symbol, "base": base, "quote": quote}
+
+
+def render_crypto_quote(mid: Decimal, now: datetime) -> JSON:
+    """``CryptocurrencyPairQuote``: a spread of 0.1% around ``mid``, as strings like SnapTrade's."""
+    exponent = mid.as_tuple().exponent
+    half = (mid * Decimal("0.0005")).quantize(Decimal(1).scaleb(exponent if isinstance(exponent, int) else 0))
+    return {"bid": str(mid - half), "ask": str(mid + half), "mid": str(mid), "timestamp": iso(now)}
+
+
+def render_option_quote(symbol: str, now: datetime) -> JSON:
+    """``OptionQuote`` for an OCC option symbol (fixed, plausible greeks)."""
+    return {
+        "symbol": symbol,
+        "implied_volatility": 0.25,
+        "synthetic_price": 2.5,
+        "greeks": {"delta": 0.5, "gamma": 0.05, "theta": -0.02, "vega": 0.12},
+        "timestamp": iso(now),
+    }
+
+
+def render_subscription(account_id: str, check_interval_seconds: int) -> JSON:
+    """``TradeDetectionSubscription`` (the emulator charges nothing)."""
+    return {"account_id": account_id, "check_interval_seconds": check_interval_seconds, "cost": "0.00"}
+
+
+def render_partner_stats(stats: dict[str, Any], currency: str, now: datetime, *, legacy: bool) -> JSON:
+    """``ConnectedAssetPartnerStats`` (``/management/stats``), or the older ``PartnerStats``."""
+    assets = "assets_under_management" if legacy else "connected_assets"
+    return {
+        "total_users": stats["users"],
+        "total_connected_users": stats["connected_users"],
+        "total_active_connections": stats["active"],
+        "total_disabled_connections": stats["disabled"],
+        "oauth_total_users": 0,
+        "oauth_total_connected_users": 0,
+        "oauth_total_active_connections": 0,
+        "oauth_total_disabled_connections": 0,
+        assets: float(stats["value"]),
+        f"disabled_{assets}": float(stats["disabled_value"]),
+        f"oauth_{assets}": 0.0,
+        f"oauth_disabled_{assets}": 0.0,
+        f"{assets}_currency": currency,
+        f"{assets}_calculated_at": iso(now),
     }

@@ -57,19 +57,31 @@ from aims_snaptrade.testing.render import (
     render_brokerage,
     render_brokerage_instrument,
     render_connection_account,
+    render_crypto_pair,
+    render_crypto_quote,
     render_exchange,
     render_holdings,
     render_institution,
+    render_option_quote,
     render_order,
     render_order_v2,
     render_partner,
+    render_partner_stats,
     render_position_v2,
     render_quote,
     render_return_rates,
+    render_subscription,
     render_trade_impact,
     render_universal_symbol,
 )
-from aims_snaptrade.testing.seed import BROKERAGES, EXCHANGES, SECURITIES, ConnectionPortalError, Scenario
+from aims_snaptrade.testing.seed import (
+    BROKERAGES,
+    CRYPTO_PAIRS,
+    EXCHANGES,
+    SECURITIES,
+    ConnectionPortalError,
+    Scenario,
+)
 from aims_snaptrade.testing.state import EmulatorState
 
 __all__ = ["Dispatcher", "Route", "RouteTable", "portal_session_id"]
@@ -198,6 +210,30 @@ class _Call:
 
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _required_object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if not isinstance(value, dict):
+        raise ApiProblem.invalid(f"{name} is required (an object)")
+    return value
+
+
+def _legs(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    legs = body.get("legs")
+    if not isinstance(legs, list) or not legs or not all(isinstance(leg, dict) for leg in legs):
+        raise ApiProblem.invalid("legs must be a non-empty list of legs")
+    return legs
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        raise ApiProblem.invalid(f"{value!r} is not a number") from None
+    return number if number.is_finite() else None
 
 
 def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int | None = None) -> int:
@@ -930,6 +966,160 @@ class Dispatcher:
         with self.state.lock:
             account = self._account(call)
             return render_order(self.state.replace_order(call.require_user(), account, call.body_dict()))
+
+    # --- handlers: the other order forms ------------------------------------------------------
+
+    # Single-leg simple orders of emulated equities are booked like /trade/place orders. Crypto, multi-leg
+    # option and complex (OCO/OTO/OTOCO) orders are checked for their required fields and
+    # acknowledged with fresh ids, but not booked: the emulator has no crypto or option book.
+
+    _SIMPLE_TYPES = {"market": "Market", "limit": "Limit", "stop": "Stop", "stop_limit": "StopLimit"}
+
+    def op_place_simple_order(self, call: _Call) -> Any:
+        body = call.body_dict()
+        order_type = self._SIMPLE_TYPES.get(str(body.get("order_type") or "").lower())
+        if order_type is None:
+            raise ApiProblem.invalid("order_type must be market, limit, stop or stop_limit")
+        legs = _legs(body)
+        with self.state.lock:
+            account = self._account(call)
+            leg = legs[0]
+            instrument = _required_object(leg, "instrument")
+            action = str(leg.get("action") or "").upper()  # the simple form spells actions in lower case
+            if len(legs) > 1 or instrument.get("kind") != "equity" or action not in ("BUY", "SELL"):
+                # Only single-leg equity orders are booked; others are acknowledged.
+                self.state.require_ready(account)
+                return {"brokerage_order_id": self.state.new_id("order")}
+            terms = {
+                "account_id": account.id,
+                "action": action,
+                "symbol": instrument.get("symbol"),
+                "order_type": order_type,
+                "time_in_force": {"day": "Day", "gtc": "GTC", "fok": "FOK", "ioc": "IOC"}.get(
+                    str(body.get("time_in_force") or "").lower(), body.get("time_in_force")
+                ),
+                "units": leg.get("units"),
+                "notional_value": body.get("notional_value"),
+                "price": body.get("limit_price"),
+                "stop": body.get("stop_price"),
+                "client_order_id": body.get("client_order_id"),
+            }
+            order = self.state.place_order(call.require_user(), terms)
+            return {"brokerage_order_id": order.brokerage_order_id}
+
+    def _ready(self, call: _Call) -> Account:
+        """The call's account, once its connection has populated (else 425)."""
+        with self.state.lock:
+            account = self._account(call)
+            self.state.require_ready(account)
+            return account
+
+    def _crypto_order(self, call: _Call) -> dict[str, Any]:
+        body = call.body_dict()
+        symbol = _required_object(body, "instrument").get("symbol")
+        if not isinstance(symbol, str) or not symbol:
+            raise ApiProblem.invalid("instrument.symbol is required")
+        for name in ("side", "type", "time_in_force", "amount"):
+            if body.get(name) in (None, ""):
+                raise ApiProblem.invalid(f"{name} is required")
+        if str(body["side"]).upper() not in ("BUY", "SELL"):
+            raise ApiProblem.invalid("side must be BUY or SELL")
+        self._ready(call)
+        return body
+
+    def op_preview_crypto_order(self, call: _Call) -> Any:
+        body = self._crypto_order(call)
+        pair = CRYPTO_PAIRS.get(str(body["instrument"]["symbol"]).upper())
+        return {"estimated_fee": {"amount": "0.00", "currency": pair[1] if pair else "USD"}}
+
+    def op_place_crypto_order(self, call: _Call) -> Any:
+        self._crypto_order(call)
+        return {"brokerage_order_id": self.state.new_id("order"), "order": None}
+
+    def _option_legs(self, call: _Call) -> list[dict[str, Any]]:
+        legs = _legs(call.body_dict())
+        for leg in legs:
+            if leg.get("action") in (None, "") or not isinstance(leg.get("instrument"), dict) or "units" not in leg:
+                raise ApiProblem.invalid("every leg needs action, instrument and units")
+        self._ready(call)
+        return legs
+
+    def op_get_option_impact(self, call: _Call) -> Any:
+        legs = self._option_legs(call)
+        body = call.body_dict()
+        price = _decimal_or_none(body.get("limit_price"))
+        if price is None:
+            return {"cash_change_direction": "UNKNOWN"}
+        contracts = sum(abs(_decimal_or_none(leg.get("units")) or Decimal(0)) for leg in legs)
+        change = (price * contracts * 100).quantize(Decimal("0.01"))
+        effect = str(body.get("price_effect") or "DEBIT").upper()
+        direction = "EVEN" if change == 0 else ("CREDIT" if effect == "CREDIT" else "DEBIT")
+        return {"estimated_cash_change": str(change), "estimated_fee_total": "0.00", "cash_change_direction": direction}
+
+    def op_place_mleg_order(self, call: _Call) -> Any:
+        self._option_legs(call)
+        return {"brokerage_order_id": self.state.new_id("order"), "orders": []}
+
+    def op_place_complex_order(self, call: _Call) -> Any:
+        body = call.body_dict()
+        kind = body.get("type")
+        if kind not in ("OCO", "OTO", "OTOCO"):
+            raise ApiProblem.invalid("type must be OCO, OTO or OTOCO")
+        orders = body.get("orders")
+        if not isinstance(orders, list) or len(orders) < 2:
+            raise ApiProblem.invalid("orders must list the legs of the complex order")
+        self._ready(call)
+        return {"brokerage_group_order_id": self.state.new_id("order-group"), "type": kind}
+
+    # --- handlers: option quotes, crypto pairs ----------------------------------------------------
+
+    def op_get_user_account_option_quotes(self, call: _Call) -> Any:
+        symbol = call.query.get("symbol")
+        if not symbol:
+            raise ApiProblem.invalid("symbol is required")
+        self._ready(call)
+        return render_option_quote(symbol, datetime.now(UTC))
+
+    def op_search_cryptocurrency_pair_instruments(self, call: _Call) -> Any:
+        base, quote_ = (call.query.get(k, "").upper() for k in ("base", "quote"))
+        self._ready(call)
+        return {
+            "items": [
+                render_crypto_pair(symbol, b, q)
+                for symbol, (b, q, _) in CRYPTO_PAIRS.items()
+                if (not base or b == base) and (not quote_ or q == quote_)
+            ]
+        }
+
+    def op_get_cryptocurrency_pair_quote(self, call: _Call) -> Any:
+        pair = CRYPTO_PAIRS.get(call.param("instrumentSymbol").upper())
+        self._ready(call)
+        if pair is None:
+            raise ApiProblem.not_found("Cryptocurrency pair")
+        return render_crypto_quote(pair[2], datetime.now(UTC))
+
+    # --- handlers: trade-detection subscriptions, partner statistics ----------------------------
+
+    def op_add_subscription(self, call: _Call) -> Any:
+        body = call.body_dict()
+        account, interval = self.state.subscribe(
+            call.require_user(), body.get("account_id"), body.get("check_interval_seconds")
+        )
+        return render_subscription(account.id, interval)
+
+    def op_cancel_subscription(self, call: _Call) -> Any:
+        return {"success": self.state.unsubscribe(call.require_client(), call.body_dict().get("account_id"))}
+
+    def op_list_subscriptions(self, call: _Call) -> Any:
+        return [render_subscription(a, every) for a, every in self.state.subscriptions(call.require_client())]
+
+    def op_get_stats(self, call: _Call) -> Any:
+        stats = self.state.partner_stats(call.require_client())
+        return render_partner_stats(stats, call.query.get("currency") or "USD", datetime.now(UTC), legacy=False)
+
+    def op_get_stats_legacy(self, call: _Call) -> Any:
+        stats = self.state.partner_stats(call.require_client())
+        return render_partner_stats(stats, call.query.get("currency") or "USD", datetime.now(UTC), legacy=True)
 
     # --- handlers: reference data and quotes --------------------------------------------------
 

@@ -46,6 +46,7 @@ from aims_snaptrade.testing.records import (
 
 __all__ = [
     "BROKERAGES",
+    "CRYPTO_PAIRS",
     "CURRENCIES",
     "EXCHANGES",
     "HISTORY_ANCHOR",
@@ -537,3 +538,12 @@ def _history(
         )
         day -= timedelta(days=1)
     return out
+
+
+CRYPTO_PAIRS: dict[str, tuple[str, str, Decimal]] = {
+    "BTC-USD": ("BTC", "USD", Decimal("64250.00")),
+    "ETH-USD": ("ETH", "USD", Decimal("3120.50")),
+    "ETH-BTC": ("ETH", "BTC", Decimal("0.04857")),
+    "SOL-USD": ("SOL", "USD", Decimal("142.35")),
+}
+"""Cryptocurrency pairs a trading account can quote: symbol -> (base, quote, mid price)."""

@@ -110,6 +110,8 @@ class EmulatorState:
         self._accounts: dict[str, Account] = {}
         self._trades: dict[str, CheckedTrade] = {}
         self._client_order_ids: dict[tuple[str, str], Order] = {}
+        # Trade-detection subscriptions: (client_id, account_id) -> check interval, seconds.
+        self._subscriptions: dict[tuple[str, str], int] = {}
         # Told of every change a webhook reports: (client_id, eventType, userId, **payload fields).
         self.on_event: Callable[..., object] | None = None
 
@@ -155,6 +157,7 @@ class EmulatorState:
             self._accounts.clear()
             self._trades.clear()
             self._client_order_ids.clear()
+            self._subscriptions.clear()
 
     # --- users ----------------------------------------------------------------------------------
 
@@ -760,3 +763,52 @@ class EmulatorState:
             old.canceled_quantity = old.open_quantity
             old.time_updated = _utcnow()
             return order
+
+    # --- trade-detection subscriptions and partner statistics ----------------------------------
+
+    def subscribe(self, user: User, account_id: object, check_interval_seconds: object) -> tuple[Account, int]:
+        """Subscribe one of the user's accounts to trade detection (again: the interval is replaced)."""
+        with self.lock:
+            account = self._trading_account(user, account_id)
+            interval = check_interval_seconds if check_interval_seconds is not None else 300
+            if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+                raise ApiProblem.invalid("check_interval_seconds must be a positive whole number of seconds")
+            self._subscriptions[(user.client_id, account.id)] = interval
+            return account, interval
+
+    def unsubscribe(self, client: ClientCredentials, account_id: object) -> bool:
+        """Cancel an account's subscription; ``False`` when there was none."""
+        with self.lock:
+            if not isinstance(account_id, str) or not account_id:
+                raise ApiProblem.invalid("account_id is required")
+            return self._subscriptions.pop((client.client_id, account_id), None) is not None
+
+    def subscriptions(self, client: ClientCredentials) -> list[tuple[str, int]]:
+        """The key's subscriptions: (account id, interval), in subscription order."""
+        with self.lock:
+            return [
+                (account, every) for (owner, account), every in self._subscriptions.items() if owner == client.client_id
+            ]
+
+    def partner_stats(self, client: ClientCredentials) -> dict[str, Any]:
+        """Users, connected users, active and disabled connections, and the value of connected accounts."""
+        with self.lock:
+            users = [u for (owner, _), u in self._users.items() if owner == client.client_id]
+            auths = [a for a in self._authorizations.values() if a.client_id == client.client_id]
+            connected = {a.user_id for a in auths}
+            value = {False: Decimal(0), True: Decimal(0)}
+            for account in self._accounts.values():
+                auth = self._authorizations.get(account.authorization_id)
+                if auth is not None and auth.client_id == client.client_id:
+                    worth = account.cash + sum(
+                        (p.units * p.security.price for p in account.positions.values()), Decimal(0)
+                    )
+                    value[auth.disabled] += worth
+            return {
+                "users": len(users),
+                "connected_users": len(connected),
+                "active": sum(1 for a in auths if not a.disabled),
+                "disabled": sum(1 for a in auths if a.disabled),
+                "value": value[False],
+                "disabled_value": value[True],
+            }

@@ -442,8 +442,10 @@ class SQLAuditTrail:
             db.setup(_SCHEMA)
             with db.transaction(durable=True) as cur:
                 if cur.execute(self._head).fetchone() is None:
+                    # Replicas starting together on an empty database all find no head: the first
+                    # insert wins, the others' (the same genesis row) change nothing.
                     cur.execute(
-                        f"INSERT INTO {head} VALUES (1, 0, ?, 0, ?, ?)",
+                        f"INSERT INTO {head} VALUES (1, 0, ?, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
                         (GENESIS, GENESIS, anchor_signature(key, 0, GENESIS)),
                     )
         except BaseException:

@@ -95,13 +95,26 @@ def dump(path: Path) -> list[str]:
         return list(conn.iterdump())
 
 
+@pytest.fixture(scope="module")
+def current(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, int]]:
+    """``(version, compatible_from)`` this library writes for each store: what a fresh database records."""
+    found = {}
+    for store, (_, opener) in SQLITE_STORES.items():
+        path = tmp_path_factory.mktemp("fresh") / f"{store}.db"
+        opener(path).close()
+        found[store] = versions(path)[store]
+    return found
+
+
 def versions(path: Path) -> dict[str, tuple[int, int]]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute(f"SELECT store, version, compatible_from FROM {VERSIONS_TABLE}").fetchall()
     return {store.partition(":")[0]: (version, compatible) for store, version, compatible in rows}
 
 
-def test_the_databases_release_0_1_0_wrote_open_with_this_release_and_keep_every_row(v1: Path) -> None:
+def test_the_databases_release_0_1_0_wrote_open_with_this_release_and_keep_every_row(
+    v1: Path, current: dict[str, tuple[int, int]]
+) -> None:
     secrets = SQLiteSecretStore(v1 / "secrets.db", KEYRING)
     assert {u: secrets.get(u) for u in secrets.user_ids()} == EXPECTED["secrets"]["secrets"]
     assert secrets.pending_rotations() == EXPECTED["secrets"]["pending"]
@@ -142,9 +155,9 @@ def test_the_databases_release_0_1_0_wrote_open_with_this_release_and_keep_every
     for name, before in EXPECTED["rows"].items():
         after = FIXTURES.table_counts(v1 / name)
         assert {t: after[t] for t in before} == before, f"{name} lost or gained rows"
-        assert set(after) == {*before, VERSIONS_TABLE}, f"{name}: tables changed beyond the versions table"
+        assert VERSIONS_TABLE in after  # (a migration may add tables; it keeps the old ones and their rows)
     recorded = {store: versions(v1 / file) for store, (file, _) in SQLITE_STORES.items()}
-    assert {store: found[store] for store, found in recorded.items()} == {store: (1, 1) for store in SQLITE_STORES}
+    assert {store: found[store] for store, found in recorded.items()} == current
 
 
 def _write_future(path: Path, store: str, version: int, compatible_from: int) -> None:
@@ -165,13 +178,15 @@ def _write_future(path: Path, store: str, version: int, compatible_from: int) ->
 
 
 @pytest.mark.parametrize("store", sorted(SQLITE_STORES))
-def test_a_schema_from_a_newer_incompatible_release_is_refused_and_left_untouched(v1: Path, store: str) -> None:
+def test_a_schema_from_a_newer_incompatible_release_is_refused_and_left_untouched(
+    v1: Path, store: str, current: dict[str, tuple[int, int]]
+) -> None:
     file, opener = SQLITE_STORES[store]
     _write_future(v1 / file, store, 99, 99)
     before = dump(v1 / file)
     with pytest.raises(SnapTradeSchemaVersionError) as refused:
         opener(v1 / file)
-    assert (refused.value.store, refused.value.found, refused.value.supported) == (store, 99, 1)
+    assert (refused.value.store, refused.value.found, refused.value.supported) == (store, 99, current[store][0])
     assert "newer aims-snaptrade" in refused.value.message
     assert "Upgrade aims-snaptrade" in refused.value.hint
     assert dump(v1 / file) == before
@@ -179,11 +194,15 @@ def test_a_schema_from_a_newer_incompatible_release_is_refused_and_left_untouche
 
 
 @pytest.mark.parametrize("store", sorted(SQLITE_STORES))
-def test_a_newer_schema_that_declares_itself_compatible_is_used_and_not_downgraded(v1: Path, store: str) -> None:
+def test_a_newer_schema_that_declares_itself_compatible_is_used_and_not_downgraded(
+    v1: Path, store: str, current: dict[str, tuple[int, int]]
+) -> None:
     file, opener = SQLITE_STORES[store]
-    _write_future(v1 / file, store, 7, 1)  # e.g. a column added by a later release: 0.2 keeps working
+    opener(v1 / file).close()  # migrated to this release's version first, as a newer release would have
+    newer = (current[store][0] + 5, current[store][0])  # e.g. a column added later: this release keeps working
+    _write_future(v1 / file, store, *newer)
     opener(v1 / file).close()
-    assert versions(v1 / file)[store] == (7, 1)
+    assert versions(v1 / file)[store] == newer
 
 
 def test_a_read_only_open_reads_a_0_1_0_store_and_refuses_a_newer_one(v1: Path) -> None:
@@ -197,7 +216,7 @@ def test_a_read_only_open_reads_a_0_1_0_store_and_refuses_a_newer_one(v1: Path) 
 
 
 def test_migrate_command_brings_every_store_of_the_data_directory_up_to_date(
-    v1: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    v1: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], current: dict[str, tuple[int, int]]
 ) -> None:
     from aims_snaptrade.cli import main
 
@@ -217,12 +236,13 @@ def test_migrate_command_brings_every_store_of_the_data_directory_up_to_date(
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"{store}: up to date" for store in SQLITE_ORDER]
     for store, (file, _) in SQLITE_STORES.items():
-        assert versions(v1 / file)[store] == (1, 1)
-    _write_future(v1 / "sync-ledger.db", "sync_ledger", 3, 2)
+        assert versions(v1 / file)[store] == current[store]
+    newer = current["sync_ledger"][0] + 2
+    _write_future(v1 / "sync-ledger.db", "sync_ledger", newer, newer)
     assert main(["migrate"]) == 1
     out = capsys.readouterr().out
     assert "sync_ledger: the sync_ledger tables in" in out
-    assert "schema version 3" in out
+    assert f"schema version {newer}" in out
 
 
 SQLITE_ORDER = ("secrets", "consent", "audit", "order_intents", "sync_ledger", "webhook_claims")
@@ -294,14 +314,6 @@ PG_STORES: dict[str, Callable[[str], Any]] = {
     "webhook_claims": lambda s: PostgresWebhookDedupeStore(POSTGRES_URL, schema=s),
     "sync_ledger": lambda s: PostgresSyncLedger(POSTGRES_URL, schema=s),
 }
-PG_ROWS: dict[str, Callable[[Any], None]] = {
-    "secrets": lambda st_: st_.put("pg-user", "pg-secret-ü"),
-    "consent": lambda st_: st_.grant("pg-user", "read", "d1", "test"),
-    "audit": lambda st_: None,  # opening writes the head row
-    "order_intents": lambda st_: None,
-    "webhook_claims": lambda st_: st_.claim("wh-1", "t", 3600),
-    "sync_ledger": lambda st_: st_.finish_in_batch("b", "pg-user", 1.0),
-}
 
 
 @pytest.fixture
@@ -318,30 +330,57 @@ def _pg_counts(schema: str) -> dict[str, int]:
         return {t: conn.execute(f'SELECT count(*) FROM "{schema}"."{t}"').fetchone()[0] for t in tables}  # type: ignore[index]
 
 
+PG_READS: dict[str, Callable[[Any], object]] = {
+    "secrets": lambda st_: {u: st_.get(u) for u in st_.user_ids()},
+    "consent": lambda st_: [r.to_json()["disclosure_version"] for r in st_.records("user-1")],
+    "audit": lambda st_: (st_.verify().ok, [r.action for r in st_.tail(10)]),
+    "order_intents": lambda st_: [i.client_order_id for i in st_.pending()],
+    "webhook_claims": lambda st_: st_.claim("wh-pg", "other-token", 60),
+    "sync_ledger": lambda st_: sorted(st_.finished_in_batch("batch-1", ["user-1", "user-2"])),
+}
+PG_EXPECTED: dict[str, object] = {
+    "secrets": FIXTURES.USERS,
+    "consent": ["disclosure-v1"],
+    "audit": (True, ["op"]),
+    "order_intents": ["coid-pg"],
+    "webhook_claims": "in_progress",
+    "sync_ledger": ["user-1"],
+}
+
+
+def _load_postgres_fixture(schema: str) -> None:
+    """The tables and rows release 0.1.0 wrote (``fixtures/schemas/v1/postgres.sql``), in ``schema``."""
+    dump = (V1 / "postgres.sql").read_text(encoding="utf-8").replace(FIXTURES.PG_PLACEHOLDER, schema)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # its own session: the dump resets search_path
+        conn.execute(dump.encode())
+
+
 @pytest.mark.parametrize("store", sorted(PG_STORES))
 def test_postgres_tables_of_0_1_0_migrate_in_place_and_a_newer_schema_is_refused(pg_schema: str, store: str) -> None:
-    opened = PG_STORES[store](pg_schema)
-    PG_ROWS[store](opened)
-    opened.close()
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # what release 0.1.0 left: no versions table
-        conn.execute(f'DROP TABLE "{pg_schema}"."{VERSIONS_TABLE}"')
+    _load_postgres_fixture(pg_schema)
     before = _pg_counts(pg_schema)
-    PG_STORES[store](pg_schema).close()
+    opened = PG_STORES[store](pg_schema)
+    assert PG_READS[store](opened) == PG_EXPECTED[store]
+    opened.close()
     after = _pg_counts(pg_schema)
-    assert after == {**before, VERSIONS_TABLE: 1}
+    assert {t: after[t] for t in before} == before, "rows lost or invented"
+    assert after[VERSIONS_TABLE] == 1
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f'UPDATE "{pg_schema}"."{VERSIONS_TABLE}" SET version = 42, compatible_from = 42')
+        (version,) = conn.execute(f'SELECT version FROM "{pg_schema}"."{VERSIONS_TABLE}"').fetchone()  # type: ignore[misc]
+        newer = version + 40
+        conn.execute(f'UPDATE "{pg_schema}"."{VERSIONS_TABLE}" SET version = %s, compatible_from = %s', (newer, newer))
     with pytest.raises(SnapTradeSchemaVersionError) as refused:
         PG_STORES[store](pg_schema)
-    assert (refused.value.store, refused.value.found) == (store, 42)
-    assert _pg_counts(pg_schema) == after
+    assert (refused.value.store, refused.value.found, refused.value.supported) == (store, newer, version)
+    assert {t: n for t, n in _pg_counts(pg_schema).items() if t != VERSIONS_TABLE} == {
+        t: n for t, n in after.items() if t != VERSIONS_TABLE
+    }
 
 
 def test_a_postgres_role_that_may_not_migrate_is_told_the_command(pg_schema: str) -> None:
     role = "aims_schema_" + uuid.uuid4().hex[:12]
-    PostgresSecretStore(POSTGRES_URL, KEYRING, schema=pg_schema).close()
+    _load_postgres_fixture(pg_schema)  # tables of release 0.1.0
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f'DROP TABLE "{pg_schema}"."{VERSIONS_TABLE}"')  # tables of release 0.1.0
         conn.execute(f'CREATE ROLE "{role}" LOGIN')
         conn.execute(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO "{role}"')
         conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{pg_schema}" TO "{role}"')

@@ -64,6 +64,8 @@ LOOKUPS: dict[str, Any] = {
     "not_listed_yet": {"orders": []},
 }
 LOOKUP_NAMES = ("real",) * 8 + tuple(name for name in LOOKUPS if name != "real")
+# After the settle window a missing order is "not placed" by definition: only shapes that prove nothing.
+LATE_LOOKUP_NAMES = tuple(name for name in LOOKUP_NAMES if name != "not_listed_yet")
 
 # Calls that are not under test get time enough never to fail on a busy machine.
 CALM = CallOptions(timeout=10.0)
@@ -99,10 +101,13 @@ class Figures:
             "  faults: " + ", ".join(f"{name}={c['fault ' + name]}" for name in FAULTS),
             "  before the send: " + ", ".join(f"{name}={c['delay ' + name]}" for name in sorted(set(DELAYS))),
             "  first look-up: " + ", ".join(f"{name}={c['lookup ' + name]}" for name in LOOKUPS),
+            "  look after the settle window: "
+            + ", ".join(f"{name}={c['late lookup ' + name]}" for name in LOOKUPS if name != "not_listed_yet")
+            + f"; last looks: {c['last looks']}",
             f"  answered placed={c['answered placed']}, refused (not placed)={c['refused']}, "
             f"preview failed={c['preview failed']}, cancels done={c['cancel done']}",
             f"  unknown outcomes={unknown}: settled {settled} ({share:.2f}%): at once {c['settled at once']}, "
-            f"after retry_at {c['settled after retry_at']}; still unknown {c['still unknown']}",
+            f"later {c['settled after retry_at']}; still unknown {c['still unknown']}",
             f"  verdicts: placed={c['verdict placed']}, not placed={c['verdict not_placed']}; "
             f"resent={c['resent']} (placed once each: {c['resent placed']})",
             f"  intents with two orders: {c['duplicates']}; wrong verdicts: {len(self.problems)}",
@@ -253,13 +258,7 @@ def trial(world: World, rng: random.Random, figures: Figures, deferred: list[Ord
     if intent is None:
         return
     figures.add(f"lookup {lookup}")
-    if lookup != "real":
-        where = "get_user_account_order_detail" if kind == "cancel" else "get_user_account_recent_orders"
-        world.emu.faults.add(Fault.answer(LOOKUPS[lookup]), operation=where)
-    try:
-        verdict: Reconciliation = yield ("reconcile_order", (intent,), {"options": CALM})
-    finally:
-        world.emu.faults.clear()
+    verdict: Reconciliation = yield from look(world, intent, lookup)
     if verdict.outcome == "unknown":
         deferred.append(intent)
         return
@@ -267,9 +266,32 @@ def trial(world: World, rng: random.Random, figures: Figures, deferred: list[Ord
     yield from judge(world, verdict, rng, figures)
 
 
-def settle_later(world: World, intent: OrderIntent, rng: random.Random, figures: Figures) -> Trial:
-    """The second look at an intent that was still unknown."""
-    verdict: Reconciliation = yield ("reconcile_order", (intent,), {"options": CALM})
+def look(world: World, intent: OrderIntent, lookup: str) -> Trial:
+    """Reconcile ``intent`` once, its first look-up answered as ``lookup`` says (``real``: truthfully)."""
+    if lookup != "real":
+        where = "get_user_account_order_detail" if intent.kind == "cancel" else "get_user_account_recent_orders"
+        world.emu.faults.add(Fault.answer(LOOKUPS[lookup]), operation=where)
+    try:
+        return (yield ("reconcile_order", (intent,), {"options": CALM}))
+    finally:
+        world.emu.faults.clear()
+
+
+def settle_later(
+    world: World, intent: OrderIntent, rng: random.Random, figures: Figures, again: list[OrderIntent] | None
+) -> Trial:
+    """A later look at an intent that was still unknown, once its settle window is over.
+
+    The second look's first look-up may prove nothing too (where a wrong shape used to read as "no
+    orders" and settle the intent as not placed); then it goes to ``again``, for a last look
+    (answered truthfully) once the batch's other intents are settled.
+    """
+    lookup = "real" if again is None else rng.choice(LATE_LOOKUP_NAMES)
+    figures.add(f"late lookup {lookup}" if again is not None else "last looks")
+    verdict: Reconciliation = yield from look(world, intent, lookup)
+    if verdict.outcome == "unknown" and again is not None:
+        again.append(intent)
+        return
     if verdict.outcome == "unknown":
         why = "identical unsettled intents" if "could also be" in verdict.reason else verdict.reason
         figures.add("still unknown", "why: " + why)
@@ -356,8 +378,11 @@ def run_sync(trials: int, seed: int, figures: Figures, batch: int = 60) -> None:
                     figures.add("sync trials")
                     done += 1
                 time.sleep(_wait_for(deferred))
+                again: list[OrderIntent] = []
                 for intent in deferred:
-                    drive(settle_later(world, intent, rng, figures))
+                    drive(settle_later(world, intent, rng, figures, again))
+                for intent in again:
+                    drive(settle_later(world, intent, rng, figures, None))
         audit(world, figures)
     finally:
         world.stop()
@@ -397,8 +422,11 @@ async def run_async(trials: int, seed: int, figures: Figures, batch: int = 60) -
                     figures.add("async trials")
                     done += 1
                 await asyncio.sleep(_wait_for(deferred))
+                again: list[OrderIntent] = []
                 for intent in deferred:
-                    await drive(settle_later(world, intent, rng, figures))
+                    await drive(settle_later(world, intent, rng, figures, again))
+                for intent in again:
+                    await drive(settle_later(world, intent, rng, figures, None))
         audit(world, figures)
     finally:
         world.stop()

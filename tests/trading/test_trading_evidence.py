@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import pytest
@@ -272,3 +272,27 @@ def test_settle_window_anchor_is_the_end_of_the_call(
     intent = lost.value.intent
     assert intent.left_by is not None and intent.sent_at >= before and intent.left_by > intent.sent_at
     assert client._stores["intents"].get(intent.client_order_id).left_by == intent.left_by
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    number=st.one_of(
+        st.decimals(allow_nan=True, allow_infinity=True),
+        st.builds(lambda d, e: Decimal(d).scaleb(e), st.integers(-(10**20), 10**20), st.integers(-420, 420)),
+    )
+)
+def test_every_number_is_accepted_exactly_as_a_double_carries_it_or_refused_by_a_validation_error(
+    number: Decimal,
+) -> None:
+    # The documented rule, computed independently of the library: a positive number below 10^15
+    # with at most 15 significant digits and 18 decimal places.
+    exact = number.normalize(Context(prec=2000)) if number.is_finite() else number
+    digits, exponent = (len(exact.as_tuple().digits), exact.as_tuple().exponent) if number.is_finite() else (0, 0)
+    allowed = number.is_finite() and 0 < number < Decimal("1e15") and digits <= 15 and -int(exponent) <= 18
+    if not allowed:
+        with pytest.raises(e.SnapTradeValidationError, match="price"):
+            OrderRequest.build("acc", action="BUY", symbol="AAPL", order_type="Limit", units=1, price=number)
+        return
+    request = OrderRequest.build("acc", action="BUY", symbol="AAPL", order_type="Limit", units=1, price=number)
+    assert request.price == number
+    assert Decimal(repr(float(number))) == number  # what a server reads back is the number journaled

@@ -79,6 +79,10 @@ class Database(Protocol):
         """Run one read-only statement and return its rows."""
         ...
 
+    def snapshot(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """Run read-only statements in one transaction, so they all see the same state."""
+        ...
+
     def checkpoint(self) -> None:
         """Make deleted rows unrecoverable from the files (SQLite: truncate the WAL)."""
         ...
@@ -195,6 +199,21 @@ class SQLiteDatabase:
         with self._lock, self._errors():
             conn = self._connection()
             return self._retry(lambda: conn.execute(sql, tuple(params)).fetchall())
+
+    def snapshot(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        with self._lock, self._errors():
+            conn = self._connection()
+
+            def read() -> list[list[tuple[Any, ...]]]:
+                # A deferred transaction in WAL mode reads one snapshot from its first SELECT on.
+                conn.execute("BEGIN")
+                try:
+                    return [conn.execute(sql, tuple(params)).fetchall() for sql, params in statements]
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+
+            return self._retry(read)
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the file and truncate it, so erased rows leave no old page copies."""
@@ -333,6 +352,16 @@ class PostgresDatabase:
         with self._lock, self._errors():
             rows: list[tuple[Any, ...]] = self._connection().execute(sql.replace("?", "%s"), tuple(params)).fetchall()
             return rows
+
+    def snapshot(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        with self._lock, self._errors():
+            conn = self._connection()
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
+                return [conn.execute(sql.replace("?", "%s"), tuple(params)).fetchall() for sql, params in statements]
+            finally:
+                if not conn.closed and not conn.broken:
+                    conn.execute("ROLLBACK")
 
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL reclaims deleted rows with VACUUM."""

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from aims_snaptrade._ids import check_id, check_text
 from aims_snaptrade._schema import StoreSchema
 from aims_snaptrade.compliance._db import Database, PostgresDatabase, SQLiteDatabase
 from aims_snaptrade.errors import SnapTradeValidationError
@@ -117,10 +118,19 @@ def check_scope(scope: object) -> str:
 
 
 def check_user(user_id: object) -> str:
-    """Validate a user id (non-empty text without NUL, at most 1,024 characters)."""
-    if not isinstance(user_id, str) or not user_id.strip() or "\x00" in user_id or len(user_id) > 1024:
-        raise SnapTradeValidationError("user_id must be a non-empty string of at most 1024 characters without NUL.")
-    return user_id
+    """Validate a user id (the library's one rule: :func:`aims_snaptrade._ids.check_id`)."""
+    return check_id(user_id, "user_id")
+
+
+def check_time(value: object, name: str) -> datetime:
+    """A timezone-aware :class:`datetime` (a naive one is refused: it names no instant)."""
+    if not isinstance(value, datetime):
+        raise SnapTradeValidationError(f"{name} must be a datetime, got {type(value).__name__}.")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise SnapTradeValidationError(
+            f"{name} must be timezone-aware (e.g. datetime.now(UTC)); a naive datetime names no instant."
+        )
+    return value
 
 
 @runtime_checkable
@@ -282,21 +292,25 @@ class SQLConsentStore:
         """See :meth:`ConsentStore.grant`."""
         check_user(user_id)
         check_scope(scope)
-        for name, value in (("disclosure_version", disclosure_version), ("source", source)):
-            if not isinstance(value, str) or not value.strip():
-                raise SnapTradeValidationError(f"{name} must be a non-empty string (say which text, from where).")
-        granted = granted_at or self.clock()
+        check_text(disclosure_version, "disclosure_version")
+        check_text(source, "source")
+        granted = check_time(self.clock() if granted_at is None else granted_at, "granted_at")
+        if expires_at is not None:
+            check_time(expires_at, "expires_at")
         latest_allowed = granted + self.max_age
         expires = min(expires_at, latest_allowed) if expires_at is not None else latest_allowed
         if expires <= granted:
             raise SnapTradeValidationError("expires_at must be after granted_at.")
+        # One canonical form: the record returned is exactly what a later read gives back (UTC).
+        granted_ts, expires_ts = _ts(granted), _ts(expires)
         with self.db.transaction(durable=True) as cur:
-            cur.execute(self._insert, (user_id, scope, _ts(granted), _ts(expires), disclosure_version, source))
-        return ConsentRecord(user_id, scope, granted, expires, disclosure_version, source)
+            cur.execute(self._insert, (user_id, scope, granted_ts, expires_ts, disclosure_version, source))
+        return _record((user_id, scope, granted_ts, expires_ts, disclosure_version, source, None, None))
 
     def revoke(self, user_id: str, scope: str | None = None, source: str = "api") -> int:
         """See :meth:`ConsentStore.revoke`."""
         check_user(user_id)
+        check_text(source, "source")
         scopes = SCOPES if scope is None else (check_scope(scope),)
         now = _ts(self.clock())
         revoked = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from aims_snaptrade._ids import check_id
 from aims_snaptrade.errors import (
     SnapTradeConfigurationError,
     SnapTradeSecretDecryptionError,
@@ -15,16 +16,10 @@ from aims_snaptrade.redaction import register_secret
 from aims_snaptrade.secrets.crypto import SecretCodec
 from aims_snaptrade.secrets.protocol import BatchOutcome
 
-_MAX_USER_ID = 1024
-
 
 def check_user_id(user_id: object) -> str:
-    """Validate a user id: a non-empty string without NUL (PostgreSQL text cannot hold it)."""
-    if not isinstance(user_id, str) or not user_id or "\x00" in user_id or len(user_id) > _MAX_USER_ID:
-        raise SnapTradeValidationError(
-            f"user_id must be a non-empty string of at most {_MAX_USER_ID} characters without NUL"
-        )
-    return user_id
+    """Validate a user id by the library's one rule for ids (:func:`aims_snaptrade._ids.check_id`)."""
+    return check_id(user_id, "user_id")
 
 
 def check_secret(secret: object) -> str:

@@ -949,7 +949,7 @@ def _typed(row: Sequence[Any], columns: Sequence[tuple[str, tuple[type, ...], bo
             continue
         if isinstance(value, bool) or not isinstance(value, types):
             raise _Malformed(seq, name, value)
-        out.append(float(value) if float in types else value)
+        out.append(float(value) if float in types else value)  # type: ignore[arg-type]  # int or float here
     return out
 
 

@@ -274,6 +274,7 @@ class SQLConsentStore:
             "WHERE user_id = ? AND scope = ? AND revoked_at IS NULL AND expires_at > ?"
         )
         self._erase = f"DELETE FROM {t} WHERE user_id = ?"
+        self._sweep = f"DELETE FROM {t} WHERE revoked_at < ? OR expires_at < ? OR granted_at < ?"
         try:
             db.setup(_SCHEMA)
         except BaseException:
@@ -341,6 +342,18 @@ class SQLConsentStore:
         check_user(user_id)
         with self.db.transaction(durable=True) as cur:
             removed = int(cur.execute(self._erase, (user_id,)).rowcount)
+        if removed:
+            self.db.checkpoint()
+        return removed
+
+    def sweep(self, before: datetime) -> int:
+        """Delete the grants that lapsed before ``before``: revoked then, or expired then (by the
+        earlier of their ``expires_at`` and the maximum age). Grants in force stay. Returns how
+        many rows were removed (the consent-expiry sweep of docs/compliance.md, "Retention")."""
+        cutoff = _ts(check_time(before, "before"))
+        oldest = cutoff - self.max_age.total_seconds()
+        with self.db.transaction(durable=True) as cur:
+            removed = int(cur.execute(self._sweep, (cutoff, cutoff, oldest)).rowcount)
         if removed:
             self.db.checkpoint()
         return removed

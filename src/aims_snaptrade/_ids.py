@@ -9,12 +9,16 @@ docs/compliance.md ("Limits").
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import math
 import re
+from collections.abc import Callable
 
 from aims_snaptrade.errors import SnapTradeValidationError
 
-__all__ = ["MAX_ID_LENGTH", "MAX_TEXT_LENGTH", "check_id", "check_number", "check_text"]
+__all__ = ["MAX_ID_LENGTH", "MAX_TEXT_LENGTH", "check_id", "check_number", "check_text", "keyed_ids"]
 
 MAX_ID_LENGTH = 1024
 """Characters in a user, account or request id."""
@@ -63,3 +67,21 @@ def check_number(value: object, name: str, *, minimum: float = 0.0, maximum: flo
     if not math.isfinite(number) or not minimum <= number <= maximum:
         raise SnapTradeValidationError(f"{name} must be a finite number between {minimum:g} and {maximum:g}.")
     return number
+
+
+def keyed_ids(secret: str, purpose: str) -> Callable[[str], str]:
+    """A keyed hash of ids for the keys of shared infrastructure (Redis budgets, webhook claims).
+
+    ``"h-"`` and 32 hex digits of ``HMAC-SHA256(HMAC(secret, purpose), id)``: stable for every
+    replica holding the same secret (the consumer key), so they still share one key per id, while
+    whoever reads the keys (a Redis dump, a monitoring tool) learns no id and cannot test guesses
+    without the secret. Remembers the last 4,096 ids (one HMAC per call would cost more than the
+    lookups it keys).
+    """
+    derived = hmac.new(secret.encode(), f"aims-snaptrade {purpose} v1".encode(), hashlib.sha256).digest()
+
+    @functools.lru_cache(maxsize=4096)
+    def hashed(value: str) -> str:
+        return "h-" + hmac.new(derived, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    return hashed

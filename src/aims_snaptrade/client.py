@@ -425,7 +425,9 @@ class SafeSnapTradeClient(_Base):
 
     def _open_io(self, limits: RateLimitPolicy) -> None:
         self._transport = SyncTransport(self.settings)
-        self._limiter = RateLimiter(limits, self.settings.rate_limit_storage_url)
+        self._limiter = RateLimiter(
+            limits, self.settings.rate_limit_storage_url, id_secret=self.settings.consumer_key.get_secret_value()
+        )
         self._unwatch_budgets = watch_budgets(self._limiter.usage)
 
     # --- IO: performing effects --------------------------------------------------------------------
@@ -752,7 +754,9 @@ class AsyncSafeSnapTradeClient(_Base):
     def _open_io(self, limits: RateLimitPolicy) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport = AsyncTransport(self.settings)
-        self._limiter = AsyncRateLimiter(limits, self.settings.rate_limit_storage_url)
+        self._limiter = AsyncRateLimiter(
+            limits, self.settings.rate_limit_storage_url, id_secret=self.settings.consumer_key.get_secret_value()
+        )
         # The gauge is read from the exporter's thread and cannot await: it shows the usage last
         # read by rate_limit_usage() (HealthMonitor.acheck() reads it on every poll).
         self._last_usage: list[BudgetUsage] = []

@@ -33,6 +33,7 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage, storage_from_string
 
 from aims_snaptrade._budget_take import COMPOSED_CHECK, MemoryBudgets, Prepared, outcome_of, script_call
+from aims_snaptrade._ids import keyed_ids
 from aims_snaptrade._ratelimit_policy import (
     ALERT_FRACTION,
     NAMESPACE,
@@ -229,6 +230,7 @@ class _Shared:
         policy: RateLimitPolicy,
         storage_url: str,
         clock: Callable[[], float],
+        id_secret: str | None = None,
     ) -> None:
         if not isinstance(policy, RateLimitPolicy):
             raise SnapTradeConfigurationError(
@@ -246,6 +248,13 @@ class _Shared:
         # The plan of (operation, user, account), computed once: every call needs it.
         self._plans: dict[tuple[str, str | None, str | None], _Planned] = {}
         self._memory: MemoryBudgets | None = None
+        # Redis is shared infrastructure: its keys name users and accounts by keyed hashes only
+        # (docs/traffic-control.md). Memory budgets never leave the process and keep clear ids.
+        self._hashed = keyed_ids(id_secret, "rate-limit ids") if id_secret and self._scheme != "memory" else None
+
+    def _subject(self, value: str | None) -> str | None:
+        """The id as the budgets' keys hold it (a keyed hash on shared storage)."""
+        return value if value is None or self._hashed is None else self._hashed(value)
 
     def _connect(self, *, asynchronous: bool) -> Any:
         """Check the storage answers, open it, and return ``limits``' strategy over it (for usage)."""
@@ -343,7 +352,7 @@ class _Shared:
         known = (op.name, user_id, account_id)
         planned = self._plans.get(known)
         if planned is None:
-            plan = self.policy.plan(op, user_id=user_id, account_id=account_id)
+            plan = self.policy.plan(op, user_id=self._subject(user_id), account_id=self._subject(account_id))
             if self._memory is not None:
                 planned = _Planned(plan, self._memory.prepare(plan.claims, plan.sliding), None)
             else:
@@ -378,7 +387,7 @@ class _Shared:
     ) -> Scope | None:
         return self.policy.observe(
             op,
-            account_id=account_id,
+            account_id=self._subject(account_id),
             status=status,
             headers=headers,
             pauses=self._pauses,
@@ -435,6 +444,8 @@ class RateLimiter(_Shared):
         clock: Wall clock in Unix seconds; ``limits`` stamps entries with ``time.time()``, so only
             replace it together with that (tests).
         sleep: How to wait (tests pass a fake).
+        id_secret: On Redis, user and account ids in keys are keyed hashes under this secret (the
+            clients pass the consumer key, so every replica shares the keys); ``None`` keeps them clear.
     """
 
     def __init__(
@@ -444,8 +455,9 @@ class RateLimiter(_Shared):
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] = time.sleep,
+        id_secret: str | None = None,
     ) -> None:
-        super().__init__(policy, storage_url, clock)
+        super().__init__(policy, storage_url, clock, id_secret)
         self._sleep = sleep
         from limits import strategies
 
@@ -562,8 +574,9 @@ class AsyncRateLimiter(_Shared):
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] | None = None,
+        id_secret: str | None = None,
     ) -> None:
-        super().__init__(policy, storage_url, clock)
+        super().__init__(policy, storage_url, clock, id_secret)
         import asyncio
 
         self._sleep: Callable[[float], Awaitable[object]] = sleep or asyncio.sleep

@@ -86,7 +86,7 @@ def test_a_claim_held_elsewhere_is_answered_409_so_snaptrade_redelivers(drive: D
     handler = Recorder()
     receiver = WebhookReceiver(handler, consumer_key=KEY, dedupe=store, lease_seconds=120)
     body = payload()
-    assert store.claim(body["webhookId"], "another-replica", 60) == "claimed"
+    assert store.claim(receiver.claim_key(body["webhookId"]), "another-replica", 60) == "claimed"
     response = drive(receiver, *signed(body))
     assert (response.status, response.outcome) == (409, "in_progress")
     assert ("retry-after", "120") in response.headers

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aims_snaptrade._ids import keyed_ids
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeWebhookError
 from aims_snaptrade.pipeline import StoreCall
 from aims_snaptrade.redaction import install_log_redaction, redact, scrub_exception
@@ -155,6 +156,9 @@ class WebhookReceiver:
             included), for the audit trail; a function or coroutine function. If it raises, the
             delivery is answered 503 and not processed.
         now: Clock for the replay window (Unix seconds).
+        id_key: The secret claim keys are hashed under (:attr:`claim_key`); every replica must use
+            the same. ``from_settings`` passes ``SNAPTRADE_AUDIT_KEY`` when set (never rotated, so
+            claims survive a consumer-key rotation); ``None``: the consumer key.
 
     Raises:
         SnapTradeConfigurationError: a bad key, a non-positive duration, or ``retention_seconds``
@@ -173,6 +177,7 @@ class WebhookReceiver:
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         on_verified: Callable[[WebhookEvent], Any] | None = None,
         now: Callable[[], float] = time.time,
+        id_key: str | None = None,
     ) -> None:
         if not callable(handler):
             raise SnapTradeConfigurationError("WebhookReceiver needs a callable handler(event).")
@@ -198,6 +203,13 @@ class WebhookReceiver:
         self._handler = handler
         self._consumer_key = keys[0]
         self._previous_keys = keys[1:]
+        # Claims may sit in shared infrastructure (Redis, a PostgreSQL table): they are keyed by a
+        # keyed hash of the webhook id, the same on every replica holding the same id key (the
+        # audit key, never rotated, from from_settings; else the consumer key).
+        if id_key is not None and (not isinstance(id_key, str) or not id_key):
+            raise SnapTradeConfigurationError("id_key must be a non-empty string (the audit key) or None.")
+        self.claim_key = keyed_ids(id_key or keys[0], "webhook claim ids")
+        """The key a webhook id is claimed under in the dedupe store (``"h-"`` and 32 hex digits)."""
         self._on_verified = on_verified
         self.tolerance = float(tolerance)
         self.lease_seconds = float(lease_seconds)
@@ -235,6 +247,8 @@ class WebhookReceiver:
         options.setdefault("tolerance", settings.webhook_tolerance)
         if settings.previous_consumer_key is not None:
             options.setdefault("previous_consumer_keys", (settings.previous_consumer_key.get_secret_value(),))
+        if settings.audit_key is not None:
+            options.setdefault("id_key", settings.audit_key.get_secret_value())
         trail = None
         if "on_verified" not in options and settings.audit_key is not None:
             from aims_snaptrade.compliance.audit import audit_webhooks
@@ -298,8 +312,9 @@ class WebhookReceiver:
                 logger.error("The on_verified hook failed for webhook %s: %s", event.webhook_id, scrub_exception(exc))
                 return _answer(503, "unavailable", event, retry_after=60)
         token = uuid.uuid4().hex
+        claim_key = self.claim_key(event.webhook_id)
         try:
-            claim = yield StoreCall("claim", (event.webhook_id, token, self.lease_seconds), store=DEDUPE_STORE)
+            claim = yield StoreCall("claim", (claim_key, token, self.lease_seconds), store=DEDUPE_STORE)
         except Exception as exc:  # the protocol says SnapTradeWebhookDedupeStoreError; custom stores may not
             logger.error("Cannot claim webhook %s: %s", event.webhook_id, scrub_exception(exc))
             return _answer(503, "unavailable", event, retry_after=60)
@@ -315,13 +330,13 @@ class WebhookReceiver:
             kind = event.event_type
             logger.error("The handler failed on webhook %s (%s): %s", event.webhook_id, kind, scrub_exception(exc))
             try:
-                yield StoreCall("release", (event.webhook_id, token), store=DEDUPE_STORE)
+                yield StoreCall("release", (claim_key, token), store=DEDUPE_STORE)
             except Exception as store_exc:
                 # The claim then expires after lease_seconds; the redelivery after that is processed.
                 logger.error("Cannot release webhook %s: %s", event.webhook_id, scrub_exception(store_exc))
             return _answer(500, "failed", event)
         try:
-            kept = yield StoreCall("complete", (event.webhook_id, token, self.retention_seconds), store=DEDUPE_STORE)
+            kept = yield StoreCall("complete", (claim_key, token, self.retention_seconds), store=DEDUPE_STORE)
         except Exception as exc:
             kept = False
             logger.error("Cannot record webhook %s as processed: %s", event.webhook_id, scrub_exception(exc))

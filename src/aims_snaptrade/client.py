@@ -21,8 +21,18 @@ from aims_snaptrade import errors as e
 from aims_snaptrade._transport import AsyncTransport, Response, SyncTransport
 from aims_snaptrade.compliance.audit import AuditTrail
 from aims_snaptrade.compliance.consent import ConsentRecord, as_consent_lookup
-from aims_snaptrade.compliance.data_rights import ErasureReceipt, erase_user, export_user
+from aims_snaptrade.compliance.data_rights import PERSONAL_DATA, ErasureReceipt, erase_user, export_user
 from aims_snaptrade.compliance.factory import audit_store_url, consent_store_url, open_audit_trail, open_consent_store
+from aims_snaptrade.compliance.personal_data import (
+    AUDIT,
+    AuditTrailData,
+    ConsentStoreData,
+    PersonalDataRegistry,
+    PersonalDataStore,
+    RateLimitKeysData,
+    SecretStoreData,
+    SyncLedgerData,
+)
 from aims_snaptrade.data_dir import prepare_store_locations
 from aims_snaptrade.error_mapping import map_exception, with_upstream_cause
 from aims_snaptrade.guardrails import ConsentChecker, check_startup
@@ -174,6 +184,7 @@ class _Base:
             self._core = Core(settings, retry=policy, consent=consent, audit=audit is not None)
             self._open_order_intents(order_intent_store)
             _opened("SNAPTRADE_RATE_LIMIT_STORAGE_URL", self._open_io, RateLimitPolicy.from_settings(settings))
+            self._register_personal_data(consent, audit)
         except BaseException:
             self._close_stores()  # nothing half-built stays open when construction fails
             raise
@@ -208,6 +219,47 @@ class _Base:
     def _open_io(self, limits: RateLimitPolicy) -> None:
         """Create the shell's transport and rate limiter."""
         raise NotImplementedError
+
+    def _register_personal_data(self, consent: ConsentChecker | None, audit: AuditTrail | None) -> None:
+        """Every store of this client holding personal data joins the registry export and erasure walk."""
+        registry = self.personal_data = PersonalDataRegistry()
+        secrets = self.secret_store
+        registry.register(
+            "secret",
+            secrets if isinstance(secrets, PersonalDataStore) else SecretStoreData(secrets, self._core.secrets),
+            holds="SnapTrade user secrets (encrypted) and rotation markers",
+            receipt="secret_removed",
+        )
+        if consent is not None:
+            if isinstance(consent, PersonalDataStore):
+                registry.register("consents", consent, holds="consent grants", receipt="consents_removed")
+            elif hasattr(consent, "records") and hasattr(consent, "erase"):
+                registry.register(
+                    "consents", ConsentStoreData(consent), holds="consent grants", receipt="consents_removed"
+                )
+            # else: a bare ConsentChecker of the application's own, which keeps its own data
+        intents = self._stores.get(INTENTS)
+        if intents is not None:
+            registry.register("order_intents", intents, holds="the order-intent journal")
+        registry.register(
+            "sync",
+            self._sync_ledger
+            if isinstance(self._sync_ledger, PersonalDataStore)
+            else SyncLedgerData(self._open_ledger),
+            holds="portfolio-sync progress per user and account",
+            receipt="sync_rows_removed",
+        )
+        registry.register(
+            "rate_limits", RateLimitKeysData(), holds="rate-limit budget keys (keyed hashes of ids on Redis)"
+        )
+        if audit is not None:
+            registry.register(
+                AUDIT,
+                audit if isinstance(audit, PersonalDataStore) else AuditTrailData(audit),
+                holds="the audit trail (pseudonymised on erasure)",
+                receipt="audit_records_pseudonymised",
+            )
+        self._stores[PERSONAL_DATA] = registry
 
     def add_call_observer(self, observer: CallObserver) -> Callable[[], None]:
         """Call ``observer`` with every finished attempt and call of this client; returns the undo.
@@ -717,14 +769,11 @@ class SafeSnapTradeClient(_Base):
 
     def export_user(self, user_id: str, *, options: CallOptions | None = None) -> dict[str, Any]:
         """Everything held about the user, locally and at SnapTrade, as one JSON-ready document."""
-        self._open_ledger()
-        return self._run(export_user(self._core, user_id, options, ledger=True))
+        return self._run(export_user(self._core, user_id, options))
 
     def erase_user(self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None) -> ErasureReceipt:
         """Erase the user at SnapTrade and locally (needs ``confirm=True``); returns the receipt."""
-        if confirm is True:
-            self._open_ledger()
-        return self._run(erase_user(self._core, user_id, confirm=confirm, options=options, ledger=confirm is True))
+        return self._run(erase_user(self._core, user_id, confirm=confirm, options=options))
 
     def close(self) -> None:
         """Release connections, the rate limiter and (if the client opened it) the secret store."""
@@ -1119,18 +1168,13 @@ class AsyncSafeSnapTradeClient(_Base):
 
     async def export_user(self, user_id: str, *, options: CallOptions | None = None) -> dict[str, Any]:
         """Everything held about the user, locally and at SnapTrade, as one JSON-ready document."""
-        await asyncio.to_thread(self._open_ledger)
-        return await self._run(export_user(self._core, user_id, options, ledger=True))
+        return await self._run(export_user(self._core, user_id, options))
 
     async def erase_user(
         self, user_id: str, *, confirm: bool = False, options: CallOptions | None = None
     ) -> ErasureReceipt:
         """Erase the user at SnapTrade and locally (needs ``confirm=True``); returns the receipt."""
-        if confirm is True:
-            await asyncio.to_thread(self._open_ledger)
-        return await self._run(
-            erase_user(self._core, user_id, confirm=confirm, options=options, ledger=confirm is True)
-        )
+        return await self._run(erase_user(self._core, user_id, confirm=confirm, options=options))
 
     def _check_loop(self) -> None:
         # The pooled session and the async Redis client belong to the event loop they were made

@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import tenacity
 from pydantic import ValidationError
 
 from aims_snaptrade import errors as e
+from aims_snaptrade._ids import check_id
 from aims_snaptrade._transport import Response, Timeouts
 from aims_snaptrade.compliance.audit import AuditEvent
 from aims_snaptrade.compliance.consent import ConsentDecision, ConsentRecord
@@ -388,22 +389,70 @@ class Core:
         request_id: str | None,
         error: e.SnapTradeError | None,
     ) -> Flow[None]:
-        user_id, account_id = arguments.get("user_id"), arguments.get("account_id")
+        duration = (time.perf_counter() - trace.started) * 1000
+        if not trace.sent and error is not None:
+            yield from self._record_refusal(operation.name, arguments, error, status, request_id, duration)
+            return
         event = AuditEvent(
-            kind="call" if trace.sent else "refused",
+            kind="call",
             action=operation.name,
-            user_id=user_id if isinstance(user_id, str) else None,
-            account_id=account_id if isinstance(account_id, str) else None,
+            user_id=_audited_id(arguments.get("user_id")),
+            account_id=_audited_id(arguments.get("account_id")),
             outcome="ok" if error is None else type(error).__name__,
             status=status,
             request_id=request_id,
             attempts=trace.sent,
-            duration_ms=(time.perf_counter() - trace.started) * 1000,
+            duration_ms=duration,
             # A write to SnapTrade is on disk before the call returns; reads survive a crash of
             # this process but may be lost with the machine (see docs/compliance.md).
-            durable=trace.sent > 0 and not operation.idempotent,
+            durable=not operation.idempotent,
         )
         yield from self.record(event, request_id=request_id, succeeded=error is None)
+
+    def _record_refusal(
+        self,
+        action: str,
+        arguments: Mapping[str, Any],
+        error: e.SnapTradeError,
+        status: int | None = None,
+        request_id: str | None = None,
+        duration_ms: float | None = None,
+    ) -> Flow[None]:
+        """The one audit record of a refusal: whatever stopped an operation before anything was sent."""
+        event = AuditEvent(
+            kind="refused",
+            action=action,
+            user_id=_audited_id(arguments.get("user_id")),
+            account_id=_audited_id(arguments.get("account_id")),
+            outcome=type(error).__name__,
+            status=status,
+            request_id=request_id,
+            attempts=0,
+            duration_ms=duration_ms,
+            durable=False,
+        )
+        yield from self.record(event, request_id=request_id, succeeded=False)
+
+    def refuse(self, error: e.SnapTradeError, arguments: Mapping[str, Any]) -> Flow[NoReturn]:
+        """Audit a refusal decided outside :meth:`call` (a flow's own local check), then raise it.
+
+        ``arguments`` name the user and account concerned (``user_id``, ``account_id``). Refusals
+        inside :meth:`call` are recorded by the road itself: each refusal is one record.
+        """
+        if self.audit:
+            yield from self._record_refusal(error.operation or "unknown", arguments, error)
+        raise error
+
+    def admit_or_refuse(
+        self, operation: Operation, arguments: Mapping[str, Any], *, confirm: bool = False
+    ) -> Flow[None]:
+        """:meth:`admit` for flows that check before journaling: a refusal is audited, then raised."""
+        try:
+            yield from self.admit(operation, arguments, confirm=confirm)
+        except e.SnapTradeError as refused:
+            if refused.operation is None:
+                refused.operation = operation.name
+            yield from self.refuse(refused, arguments)
 
     def record(self, event: AuditEvent, *, request_id: str | None = None, succeeded: bool = True) -> Flow[None]:
         """Append ``event`` to the audit trail when one is configured (an effect, like any IO)."""
@@ -1024,6 +1073,17 @@ class _Trace:
 
     started: float
     sent: int = 0
+
+
+def _audited_id(value: object) -> str | None:
+    """An id as the audit trail may hold it: a valid id, else ``None`` (a refusal of a malformed
+    id is still recorded, without the id, rather than failing to record it)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_id(value)
+    except e.SnapTradeValidationError:
+        return None
 
 
 def _consent_refusal(operation: str, user_id: str, decision: ConsentDecision) -> e.SnapTradeConsentRequiredError:

@@ -13,14 +13,14 @@ leaves everything local in place, so the erasure can simply be run again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aims_snaptrade import errors as e
-from aims_snaptrade.compliance.audit import AuditEvent
+from aims_snaptrade._ids import check_id
+from aims_snaptrade.compliance.audit import AuditEvent, Scalar
 from aims_snaptrade.pipeline import StoreCall
 
 if TYPE_CHECKING:
@@ -32,43 +32,33 @@ _PAGE = 1000
 
 
 def _check_user(user_id: object) -> str:
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise e.SnapTradeValidationError("user_id must be a non-empty string.")
-    return user_id
+    return check_id(user_id, "user_id")
 
 
 def _body(response: Any) -> Any:
     return response.body
 
 
-def _has(core: Core, method: str) -> bool:
-    return core.consent is not None and hasattr(core.consent, method)
+PERSONAL_DATA = "personal_data"
+"""The shells' name for the :class:`~aims_snaptrade.compliance.personal_data.PersonalDataRegistry`."""
 
 
-def export_user(
-    core: Core, user_id: str, options: CallOptions | None = None, *, ledger: bool = False
-) -> Flow[dict[str, Any]]:
+def export_user(core: Core, user_id: str, options: CallOptions | None = None) -> Flow[dict[str, Any]]:
     """One JSON-ready document with everything held about ``user_id``, locally and at SnapTrade.
 
-    ``local``: consents (every grant), audit records about the user, and secret metadata (whether
-    one is stored, whether a rotation is pending; never the secret). ``snaptrade``: whether the
-    user is registered, connections, accounts and, per account, balances, positions and every
-    page of activities, as SnapTrade answered them. With ``ledger``, ``local`` also holds the
-    user's portfolio-sync state (``sync``: the ledger's record, or ``None``).
+    ``local``: one entry per store of the personal-data registry (``secret``: whether one is
+    stored and whether a rotation is pending, never the secret; ``consents``: every grant;
+    ``order_intents``; ``sync``: the ledger's record or ``None``; ``rate_limits``;
+    ``audit_records``; and any store registered since). ``snaptrade``: whether the user is
+    registered, connections, accounts and, per account, balances, positions and every page of
+    activities, as SnapTrade answered them.
     """
     user_id = _check_user(user_id)
-    stored = yield StoreCall("get", (user_id,))
-    pending = yield StoreCall("pending_rotations", ())
-    consents = (yield StoreCall("records", (user_id,), store="consent")) if _has(core, "records") else []
-    audit = (yield StoreCall("records_for_user", (user_id,), store="audit")) if core.audit else []
-    local: dict[str, Any] = {
-        "secret": {"stored": stored is not None, "rotation_pending": user_id in pending},
-        "consents": [c.to_json() for c in consents],
-        "audit_records": [r.to_json() for r in audit],
-    }
-    if ledger:
-        record = yield StoreCall("load_user", (user_id,), store="ledger")
-        local["sync"] = None if record is None else json.loads(json.dumps(asdict(record), default=str))
+    names: list[str] = yield StoreCall("names", (), store=PERSONAL_DATA)
+    local: dict[str, Any] = {}
+    for name in names:
+        local[name] = yield StoreCall("export_user", (name, user_id), store=PERSONAL_DATA)
+    stored = bool((local.get("secret") or {}).get("stored"))
 
     def get(name: str, **arguments: Any) -> Flow[Any]:
         response = yield from core.call(name, {"user_id": user_id, **arguments}, options=options, exempt=True)
@@ -77,7 +67,7 @@ def export_user(
     users = yield from core.call("list_snap_trade_users", {}, options=options, exempt=True)
     registered = user_id in (users.body or [])
     remote: dict[str, Any] = {"user": {"user_id": user_id, "registered": registered}}
-    if registered and stored is not None:
+    if registered and stored:
         remote["connections"] = yield from get("list_brokerage_authorizations")
         accounts = yield from get("list_all_user_accounts")
         remote["accounts"] = accounts
@@ -98,7 +88,8 @@ def export_user(
         "local": local,
         "snaptrade": remote,
     }
-    counts = {"consents": len(consents), "audit_records": len(audit), "registered": registered}
+    counts: dict[str, Scalar] = {name: len(value) for name, value in local.items() if isinstance(value, list)}
+    counts["registered"] = registered
     yield from core.record(AuditEvent("data_rights", "data_rights.export", user_id=user_id, detail=counts))
     return document
 
@@ -124,8 +115,10 @@ class ErasureReceipt:
         snaptrade: ``deleted`` (SnapTrade accepted the deletion; it is queued and a
             ``USER_DELETED`` webhook follows), ``status``/``detail`` as answered, ``request_id``,
             or ``deleted: False`` with ``reason: "not registered"``.
-        local: ``secret_removed``, ``consents_removed`` (rows), ``audit_records_pseudonymised``
-            (rows whose clear ids were blanked; the records and the chain stay).
+        local: One entry per registered store: ``secret_removed``, ``consents_removed`` (rows),
+            ``order_intents_removed``, ``sync_rows_removed``, ``rate_limits_removed`` (keys),
+            ``audit_records_pseudonymised`` (rows whose clear ids were blanked; the records and
+            the chain stay), and ``<name>_removed`` for stores registered by the application.
     """
 
     user_ref: str | None
@@ -138,21 +131,21 @@ class ErasureReceipt:
         return asdict(self)
 
 
-def erase_user(
-    core: Core, user_id: str, *, confirm: bool, options: CallOptions | None = None, ledger: bool = False
-) -> Flow[ErasureReceipt]:
-    """Delete ``user_id`` at SnapTrade and locally; pseudonymise the audit records that must stay.
+def erase_user(core: Core, user_id: str, *, confirm: bool, options: CallOptions | None = None) -> Flow[ErasureReceipt]:
+    """Delete ``user_id`` at SnapTrade, then in every store of the personal-data registry; the
+    audit records that must stay are pseudonymised, and so is every record written about the
+    user afterwards.
 
-    Needs ``confirm=True`` (refused before anything happens otherwise). With ``ledger``, the
-    user's portfolio-sync rows are deleted too (``sync_rows_removed``).
+    Needs ``confirm=True`` (refused, and the refusal audited, before anything happens otherwise).
     """
     user_id = _check_user(user_id)
     if confirm is not True:
-        raise e.SnapTradeGuardrailError(
+        refusal = e.SnapTradeGuardrailError(
             f"erase_user({user_id!r}) deletes the user at SnapTrade and locally, and needs confirm=True.",
             operation="erase_user",
             hint="Pass confirm=True once you are sure; nothing was deleted.",
         )
+        yield from core.refuse(refusal, {"user_id": user_id})
     snaptrade: dict[str, Any]
     try:
         response = yield from core.call("delete_snap_trade_user", {"user_id": user_id}, confirm=True, exempt=True)
@@ -168,19 +161,16 @@ def erase_user(
             "detail": body.get("detail") if isinstance(body.get("detail"), str) else None,
             "request_id": response.request_id,
         }
+    # Every registered store, in the registry's order (the audit trail last, so it remembers the
+    # pseudonym only once everything else is gone).
+    names: list[str] = yield StoreCall("names", (), store=PERSONAL_DATA)
+    local: dict[str, Any] = {}
+    for name in names:
+        key, count = yield StoreCall("forget_user", (name, user_id), store=PERSONAL_DATA)
+        local[key] = bool(count) if key == "secret_removed" else count
     core.secrets.forget(user_id)
-    secret_removed = yield StoreCall("delete", (user_id,))
-    consents_removed = (yield StoreCall("erase", (user_id,), store="consent")) if _has(core, "erase") else 0
-    pseudonymised = (yield StoreCall("pseudonymise", (user_id,), store="audit")) if core.audit else 0
     user_ref = (yield StoreCall("pseudonym", (user_id,), store="audit")) if core.audit else None
-    sync_removed = (yield StoreCall("forget_user", (user_id,), store="ledger")) if ledger else 0
-    local = {
-        "secret_removed": bool(secret_removed),
-        "consents_removed": int(consents_removed),
-        "sync_rows_removed": int(sync_removed),
-        "audit_records_pseudonymised": int(pseudonymised),
-    }
-    detail = {"snaptrade_deleted": bool(snaptrade["deleted"]), **local}
+    detail: dict[str, Scalar] = {"snaptrade_deleted": bool(snaptrade["deleted"]), **local}
     erased = AuditEvent("data_rights", "data_rights.erase", user_id=user_id, detail=detail, pseudonymous=True)
     yield from core.record(erased)
     return ErasureReceipt(user_ref, datetime.now(UTC).isoformat(), snaptrade, local)

@@ -90,24 +90,30 @@ class TradingFlows:
     # --- local checks ----------------------------------------------------------------------------
 
     def _precheck(self, operation: str, arguments: Mapping[str, Any]) -> Flow[None]:
-        """The road's own guardrails (trading switch, rollout, consent), run before the intent is journaled."""
-        yield from self.core.admit(get_operation(operation), arguments)
+        """The road's own guardrails (trading switch, rollout, consent), run before the intent is
+        journaled; a refusal is audited like the road's own (one record)."""
+        yield from self.core.admit_or_refuse(get_operation(operation), arguments)
 
-    def _check_notional(self, notional: Decimal | None, operation: str) -> None:
+    def _check_notional(
+        self, notional: Decimal | None, operation: str, user_id: str, account_id: str | None
+    ) -> Flow[None]:
         cap = self.settings.max_order_notional
         if cap is None:
             return
+        refusal = None
         if notional is None:
-            raise e.SnapTradeOrderLimitError(
+            refusal = e.SnapTradeOrderLimitError(
                 f"The order's value cannot be bounded, and orders are capped at {cap}.",
                 operation=operation,
                 hint="Give a limit price or a notional_value so the cap can be checked.",
             )
-        if notional > cap:
-            raise e.SnapTradeOrderLimitError(
+        elif notional > cap:
+            refusal = e.SnapTradeOrderLimitError(
                 f"The order is worth about {notional:.2f}, above the maximum of {cap} per order.",
                 operation=operation,
             )
+        if refusal is not None:
+            yield from self.core.refuse(refusal, {"user_id": user_id, "account_id": account_id})
 
     def _write_options(self, options: CallOptions | None) -> CallOptions:
         # An order is never resent on the policy's say-so, whatever the policy allows for writes
@@ -256,7 +262,8 @@ class TradingFlows:
         }
         unsigned = OrderPreview.model_validate({**fields, "confirmation": ""})
         preview = unsigned.model_copy(update={"confirmation": self.signer.sign(unsigned.bound_fields())})
-        self._check_notional(preview.estimated_cost or request.notional_value, "get_order_impact")
+        notional = preview.estimated_cost or request.notional_value
+        yield from self._check_notional(notional, "get_order_impact", user_id, request.account_id)
         return preview
 
     def place_order(self, preview: OrderPreview, confirmation: Any, options: CallOptions | None = None) -> Flow[Order]:
@@ -265,20 +272,24 @@ class TradingFlows:
             raise e.SnapTradeValidationError(
                 f"place_order needs the OrderPreview from preview_order, got {type(preview).__name__}."
             )
+        subject = {"user_id": preview.user_id, "account_id": preview.account_id}
         if not self.signer.verify(preview.bound_fields(), confirmation):
-            raise e.SnapTradeConfirmationError(
+            mismatch = e.SnapTradeConfirmationError(
                 "The confirmation does not match this preview (another order, account, user or expiry, "
                 "or a preview changed after it was issued); nothing was sent.",
                 reason="mismatch",
                 operation="place_order",
             )
+            yield from self.core.refuse(mismatch, subject)
         if _now() >= preview.expires_at:
-            raise e.SnapTradeConfirmationError(
+            expired = e.SnapTradeConfirmationError(
                 f"The preview expired at {preview.expires_at.isoformat()}; nothing was sent.",
                 reason="expired",
                 operation="place_order",
             )
-        self._check_notional(preview.estimated_cost or preview.notional_value, "place_order")
+            yield from self.core.refuse(expired, subject)
+        notional = preview.estimated_cost or preview.notional_value
+        yield from self._check_notional(notional, "place_order", preview.user_id, preview.account_id)
         arguments = {"user_id": preview.user_id, "trade_id": preview.trade_id}
         yield from self._precheck("place_order", arguments)
         intent = self._new_intent(
@@ -321,11 +332,12 @@ class TradingFlows:
         _text("user_id", user_id)
         request = OrderRequest.build(account_id, **terms)
         if confirm is not True:
-            raise e.SnapTradeGuardrailError(
+            unconfirmed = e.SnapTradeGuardrailError(
                 "place_order_now places an order without a preview and needs confirm=True.",
                 operation="place_force_order",
                 hint="Prefer preview_order() and place_order(preview, confirmation=...); pass confirm=True otherwise.",
             )
+            yield from self.core.refuse(unconfirmed, {"user_id": user_id, "account_id": request.account_id})
         if client_order_id is None:
             client_order_id = OrderIntent.new_client_order_id()
         else:
@@ -342,7 +354,7 @@ class TradingFlows:
         notional = request.notional()
         if notional is None and self.settings.max_order_notional is not None:
             notional = request.notional((yield from self._last_price(user_id, request, options)))
-        self._check_notional(notional, "place_force_order")
+        yield from self._check_notional(notional, "place_force_order", user_id, request.account_id)
         intent = self._new_intent(
             options, client_order_id=client_order_id, kind="force", user_id=user_id, **request.model_dump()
         )
@@ -410,9 +422,10 @@ class TradingFlows:
     ) -> Flow[Order]:
         """Replace an open order's terms (a new order; the old one becomes ``REPLACED``)."""
         if confirm is not True:
-            raise e.SnapTradeGuardrailError(
+            unconfirmed = e.SnapTradeGuardrailError(
                 "replace_order changes a live order and needs confirm=True.", operation="replace_order"
             )
+            yield from self.core.refuse(unconfirmed, {"user_id": user_id, "account_id": account_id})
         _text("brokerage_order_id", brokerage_order_id)
         # The security defaults to the replaced order's, learnt below.
         request = OrderRequest.build(account_id, require_symbol=False, **terms)
@@ -421,7 +434,7 @@ class TradingFlows:
                 "replace_order needs units (not notional_value).", operation="replace_order"
             )
         yield from self._precheck("replace_order", {"user_id": user_id})
-        self._check_notional(request.notional(), "replace_order")
+        yield from self._check_notional(request.notional(), "replace_order", user_id, request.account_id)
         old = yield from self.order_detail(user_id, account_id, brokerage_order_id, options)
         if not old.is_open:
             raise e.SnapTradeValidationError(

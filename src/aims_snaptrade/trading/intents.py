@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from aims_snaptrade._ids import check_id
 from aims_snaptrade._schema import StoreSchema
 from aims_snaptrade.compliance._db import Database, PostgresDatabase, SQLiteDatabase
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeOrderIntentStoreError, SnapTradeStoreError
@@ -142,6 +143,24 @@ class MemoryOrderIntentStore:
                 if i.account_id == account_id and i.brokerage_order_id is not None
             ]
 
+    def export_user(self, user_id: str) -> list[dict[str, object]]:
+        """Every intent of the user, oldest first."""
+        check_id(user_id)
+        with self._lock:
+            self._check()
+            mine = [i for i in self._rows.values() if i.user_id == user_id]
+        return [i.model_dump(mode="json") for i in sorted(mine, key=lambda i: i.created_at)]
+
+    def forget_user(self, user_id: str) -> int:
+        """Delete every intent of the user."""
+        check_id(user_id)
+        with self._lock:
+            self._check()
+            doomed = [k for k, i in self._rows.items() if i.user_id == user_id]
+            for key in doomed:
+                del self._rows[key]
+        return len(doomed)
+
     def close(self) -> None:
         """Forget nothing, refuse further calls."""
         self._closed = True
@@ -251,6 +270,28 @@ class SQLOrderIntentStore:
                 (account_id,),
             )
         return [str(order_id) for (order_id,) in rows]
+
+    def export_user(self, user_id: str) -> list[dict[str, object]]:
+        """Every intent of the user, oldest first (for ``export_user``; see docs/compliance.md)."""
+        return [intent.model_dump(mode="json") for intent in self._of_user(user_id)]
+
+    def forget_user(self, user_id: str) -> int:
+        """Delete every intent of the user; the files keep no copy (SQLite: WAL truncated)."""
+        doomed = [intent.client_order_id for intent in self._of_user(user_id)]
+        with self._errors(), self._db.transaction(durable=True) as cur:
+            for client_order_id in doomed:
+                cur.execute(f"DELETE FROM {self._t} WHERE client_order_id = ?", (client_order_id,))
+        if doomed:
+            self._db.checkpoint()
+        return len(doomed)
+
+    def _of_user(self, user_id: str) -> list[OrderIntent]:
+        # The user id lives in the journaled body only (no column, no schema change): an erasure
+        # reads every intent once, which is rare enough to pay for.
+        check_id(user_id)
+        with self._errors():
+            rows = self._db.query(f"SELECT body FROM {self._t} ORDER BY created_at")
+        return [intent for intent in (OrderIntent.from_json(body) for (body,) in rows) if intent.user_id == user_id]
 
     def close(self) -> None:
         """Close the connection; further calls fail."""

@@ -300,13 +300,14 @@ class _Base:
     def from_env(cls, **kwargs: Any) -> Self:
         """Build from ``SNAPTRADE_*`` environment variables; ``kwargs`` as for the constructor.
 
-        In production the consent store is opened even without ``SNAPTRADE_CONSENT_STORE_URL``
-        (in the secret store's database), so a service starts from environment variables alone.
+        The consent store is opened even without ``SNAPTRADE_CONSENT_STORE_URL`` (in the secret
+        store's database, as the README documents), in sandbox as in production: consent is
+        decided the same way in both, so what a sandbox run allows a production run allows.
         """
         names = ("secret_store", "consent", "audit", "retry", "order_intent_store", "sync_ledger", "sync_policy")
         passthrough = {k: kwargs.pop(k) for k in names if k in kwargs}
         settings = Settings.from_env(**kwargs)
-        if settings.is_production and settings.consent_required and "consent" not in passthrough:
+        if settings.consent_required and "consent" not in passthrough:
             settings = settings.model_copy(update={"consent_store_url": consent_store_url(settings)})
         return cls(settings, **passthrough)
 

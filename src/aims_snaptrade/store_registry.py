@@ -29,6 +29,7 @@ store's factory is called as ``factory(url, keyring)``.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -118,10 +119,10 @@ _SCRATCH: ContextVar[Path | None] = ContextVar("aims_snaptrade_store_scratch", d
 def probing() -> Iterator[None]:
     """Open stores by URL without leaving storage behind (what ``aims-snaptrade verify`` does).
 
-    Inside the block, a built-in ``sqlite:///`` store whose file does not exist yet is opened on a
-    throwaway file in a temporary directory instead, removed when the block ends, so the real
-    start-up path runs and creates nothing where the URL points. Existing files are opened as
-    usual. PostgreSQL stores and plug-ins are opened as usual (a table a store creates at start-up
+    Inside the block, a built-in ``sqlite:///`` store is opened on a throwaway file in a
+    temporary directory instead (a copy of the file when it exists), removed when the block ends,
+    so the real start-up path runs and creates or changes nothing where the URL points.
+    PostgreSQL stores and plug-ins are opened as usual (a table a store creates at start-up
     is created); the secret store has its own read-only mode (``open_secret_store(create=False)``).
     """
     with tempfile.TemporaryDirectory(prefix="aims-snaptrade-probe-") as scratch:
@@ -136,11 +137,19 @@ def _redirecting_missing_files(factory: Callable[..., Any], scratch: Path) -> Ca
     def open_elsewhere(url: str, *args: Any, **kwargs: Any) -> Any:
         scheme, _, rest = url.partition("://")
         path = Path(unquote(rest[1:])) if rest.startswith("/") and "?" not in rest else None
-        if path is not None and not path.exists():
+        if path is not None:
             # One throwaway file per real path: stores sharing a database (consent and audit in
             # the secret store's file) still share it while probing.
             digest = hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]
-            url = f"{scheme}:///{quote(str(scratch / f'{digest}-{path.name}'))}"
+            stand_in = scratch / f"{digest}-{path.name}"
+            if path.exists() and not stand_in.exists():
+                # An existing file is probed through a copy: a store creating its tables there
+                # (the consent store in the secret store's file) must not change the real one.
+                for suffix in ("", "-wal"):
+                    source = Path(f"{path}{suffix}")
+                    if source.exists():
+                        shutil.copyfile(source, f"{stand_in}{suffix}")
+            url = f"{scheme}:///{quote(str(stand_in))}"
         return factory(url, *args, **kwargs)
 
     return open_elsewhere

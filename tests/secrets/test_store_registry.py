@@ -106,6 +106,8 @@ def _env(monkeypatch: pytest.MonkeyPatch, emu: SnapTradeEmulator, url: str, **ex
         "SNAPTRADE_BASE_URL": emu.base_url,
         "SNAPTRADE_SECRET_STORE_URL": url,
         "SNAPTRADE_ENCRYPTION_KEYS": Keyring.generate("v1").export(),
+        # A plug-in secret store holds no consent table: consent lives in a file of its own.
+        "SNAPTRADE_CONSENT_STORE_URL": f"sqlite:///{url.partition(':///')[2]}.consent.db",
         **extra,
     }
     for name, value in values.items():
@@ -217,14 +219,19 @@ def test_probing_opens_missing_sqlite_files_elsewhere_and_removes_them(tmp_path:
     with probing():
         first = open_secret_store(f"sqlite:///{tmp_path}/missing.db")
         second = open_secret_store(f"sqlite:///{tmp_path}/missing.db")
-        in_place = open_secret_store(f"sqlite:///{tmp_path}/existing.db")
+        copied = open_secret_store(f"sqlite:///{tmp_path}/existing.db")
         assert isinstance(first, SQLiteSecretStore)
         assert isinstance(second, SQLiteSecretStore)
         assert first.path == second.path  # one stand-in per real path: sharing stores still share
         assert first.path.parent != tmp_path
-        assert in_place.path == tmp_path / "existing.db"
+        # An existing file is probed through a copy: nothing a store creates there reaches it.
+        assert copied.path.parent == first.path.parent and copied.path.name.endswith("-existing.db")
+        copied.put("probe-user", "probe-secret-123456")
         scratch = first.path.parent
-        for store in (first, second, in_place):
+        for store in (first, second, copied):
             store.close()
     assert not scratch.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.db"]
+    reopened = SQLiteSecretStore(tmp_path / "existing.db")
+    assert reopened.user_ids() == []
+    reopened.close()

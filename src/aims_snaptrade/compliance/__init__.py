@@ -7,6 +7,7 @@ when one is opened).
 from __future__ import annotations
 
 from aims_snaptrade.compliance.audit import (
+    AuditCheckpoint,
     AuditEvent,
     AuditKey,
     AuditRecord,
@@ -36,10 +37,13 @@ from aims_snaptrade.compliance.factory import (
     open_audit_trail,
     open_consent_store,
 )
+from aims_snaptrade.compliance.personal_data import PersonalDataHolder, PersonalDataRegistry, PersonalDataStore
+from aims_snaptrade.compliance.retention import purge_audit_trail, sweep_consents
 from aims_snaptrade.compliance.rollout import Rollout
 
 __all__ = [
     "SCOPES",
+    "AuditCheckpoint",
     "AuditEvent",
     "AuditKey",
     "AuditRecord",
@@ -48,6 +52,9 @@ __all__ = [
     "ConsentLookup",
     "ConsentRecord",
     "ConsentStore",
+    "PersonalDataHolder",
+    "PersonalDataRegistry",
+    "PersonalDataStore",
     "PostgresAuditTrail",
     "PostgresConsentStore",
     "PurgeReport",
@@ -64,4 +71,6 @@ __all__ = [
     "consent_store_url",
     "open_audit_trail",
     "open_consent_store",
+    "purge_audit_trail",
+    "sweep_consents",
 ]

@@ -130,6 +130,13 @@ _STORE_READS: dict[str, Callable[[Any], object]] = {
 }
 
 
+def _id_secret(settings: Settings) -> str:
+    """The secret ids in shared infrastructure's keys are hashed under: the audit key (never
+    rotated, so keys survive a consumer-key rotation) when set, else the consumer key."""
+    key = settings.audit_key or settings.consumer_key
+    return key.get_secret_value()
+
+
 class _Base:
     """Construction shared by both clients: settings, guardrails, store, policies. No network IO."""
 
@@ -478,9 +485,7 @@ class SafeSnapTradeClient(_Base):
 
     def _open_io(self, limits: RateLimitPolicy) -> None:
         self._transport = SyncTransport(self.settings)
-        self._limiter = RateLimiter(
-            limits, self.settings.rate_limit_storage_url, id_secret=self.settings.consumer_key.get_secret_value()
-        )
+        self._limiter = RateLimiter(limits, self.settings.rate_limit_storage_url, id_secret=_id_secret(self.settings))
         self._unwatch_budgets = watch_budgets(self._limiter.usage)
 
     # --- IO: performing effects --------------------------------------------------------------------
@@ -805,7 +810,7 @@ class AsyncSafeSnapTradeClient(_Base):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport = AsyncTransport(self.settings)
         self._limiter = AsyncRateLimiter(
-            limits, self.settings.rate_limit_storage_url, id_secret=self.settings.consumer_key.get_secret_value()
+            limits, self.settings.rate_limit_storage_url, id_secret=_id_secret(self.settings)
         )
         # The gauge is read from the exporter's thread and cannot await: it shows the usage last
         # read by rate_limit_usage() (HealthMonitor.acheck() reads it on every poll).

@@ -7,9 +7,9 @@ import nox
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 
-@nox.session(python="3.11")
+@nox.session(python=["3.11", "3.12"])
 def tests(session: nox.Session) -> None:
-    """The README's test command (needs Redis and PostgreSQL on 127.0.0.1)."""
+    """The README's test command on each supported Python (needs Redis and PostgreSQL on 127.0.0.1)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
 

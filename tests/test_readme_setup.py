@@ -88,10 +88,11 @@ def test_a_key_made_per_shell_is_what_the_readme_warns_about(shell):
     assert failed.returncode != 0 and "tampered" in failed.stderr
 
 
-def test_the_quick_start_runs_the_same_when_consent_is_checked(shell, tmp_path: Path):
+@pytest.mark.parametrize("consent", ["checked", "off"])
+def test_the_quick_start_runs_the_same_with_consent_checked_or_off(shell, consent: str):
     emu, _, run = shell
     setup = _block("<!-- docs-test: key-setup -->")
-    checked = {"SNAPTRADE_CONSENT_STORE_URL": f"sqlite:///{tmp_path}/consent.db"}
-    done = run(f"set -e\n{setup}\npython quick_start.py\npython quick_start.py", **checked)
+    extra = {"SNAPTRADE_CONSENT_REQUIRED": "false"} if consent == "off" else {}
+    done = run(f"set -e\n{setup}\npython quick_start.py\npython quick_start.py", **extra)
     assert done.returncode == 0, done.stderr
     assert emu.journal.count(operation="list_all_user_accounts", status=200) == 2

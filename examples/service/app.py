@@ -158,7 +158,7 @@ class Onboarding(BaseModel):
 async def onboard(user_id: str, body: Onboarding, request: Request) -> dict[str, Any]:
     client = client_of(request)
     await client.ensure_user(user_id)  # registers once; the secret goes to the secret store
-    if client.consent_store is not None:  # always in production
+    if client.consent_store is not None:  # unless SNAPTRADE_CONSENT_REQUIRED=false (sandbox only)
         for scope in body.scopes:
             await client.grant_consent(user_id, scope, disclosure_version=DISCLOSURE_VERSION, source="onboarding")
     back = f"{PUBLIC_URL}/portal/return?{urlencode({'user_id': user_id})}"

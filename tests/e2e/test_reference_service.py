@@ -361,10 +361,7 @@ def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str
             assert emu.webhooks.wait_idle(60)
             time.sleep(1.0)
             leftovers = _stores_holding(world, [trader, user_secrets[trader], *trader_accounts])
-            # KNOWN GAP (issue 24, the personal-data registry, not merged when this was written):
-            # erase_user does not walk the order-intent journal yet, so a person who traded stays
-            # there. Everything else is erased; drop this allowance once the registry covers it.
-            assert set(leftovers) <= {"postgres aims_snaptrade_order_intents"}, leftovers
+            assert leftovers == [], f"the erased trader is still in: {leftovers}"  # order intents included
 
             # --- the audit chain ------------------------------------------------------------------
             verdict = client.audit_trail.verify()  # type: ignore[union-attr]

@@ -377,6 +377,37 @@ def test_postgres_tables_of_0_1_0_migrate_in_place_and_a_newer_schema_is_refused
     }
 
 
+def _open_and_close(store: str, file: str) -> str:
+    SQLITE_STORES[store][1](Path(file)).close()
+    return store
+
+
+def test_processes_starting_together_on_0_1_0_files_migrate_once_and_keep_every_row(v1: Path) -> None:
+    import concurrent.futures
+    import multiprocessing
+
+    jobs = [(store, str(v1 / file)) for store, (file, _) in SQLITE_STORES.items() for _ in range(3)]
+    with concurrent.futures.ProcessPoolExecutor(6, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert sorted(pool.map(_open_and_close, *zip(*jobs, strict=True))) == sorted(s for s, _ in jobs)
+    for name, before in EXPECTED["rows"].items():
+        after = FIXTURES.table_counts(v1 / name)
+        assert {t: after[t] for t in before} == before
+        assert after[VERSIONS_TABLE] == len({s for s, (f, _) in SQLITE_STORES.items() if f == name})
+
+
+def test_every_store_of_one_postgres_schema_starting_at_once_migrates_it_once(pg_schema: str) -> None:
+    import concurrent.futures
+
+    _load_postgres_fixture(pg_schema)
+    before = _pg_counts(pg_schema)
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        for opened in pool.map(lambda store: PG_STORES[store](pg_schema), sorted(PG_STORES) * 2):
+            opened.close()
+    after = _pg_counts(pg_schema)
+    assert {t: after[t] for t in before} == before
+    assert after[VERSIONS_TABLE] == len(PG_STORES)  # the versions table made once, one row per store
+
+
 def test_a_postgres_role_that_may_not_migrate_is_told_the_command(pg_schema: str) -> None:
     role = "aims_schema_" + uuid.uuid4().hex[:12]
     _load_postgres_fixture(pg_schema)  # tables of release 0.1.0

@@ -100,6 +100,20 @@ CASES = [
     ),
     # One call a minute for 70 minutes, then 20 a minute for 10 minutes, then quiet.
     _case("SnapTradeUnusualActivity", {CALLS: "0+1x70 90+20x9 270x20"}, "76m", "95m"),
+    # 10 calls a minute reach SnapTrade and succeed; 10 more a minute are refused locally (consent):
+    # they sent nothing, so they are no error rate of SnapTrade's.
+    {
+        "interval": "1m",
+        "input_series": [
+            {"series": CALLS, "values": "0+10x40"},
+            {"series": CALLS + '{snaptrade_refused_locally="true"}', "values": "0+10x40"},
+            {
+                "series": ERRORS + '{error_type="SnapTradeConsentRequiredError",snaptrade_refused_locally="true"}',
+                "values": "0+10x40",
+            },
+        ],
+        "alert_rule_test": [{"eval_time": "16m", "alertname": "SnapTradeHighErrorRate", "exp_alerts": []}],
+    },
 ]
 
 

@@ -96,7 +96,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         "{call}",
         "Calls of the road that finished (retries inside one call count once).",
-        (*_ENDPOINT, "http.response.status_code", "error.type"),
+        (*_ENDPOINT, "http.response.status_code", "error.type", "snaptrade.refused_locally"),
         guide="snaptrade_api_calls_total",
     ),
     MetricSpec(
@@ -104,8 +104,8 @@ METRICS: tuple[MetricSpec, ...] = (
         "snaptrade.client.errors",
         "counter",
         "{call}",
-        "Calls that ended in an error, local refusals included.",
-        (*_ENDPOINT, "http.response.status_code", "error.type", "snaptrade.error_code"),
+        "Calls that ended in an error, local refusals included (marked snaptrade.refused_locally: nothing was sent).",
+        (*_ENDPOINT, "http.response.status_code", "error.type", "snaptrade.error_code", "snaptrade.refused_locally"),
         guide="snaptrade_api_errors_total",
     ),
     MetricSpec(
@@ -149,7 +149,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "histogram",
         "s",
         "Duration of a whole call: guardrails, budget waits, every attempt and retry sleeps.",
-        (*_ENDPOINT, "error.type"),
+        (*_ENDPOINT, "error.type", "snaptrade.refused_locally"),
     ),
     MetricSpec(
         "retries",
@@ -207,14 +207,16 @@ def _duration(seconds: float) -> str:
 
 
 _W = _duration(WINDOW_SECONDS)
+_SENT = '{snaptrade_refused_locally!="true"}'  # the calls that reached SnapTrade
 _BASE = _duration(UNUSUAL_ACTIVITY_BASELINE)
 
 ALERTS: tuple[AlertSpec, ...] = (
     AlertSpec(
         "SnapTradeHighErrorRate",
         "High error rates (>5%)",
-        f"sum(rate({_p('errors')}[{_W}])) / sum(rate({_p('calls')}[{_W}])) > {ERROR_RATE_THRESHOLD}"
-        f" and sum(increase({_p('calls')}[{_W}])) >= {ERROR_RATE_MIN_CALLS}",
+        # Calls refused locally sent nothing: they are neither SnapTrade's errors nor its calls.
+        f"sum(rate({_p('errors')}{_SENT}[{_W}])) / sum(rate({_p('calls')}{_SENT}[{_W}])) > {ERROR_RATE_THRESHOLD}"
+        f" and sum(increase({_p('calls')}{_SENT}[{_W}])) >= {ERROR_RATE_MIN_CALLS}",
         "2m",
         "critical",
         f"More than {ERROR_RATE_THRESHOLD:.0%} of SnapTrade calls failed over the last {_W}.",

@@ -47,6 +47,8 @@ __all__ = ["CallObserver", "CallRecord", "CallTelemetry", "Endpoint", "watch_bud
 log = logging.getLogger("aims_snaptrade.telemetry")
 
 _SCOPE = "aims_snaptrade"
+REFUSED_LOCALLY = "snaptrade.refused_locally"
+"""Attribute (``True``) of a call that failed before any request was sent; absent otherwise."""
 _tracer = trace.get_tracer(_SCOPE)
 _meter = metrics.get_meter(_SCOPE)
 
@@ -251,7 +253,14 @@ class CallTelemetry:
         attributes = _error_attributes(error)
         self._span.set_attributes(attributes)
         self._span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-        measured = {k: v for k, v in attributes.items() if k in ("error.type", "http.response.status_code")}
+        measured: dict[str, Any] = {
+            k: v for k, v in attributes.items() if k in ("error.type", "http.response.status_code")
+        }
+        if not self._sent:
+            # Nothing reached SnapTrade (guardrails, consent, rollout, bad input, a budget that
+            # would not wait): the error-rate alert must not read it as SnapTrade failing.
+            measured[REFUSED_LOCALLY] = True
+            self._span.set_attribute(REFUSED_LOCALLY, True)
         code = {k: v for k, v in attributes.items() if k == "snaptrade.error_code"}
         _errors.add(1, {**self._base, **measured, **code})
         self._last_code = error.code if isinstance(error, SnapTradeError) else None

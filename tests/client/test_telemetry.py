@@ -283,3 +283,25 @@ def test_telemetry_uses_only_the_api_and_nothing_of_the_transport():
         assert not {m for m in imported if m.startswith(("aims_snaptrade._transport", "opentelemetry.sdk"))}, module
     for path in src.rglob("*.py"):
         assert "opentelemetry.sdk" not in path.read_text(), path
+
+
+def test_a_call_refused_locally_is_marked_so_the_error_rate_leaves_it_out(make_client, alice):
+    class NoConsent:
+        def has_consent(self, user_id: str, scope: str) -> bool:
+            return False
+
+    client = make_client(consent=NoConsent())
+    before = snapshot()
+    with pytest.raises(e.SnapTradeConsentRequiredError):
+        client.list_accounts(alice.user_id)
+    changes = delta(before, snapshot())
+    check_against_table(changes)
+    [(error, _)] = points(changes, spec("errors").name)
+    [(call, _)] = points(changes, spec("calls").name)
+    assert error["snaptrade.refused_locally"] is True and call["snaptrade.refused_locally"] is True
+    # a call that reached SnapTrade carries no such mark
+    client2 = make_client()
+    before = snapshot()
+    client2.list_accounts(alice.user_id)
+    [(sent, _)] = points(delta(before, snapshot()), spec("calls").name)
+    assert "snaptrade.refused_locally" not in sent

@@ -27,7 +27,7 @@ from aims_snaptrade.sync.policy import SyncPolicy
 from aims_snaptrade.sync.records import AccountRecord, AccountStatus, AccountUpdate, SyncOutcome, UserRecord
 from aims_snaptrade.sync.snapshot import AccountSnapshot, AccountState, PortfolioSnapshot, SyncFailure
 
-__all__ = ["SnapTradeSyncInProgressError", "sync_portfolio"]
+__all__ = ["MAX_ROUNDS", "SnapTradeSyncInProgressError", "sync_portfolio"]
 
 SnapTradeSyncInProgressError = e.SnapTradeSyncInProgressError
 
@@ -54,6 +54,10 @@ def _counted(flow: Flow[T], sent: list[int]) -> Flow[T]:
             value, error = None, exc
 
 
+MAX_ROUNDS = 5
+"""Rounds one holder syncs for marks that arrived during its own sync, before leaving the rest to ``sync_due``."""
+
+
 def sync_portfolio(
     core: Core,
     user_id: str,
@@ -67,6 +71,13 @@ def sync_portfolio(
 
     ``lease_owner`` names who holds the user meanwhile (a fresh id by default). A resumed batch
     passes its batch id, so that it takes over the leases its crashed predecessor left behind.
+
+    Marks that webhooks make *during* the sync are not lost: a second sync of the user finds the
+    lease held and raises :class:`SnapTradeSyncInProgressError` without sending anything, and the
+    holder reads the user's marks again before it releases the lease; what was marked after its
+    round started is synced in another round (at most :data:`MAX_ROUNDS`). After releasing it
+    reads them once more, so a mark that landed between that read and the release is taken up
+    again (or by whoever took the lease meanwhile).
     """
     if not isinstance(user_id, str) or not user_id.strip():
         raise e.SnapTradeValidationError(f"user_id must be a non-empty string, got {type(user_id).__name__}.")
@@ -74,23 +85,83 @@ def sync_portfolio(
         raise e.SnapTradeValidationError(f"policy must be a SyncPolicy, got {type(policy).__name__}.")
     if not isinstance(force, bool):
         raise e.SnapTradeValidationError(f"force must be True or False, got {type(force).__name__}.")
-    started = time.time()
     owner = lease_owner or uuid.uuid4().hex
-    leased = yield StoreCall("acquire_lease", (user_id, owner, started, started + policy.lease_seconds), store=LEDGER)
-    if not leased:
+    if not (yield from _acquire(user_id, owner, policy)):
         raise SnapTradeSyncInProgressError(f"Another worker is syncing user {user_id!r}.")
-    try:
-        sent = [0]
-        record = yield StoreCall("load_user", (user_id,), store=LEDGER)
-        snapshot, outcome = yield from _counted(_sync(core, user_id, record, policy, started, force, options), sent)
-        yield StoreCall("save_sync", (outcome,), store=LEDGER)
-    except GeneratorExit:
-        raise  # closed unfinished (a cancelled task): the lease expires by itself
-    except BaseException:
+    sent = [0]
+    snapshot: PortfolioSnapshot | None = None
+    for round_number in range(1, MAX_ROUNDS + 1):
+        started = time.time()
+        try:
+            record = yield StoreCall("load_user", (user_id,), store=LEDGER)
+            fetched, outcome = yield from _counted(
+                _sync(core, user_id, record, policy, started, force and round_number == 1, options), sent
+            )
+            yield StoreCall("save_sync", (outcome,), store=LEDGER)
+            after = yield StoreCall("load_user", (user_id,), store=LEDGER)
+        except GeneratorExit:
+            raise  # closed unfinished (a cancelled task): the lease expires by itself
+        except BaseException:
+            yield StoreCall("release_lease", (user_id, owner), store=LEDGER)
+            raise
+        snapshot = fetched if snapshot is None else _merged(snapshot, fetched)
+        if _marked_since(after, started) and round_number < MAX_ROUNDS:
+            continue  # marked while we fetched: sync that too before giving the user back
         yield StoreCall("release_lease", (user_id, owner), store=LEDGER)
-        raise
-    yield StoreCall("release_lease", (user_id, owner), store=LEDGER)
+        if round_number == MAX_ROUNDS:
+            break  # a user marked without pause: the rest is left to the next sync_due
+        # A mark may have landed between the read above and the release, when a second worker
+        # that found the lease held had already given up: look once more.
+        after = yield StoreCall("load_user", (user_id,), store=LEDGER)
+        if not _marked_since(after, started) or not (yield from _acquire(user_id, owner, policy)):
+            break  # nothing new, or the worker that holds the user now syncs it
+    assert snapshot is not None
     return snapshot.model_copy(update={"requests": sent[0]})
+
+
+def _acquire(user_id: str, owner: str, policy: SyncPolicy) -> Flow[bool]:
+    now = time.time()
+    leased = yield StoreCall("acquire_lease", (user_id, owner, now, now + policy.lease_seconds), store=LEDGER)
+    return bool(leased)
+
+
+def _marked_since(record: UserRecord | None, started: float) -> bool:
+    """True when a webhook marked something of the user after ``started`` that a sync would fetch."""
+    if record is None:
+        return False
+    if record.dirty_at is not None and record.dirty_at > started:
+        return True
+    return any(
+        account.status is AccountStatus.ACTIVE
+        and any(at is not None and at > started for at in (account.holdings_dirty_at, account.activities_dirty_at))
+        for account in record.accounts
+    )
+
+
+def _merged(first: PortfolioSnapshot, later: PortfolioSnapshot) -> PortfolioSnapshot:
+    """One snapshot of two rounds: what the later round fetched replaces, activities add up."""
+    accounts = {a.account_id: a for a in first.accounts}
+    for account in later.accounts:
+        earlier = accounts.get(account.account_id)
+        if earlier is None or account.state is not AccountState.NOT_DUE:
+            if earlier is not None:
+                seen = {a.id for a in account.new_activities if a.id is not None}
+                carried = [a for a in earlier.new_activities if a.id is None or a.id not in seen]
+                update: dict[str, Any] = {
+                    "new_activities": carried + account.new_activities,
+                    "activities_fetched": earlier.activities_fetched or account.activities_fetched,
+                }
+                if not account.holdings_fetched and earlier.holdings_fetched:
+                    update.update(balances=earlier.balances, positions=earlier.positions, holdings_fetched=True)
+                account = account.model_copy(update=update)
+            accounts[account.account_id] = account
+    return later.model_copy(
+        update={
+            "started_at": first.started_at,
+            "accounts_listed": first.accounts_listed or later.accounts_listed,
+            "accounts": [accounts[i] for i in sorted(accounts)],
+        }
+    )
 
 
 def _sync(

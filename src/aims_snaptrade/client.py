@@ -1094,6 +1094,7 @@ class AsyncSafeSnapTradeClient(_Base):
         force: bool = False,
         total: int | None = None,
         on_progress: ProgressCallback | None = None,
+        cold_start_wait: float | None = None,
     ) -> AsyncIterator[UserSyncResult]:
         """Sync many users, yielding each user's result as it is ready (see :func:`aims_snaptrade.sync.stream_sync`)."""
         from aims_snaptrade.sync.batch import stream_sync
@@ -1106,6 +1107,7 @@ class AsyncSafeSnapTradeClient(_Base):
             force=force,
             total=total,
             on_progress=on_progress,
+            cold_start_wait=cold_start_wait,
         )
 
     async def sync_users(
@@ -1118,8 +1120,13 @@ class AsyncSafeSnapTradeClient(_Base):
         total: int | None = None,
         on_result: Sink | None = None,
         on_progress: ProgressCallback | None = None,
+        cold_start_wait: float | None = None,
     ) -> BatchSummary:
-        """Sync many users within the budget; per-user results go to ``on_result``; resumable with ``batch_id``."""
+        """Sync many users within the budget; per-user results go to ``on_result``; resumable with ``batch_id``.
+
+        A resumable batch on a budget in process memory first waits one customer window
+        (``cold_start_wait``, see :func:`aims_snaptrade.sync.stream_sync`).
+        """
         from aims_snaptrade.sync.batch import sync_users
 
         return await sync_users(
@@ -1131,6 +1138,7 @@ class AsyncSafeSnapTradeClient(_Base):
             total=total,
             on_result=on_result,
             on_progress=on_progress,
+            cold_start_wait=cold_start_wait,
         )
 
     async def sync_due(
@@ -1140,14 +1148,24 @@ class AsyncSafeSnapTradeClient(_Base):
         batch_id: str | None = None,
         on_result: Sink | None = None,
         on_progress: ProgressCallback | None = None,
+        settle_seconds: float | None = None,
     ) -> BatchSummary:
-        """Sync every user the ledger has something due or webhook-marked for (and only what is due)."""
+        """Sync every user the ledger has something due or webhook-marked for (and only what is due).
+
+        With ``settle_seconds``, users marked less than that ago wait for the next pass, so that one
+        sync covers a whole burst of webhooks (the worker paths, :class:`~aims_snaptrade.sync.SyncWorker`
+        and the Celery beat schedule, wait :data:`~aims_snaptrade.sync.batch.DEFAULT_SETTLE_SECONDS`);
+        by default every marked user is synced now.
+        """
         from aims_snaptrade.sync.batch import due_user_ids, sync_users
 
+        settle = 0.0 if settle_seconds is None else settle_seconds
+        if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 <= settle < float("inf"):
+            raise e.SnapTradeValidationError(f"settle_seconds must be a number >= 0, got {settle_seconds!r}.")
         self._open_ledger()
         return await sync_users(
             self,
-            due_user_ids(self),
+            due_user_ids(self, settle_seconds=settle),
             concurrency=concurrency,
             batch_id=batch_id,
             on_result=on_result,

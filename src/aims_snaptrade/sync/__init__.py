@@ -5,6 +5,8 @@
 * :meth:`AsyncSafeSnapTradeClient.sync_users` / ``sync_due`` / ``stream_sync``: many users.
 * :meth:`SafeSnapTradeClient.mark_from_webhook`: webhooks mark the ledger so ``sync_due`` fetches
   exactly what changed.
+* :class:`SyncWorker`: the asyncio worker path (``sync_due`` in the background, woken by
+  webhooks); Celery fleets use the beat schedule of ``aims_snaptrade.integrations.celery``.
 * :class:`SyncLedger` and its SQLite / PostgreSQL implementations hold the progress.
 
 See docs/portfolio-sync.md.
@@ -35,6 +37,7 @@ from aims_snaptrade.sync.records import (
 )
 from aims_snaptrade.sync.snapshot import AccountSnapshot, AccountState, PortfolioSnapshot, SyncFailure
 from aims_snaptrade.sync.webhooks import LedgerMark, ledger_marks, mark_ledger
+from aims_snaptrade.sync.worker import SyncWorker
 
 __all__ = [
     "AccountRecord",
@@ -55,6 +58,7 @@ __all__ = [
     "SyncOutcome",
     "SyncPolicy",
     "SyncProgress",
+    "SyncWorker",
     "UserRecord",
     "UserSyncResult",
     "due_user_ids",

@@ -6,9 +6,13 @@ pace (zero 429s) and users take turns at it in the order they were given. A user
 result, never an exception that stops the batch. Results are streamed (an async iterator, or an
 ``on_result`` callback): nothing but counters is kept, so memory stays flat however many users.
 
-With a ``batch_id`` the batch is resumable: each finished user is recorded in the ledger, and a
-rerun with the same id (after a crash, a deploy, a SIGKILL) skips them without a request, and
-tries the users that failed again. The
+With a ``batch_id`` the batch is resumable: each finished user is recorded in the ledger once its
+result has been handed to the consumer (``on_result`` returned, or the stream's consumer asked for
+the next result), so a sink that writes durably never loses a finished user's result; a rerun with
+the same id (after a crash, a deploy, a SIGKILL) skips the finished users without a request, and
+tries the users that failed again. A batch starts with one user alone, so that SnapTrade's
+``X-RateLimit-*`` answers tell the budget what another process spent of the window before the
+other workers send (see docs/portfolio-sync.md, resuming). The
 batch id also owns the users' leases, so a rerun takes over the users its predecessor was
 syncing when it died: run one process per batch id at a time.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sized
@@ -26,12 +31,24 @@ from typing import TYPE_CHECKING, Any, Literal
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.pipeline import Flow, StoreCall
 from aims_snaptrade.sync.flow import LEDGER, SnapTradeSyncInProgressError, _counted, sync_portfolio
+from aims_snaptrade.sync.policy import SyncPolicy
+from aims_snaptrade.sync.records import UserRecord
 from aims_snaptrade.sync.snapshot import PortfolioSnapshot, SyncFailure
 
 if TYPE_CHECKING:
     from aims_snaptrade.client import AsyncSafeSnapTradeClient
 
-__all__ = ["BatchSummary", "SyncProgress", "UserSyncResult", "stream_sync", "sync_users"]
+__all__ = [
+    "DEFAULT_SETTLE_SECONDS",
+    "BatchSummary",
+    "SyncProgress",
+    "UserSyncResult",
+    "due_user_ids",
+    "stream_sync",
+    "sync_users",
+]
+
+log = logging.getLogger("aims_snaptrade.sync")
 
 _CHUNK = 200
 _BAD_ID = "user_id must be a non-empty string"
@@ -142,14 +159,23 @@ async def stream_sync(
     force: bool = False,
     total: int | None = None,
     on_progress: ProgressCallback | None = None,
+    cold_start_wait: float | None = None,
 ) -> AsyncIterator[UserSyncResult]:
-    """Sync ``user_ids`` and yield each :class:`UserSyncResult` as it is ready (completion order)."""
+    """Sync ``user_ids`` and yield each :class:`UserSyncResult` as it is ready (completion order).
+
+    ``cold_start_wait``: seconds to send nothing before the first request, because another process
+    (this batch's crashed predecessor) may have spent SnapTrade's window and a budget in process
+    memory cannot know it. ``None`` (the default) waits one customer window
+    (``customer_limit_window``) for a resumable batch (``batch_id``) on a budget that is not shared
+    (``memory://``), and not at all otherwise; with a shared (Redis) budget the storage knows.
+    """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise SnapTradeValidationError(f"concurrency must be a positive integer, got {concurrency!r}.")
     if batch_id is not None and (not isinstance(batch_id, str) or not batch_id.strip()):
         raise SnapTradeValidationError("batch_id must be a non-empty string or None.")
     if total is None and isinstance(user_ids, Sized):
         total = len(user_ids)
+    wait = _cold_start_wait(client, batch_id, cold_start_wait)
     client._open_ledger()
     work: asyncio.Queue[str | None] = asyncio.Queue(maxsize=concurrency * 2)
     results: asyncio.Queue[UserSyncResult | None] = asyncio.Queue(maxsize=concurrency * 2)
@@ -206,21 +232,36 @@ async def stream_sync(
             result = UserSyncResult(
                 user_id, snapshot=snapshot.model_copy(update={"requests": sent[0]}), requests=sent[0]
             )
-        if batch_id is not None and result.ok:
-            # Only synced users are finished: a rerun of the batch tries the failed ones again.
-            await client._run(_store("finish_in_batch", batch_id, user_id, time.time()))
         return result
 
-    async def worker() -> None:
+    # A new process cannot know what another process (a crashed predecessor, another batch) spent
+    # of SnapTrade's window. So the first user is synced alone: its answers carry SnapTrade's
+    # X-RateLimit-* counts, which the budget takes in (rate-limit feedback) before the other
+    # workers send anything. With a shared (Redis) budget this costs one user's latency.
+    primed = asyncio.Event()
+
+    async def worker(first: bool) -> None:
+        if not first:
+            await primed.wait()
         while (user_id := await work.get()) is not None:
-            await results.put(await sync_one(user_id))
+            try:
+                result = await sync_one(user_id)
+            finally:
+                primed.set()
+            await results.put(result)
+        primed.set()
 
     async def run() -> None:
         try:
+            if wait > 0:
+                log.info(
+                    "Batch %s: sending nothing for %.1f s (a window another process may have spent).", batch_id, wait
+                )
+                await asyncio.sleep(wait)
             async with asyncio.TaskGroup() as group:
                 group.create_task(feed())
-                for _ in range(concurrency):
-                    group.create_task(worker())
+                for n in range(concurrency):
+                    group.create_task(worker(first=n == 0))
         finally:
             await results.put(None)
 
@@ -233,11 +274,28 @@ async def stream_sync(
             if on_progress is not None:
                 await _call(on_progress, _progress(counts, total, started, budget))
             yield result
+            if batch_id is not None and result.ok and result.skipped is None:
+                # Recorded finished only once the consumer has taken the result (the sink wrote
+                # and flushed it): a crash before this leaves the user to the rerun, never a user
+                # recorded finished whose result is lost. Failed users are not finished: a rerun
+                # tries them again.
+                await client._run(_store("finish_in_batch", batch_id, result.user_id, time.time()))
         await runner  # re-raise what broke the batch itself (the ledger, the user id source)
     finally:
         if not runner.done():
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
+
+
+def _cold_start_wait(client: AsyncSafeSnapTradeClient, batch_id: str | None, given: float | None) -> float:
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int | float) or not 0 <= given < float("inf"):
+            raise SnapTradeValidationError(f"cold_start_wait must be a number of seconds >= 0, got {given!r}.")
+        return float(given)
+    shared = not client.settings.rate_limit_storage_url.startswith("memory:")
+    if batch_id is None or shared:
+        return 0.0
+    return float(client.settings.customer_limit_window)
 
 
 def _progress(counts: dict[str, int], total: int | None, started: float, budget: tuple[int, float]) -> SyncProgress:
@@ -273,8 +331,9 @@ async def sync_users(
     total: int | None = None,
     on_result: Sink | None = None,
     on_progress: ProgressCallback | None = None,
+    cold_start_wait: float | None = None,
 ) -> BatchSummary:
-    """Sync every user of ``user_ids``; results go to ``on_result``; returns the totals."""
+    """Sync every user of ``user_ids``; results go to ``on_result``; returns the totals (see :func:`stream_sync`)."""
     last: list[SyncProgress] = []
 
     async def progress(value: SyncProgress) -> None:
@@ -282,7 +341,14 @@ async def sync_users(
         await _call(on_progress, value)
 
     async for result in stream_sync(
-        client, user_ids, concurrency=concurrency, batch_id=batch_id, force=force, total=total, on_progress=progress
+        client,
+        user_ids,
+        concurrency=concurrency,
+        batch_id=batch_id,
+        force=force,
+        total=total,
+        on_progress=progress,
+        cold_start_wait=cold_start_wait,
     ):
         await _call(on_result, result)
     return BatchSummary(
@@ -293,14 +359,63 @@ async def sync_users(
     )
 
 
-async def due_user_ids(client: AsyncSafeSnapTradeClient, *, page: int = 500) -> AsyncIterator[str]:
-    """Every user the ledger has something due or marked for, in user id order, a page at a time."""
-    holdings_before, activities_before = client.sync_policy.due_before(time.time())
+DEFAULT_SETTLE_SECONDS = 5.0
+"""How long a user's newest webhook mark must be old before a worker syncs it.
+
+SnapTrade sends a burst of webhooks for one change (8 for one completed portal link); waiting for
+the burst to end lets one sync cover all of it (the marks coalesce in the user's ledger rows)
+instead of a sync per webhook, or a second sync for the marks that arrived during the first."""
+
+
+def newest_mark(record: UserRecord | None) -> float | None:
+    """When a webhook last marked anything of the user (``None``: nothing is marked)."""
+    if record is None:
+        return None
+    times = [record.dirty_at] + [t for a in record.accounts for t in (a.holdings_dirty_at, a.activities_dirty_at)]
+    marked = [t for t in times if t is not None]
+    return max(marked) if marked else None
+
+
+def due_page(
+    policy: SyncPolicy, after: str | None, page: int, settle_seconds: float, deferred: list[str] | None = None
+) -> Flow[tuple[list[str], str | None]]:
+    """One page of due users: those whose marks have settled, and where the next page starts.
+
+    Users whose newest mark is younger than ``settle_seconds`` are left for a later pass (and
+    appended to ``deferred``); ``None`` as the second value means there is no next page.
+    """
+    now = time.time()
+    holdings_before, activities_before = policy.due_before(now)
+    ids: list[str] = yield from _store("due_users", holdings_before, activities_before, after, page)
+    ready = ids
+    if settle_seconds > 0:
+        ready = []
+        for user_id in ids:
+            marked_at = newest_mark((yield from _store("load_user", user_id)))
+            if marked_at is not None and marked_at > now - settle_seconds:
+                if deferred is not None:
+                    deferred.append(user_id)
+                continue
+            ready.append(user_id)
+    return ready, (ids[-1] if len(ids) >= page else None)
+
+
+async def due_user_ids(
+    client: AsyncSafeSnapTradeClient,
+    *,
+    page: int = 500,
+    settle_seconds: float = 0.0,
+    deferred: list[str] | None = None,
+) -> AsyncIterator[str]:
+    """Every user the ledger has something due or marked for, in user id order, a page at a time.
+
+    A user marked less than ``settle_seconds`` ago is skipped (and listed in ``deferred``): the
+    rest of its webhook burst is probably on its way, and the next pass syncs it once.
+    """
     after: str | None = None
     while True:
-        ids: list[str] = await client._run(_store("due_users", holdings_before, activities_before, after, page))
+        ids, after = await client._run(due_page(client.sync_policy, after, page, settle_seconds, deferred))
         for user_id in ids:
             yield user_id
-        if len(ids) < page:
+        if after is None:
             return
-        after = ids[-1]

@@ -9,6 +9,9 @@ few seconds. The closing lines name the users that failed, with the error's type
 :data:`NAMED_FAILURES`; ``--results`` has every one). ``--results`` appends one JSON line per user
 (the sink). Exit status: 0 when every user synced, 1 when some failed, 2 on bad usage or
 configuration.
+
+Each result line is flushed and fsynced before the user is recorded finished in the batch, so a
+rerun of a killed batch (same ``--batch-id``) finds every finished user's result in the file.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -133,7 +137,11 @@ def run_sync_command(args: argparse.Namespace) -> int:
                 if not result.ok and not result.skipped:
                     failures.append(result)
                 if sink is not None:
+                    # Durable before the batch records the user finished (it does so once this
+                    # returns): a SIGKILL can lose a result line only for a user the rerun syncs again.
                     sink.write(_result_line(result) + "\n")
+                    sink.flush()
+                    os.fsync(sink.fileno())
 
             source: Iterable[str] | None = ids
             if args.due:

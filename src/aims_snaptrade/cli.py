@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from aims_snaptrade.compliance.cli import add_compliance_commands
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeError
@@ -54,9 +55,37 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from aims_snaptrade.testing.emulator import run
+    from urllib.parse import urlsplit
 
-    run(host=args.host, port=args.port)
+    from aims_snaptrade.testing.emulator import run
+    from aims_snaptrade.webhooks.verify import SNAPTRADE_RETRY_DELAYS
+
+    for url in args.webhook_url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SnapTradeConfigurationError(
+                f"--webhook-url must be an http(s) URL with a host, like http://127.0.0.1:8000/webhooks/snaptrade/; "
+                f"got {url!r}"
+            )
+    scale = args.webhook_retry_scale
+    if not scale >= 0 or scale == float("inf"):
+        raise SnapTradeConfigurationError(f"--webhook-retry-scale must be a finite number >= 0, got {scale!r}")
+    overrides: dict[str, Any] = {}
+    if args.client_id or args.consumer_key:
+        from aims_snaptrade.testing.config import DEFAULT_CLIENTS, ClientCredentials
+
+        if not (args.client_id and args.consumer_key):
+            raise SnapTradeConfigurationError("--client-id and --consumer-key go together")
+        others = tuple(c for c in DEFAULT_CLIENTS if c.personal and c.client_id != args.client_id)
+        overrides["clients"] = (ClientCredentials(args.client_id, args.consumer_key), *others)
+    run(
+        host=args.host,
+        port=args.port,
+        **overrides,
+        webhook_urls=tuple(args.webhook_url),
+        webhook_retry_delays=tuple(delay * scale for delay in SNAPTRADE_RETRY_DELAYS),
+        journal_file=args.journal,
+    )
     return 0
 
 
@@ -144,6 +173,23 @@ def _parser() -> argparse.ArgumentParser:
     emulator = commands.add_parser("emulator", help="run the SnapTrade emulator until interrupted")
     emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     emulator.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    emulator.add_argument(
+        "--webhook-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="deliver signed webhooks to URL (repeatable: round-robin, as through a load balancer)",
+    )
+    emulator.add_argument(
+        "--webhook-retry-scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply SnapTrade's redelivery schedule (30, 60, 120 minutes) by FACTOR; 0.001 for tests",
+    )
+    emulator.add_argument("--client-id", help="the commercial client id it accepts (default AIMS-EMULATOR)")
+    emulator.add_argument("--consumer-key", help="that client's consumer key (with --client-id)")
+    emulator.add_argument("--journal", metavar="FILE", help="append every request and webhook delivery to FILE (JSONL)")
     emulator.set_defaults(handler=_emulator)
 
     generate = commands.add_parser("generate-key", help="print a new encryption key for SNAPTRADE_ENCRYPTION_KEYS")

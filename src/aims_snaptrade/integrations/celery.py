@@ -109,6 +109,7 @@ def register_tasks(
     def sync_due() -> int:
         """Queue one ``sync_user`` per user with anything due or webhook-marked (marks settled); returns how many."""
         client = clients.get()
+        client._open_ledger()
         queued = 0
         after: str | None = None
         while True:

@@ -19,6 +19,7 @@ listening socket and every connection, ends held (fault) answers at once and joi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -396,6 +397,7 @@ def run(
     config: EmulatorConfig | None = None,
     out: IO[str] | None = None,
     stop: threading.Event | None = None,
+    journal_file: str | None = None,
     **overrides: Any,
 ) -> int:
     """Serve until SIGINT / SIGTERM (or until ``stop`` is set); the CLI's ``emulator`` command.
@@ -408,15 +410,23 @@ def run(
         config: Behaviour; ``overrides`` replace its fields.
         out: Where to print (stdout by default).
         stop: An event that stops the server when set (for callers not in the main thread).
+        journal_file: Append every journal entry (requests and webhook deliveries) to this file as
+            a JSON line, for tests and developers outside the emulator's process.
     """
     stream = out if out is not None else sys.stdout
     stop_event = stop or threading.Event()
     emulator = SnapTradeEmulator(config, host=host, port=port, **overrides)
-    with _stop_on_signals(stop_event), emulator:
+    journal = open(journal_file, "a", encoding="utf-8") if journal_file else None  # noqa: SIM115 - closed below
+    if journal is not None:
+        emulator.journal.write_to(journal)
+    with _stop_on_signals(stop_event), emulator, journal or contextlib.nullcontext():
         print(f"SnapTrade emulator listening on {emulator.base_url}", file=stream)
         for client in emulator.config.clients:
             kind = "personal" if client.personal else "commercial"
             print(f"  {kind:<10} clientId={client.client_id} consumerKey={client.consumer_key}", file=stream)
+        for url in emulator.webhooks.urls:
+            delays = ", ".join(f"{d:g}" for d in emulator.webhooks.retry_delays)
+            print(f"  webhooks -> {url} (redelivered after {delays} s)", file=stream)
         print("Stop with Ctrl+C (SIGINT) or SIGTERM.", file=stream, flush=True)
         while not stop_event.wait(0.2):
             pass

@@ -10,11 +10,13 @@ Entries hold no credentials: the query string (which carries ``userSecret``) and
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["Journal", "JournalEntry"]
 
@@ -89,11 +91,20 @@ class Journal:
     def __init__(self, maxlen: int = 100_000) -> None:
         self._lock = threading.Lock()
         self._entries: deque[JournalEntry] = deque(maxlen=maxlen)
+        self._file: IO[str] | None = None
 
     def append(self, entry: JournalEntry) -> None:
         """Record one request (called by the server)."""
         with self._lock:
             self._entries.append(entry)
+            if self._file is not None:
+                self._file.write(json.dumps(dataclasses.asdict(entry), default=str, sort_keys=True) + "\n")
+                self._file.flush()
+
+    def write_to(self, file: IO[str] | None) -> None:
+        """Also append every later entry to ``file`` as one JSON line (the CLI's ``--journal``); ``None`` stops."""
+        with self._lock:
+            self._file = file
 
     def clear(self) -> None:
         """Forget every entry."""

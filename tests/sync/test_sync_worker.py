@@ -70,6 +70,7 @@ def test_the_celery_app_ships_a_beat_schedule_for_sync_due(monkeypatch: pytest.M
     (entry,) = schedule.values()
     assert entry["task"] == "aims_snaptrade.sync_due" and entry["schedule"] == 30.0
     assert entry["options"] == {"queue": "q", "expires": 30.0}
+    assert entry["kwargs"] == {"settle_seconds": 5.0}
     monkeypatch.setenv("SNAPTRADE_SYNC_DUE_INTERVAL", "7")
     app = celery.make_app("redis://127.0.0.1:6379/0", queue="mine")
     (entry,) = app.conf.beat_schedule.values()

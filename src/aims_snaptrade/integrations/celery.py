@@ -78,7 +78,6 @@ def register_tasks(
     *,
     client_factory: Callable[[], SafeSnapTradeClient] = SafeSnapTradeClient.from_env,
     queue: str = DEFAULT_QUEUE,
-    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
 ) -> tuple[Any, Any]:
     """Register ``sync_user`` and ``sync_due`` on ``celery_app``; returns the two tasks.
 
@@ -86,7 +85,6 @@ def register_tasks(
         celery_app: Your Celery application.
         client_factory: Builds the worker process's client (default: from ``SNAPTRADE_*``).
         queue: Where ``sync_due`` queues the ``sync_user`` tasks it fans out.
-        settle_seconds: ``sync_due`` leaves a user marked more recently than this for its next run.
     """
     clients = _ProcessClient(client_factory)
 
@@ -106,8 +104,12 @@ def register_tasks(
         return {"user_id": user_id, "status": "synced", "requests": snapshot.requests, "accounts": states}
 
     @celery_app.task(name=SYNC_DUE)  # type: ignore[untyped-decorator]
-    def sync_due() -> int:
-        """Queue one ``sync_user`` per user with anything due or webhook-marked (marks settled); returns how many."""
+    def sync_due(settle_seconds: float = 0.0) -> int:
+        """Queue one ``sync_user`` per user with anything due or webhook-marked; returns how many.
+
+        A user marked less than ``settle_seconds`` ago is left for the next run (the beat schedule
+        passes ``SNAPTRADE_SYNC_SETTLE_SECONDS``), so that one sync covers a burst of webhooks.
+        """
         client = clients.get()
         client._open_ledger()
         queued = 0
@@ -123,18 +125,27 @@ def register_tasks(
     return sync_user, sync_due
 
 
-def beat_schedule(interval: float = DEFAULT_SYNC_DUE_INTERVAL, *, queue: str = DEFAULT_QUEUE) -> dict[str, Any]:
-    """The beat schedule that runs ``sync_due`` every ``interval`` seconds on ``queue``.
+def beat_schedule(
+    interval: float = DEFAULT_SYNC_DUE_INTERVAL,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+) -> dict[str, Any]:
+    """The beat schedule that runs ``sync_due`` every ``interval`` seconds on ``queue``, leaving users
+    marked less than ``settle_seconds`` ago for the next run.
 
     Merge it into your own app's ``beat_schedule`` when you use :func:`register_tasks`. A run that
     has not started within ``interval`` expires instead of piling up behind a busy fleet.
     """
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
         raise SnapTradeConfigurationError(f"the sync_due interval must be positive seconds, got {interval!r}")
+    if isinstance(settle_seconds, bool) or not isinstance(settle_seconds, int | float) or not settle_seconds >= 0:
+        raise SnapTradeConfigurationError(f"settle_seconds must be seconds >= 0, got {settle_seconds!r}")
     return {
         "aims-snaptrade-sync-due": {
             "task": SYNC_DUE,
             "schedule": float(interval),
+            "kwargs": {"settle_seconds": float(settle_seconds)},
             "options": {"queue": queue, "expires": float(interval)},
         }
     }
@@ -190,9 +201,9 @@ def make_app(
         worker_prefetch_multiplier=1,  # a worker takes one user at a time: fair across the fleet
         task_acks_late=True,  # a task whose worker died is redelivered (the lease makes it safe)
         worker_hijack_root_logger=False,
-        beat_schedule=beat_schedule(interval, queue=queue_name),
+        beat_schedule=beat_schedule(interval, queue=queue_name, settle_seconds=settle),
     )
-    register_tasks(celery_app, client_factory=client_factory, queue=queue_name, settle_seconds=settle)
+    register_tasks(celery_app, client_factory=client_factory, queue=queue_name)
     return celery_app
 
 

@@ -10,8 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aims_snaptrade import SafeSnapTradeClient, Settings, SnapTradeConfigurationError
-from aims_snaptrade.data_dir import DEFAULT_FILES, default_data_dir, ensure_data_dir, prepare_store_locations
+from aims_snaptrade import SafeSnapTradeClient, Settings, SnapTradeConfigurationError, SnapTradeValidationError
+from aims_snaptrade.data_dir import (
+    DEFAULT_FILES,
+    default_data_dir,
+    default_store_url,
+    ensure_data_dir,
+    prepare_store_locations,
+)
 from aims_snaptrade.secrets import Keyring, MemorySecretStore
 from aims_snaptrade.testing import SnapTradeEmulator
 from aims_snaptrade.webhooks import WebhookReceiver
@@ -136,3 +142,22 @@ def test_a_store_passed_in_needs_no_data_directory(tmp_path: Path, monkeypatch: 
     with SafeSnapTradeClient(**{**BASE, "environment": "sandbox"}, secret_store=MemorySecretStore()):
         pass
     assert not (tmp_path / "xdg").exists()
+
+
+@pytest.mark.parametrize("bad", ["a\0b", "state\0"])
+def test_a_malformed_data_dir_is_a_configuration_error_naming_the_variable(bad: str) -> None:
+    environ = {f"SNAPTRADE_{name.upper()}": value for name, value in BASE.items()}
+    with pytest.raises(SnapTradeConfigurationError, match="SNAPTRADE_DATA_DIR"):
+        Settings.from_env({**environ, "SNAPTRADE_DATA_DIR": bad})
+
+
+def test_bad_arguments_to_the_helpers_are_typed_errors() -> None:
+    values = Settings.build(BASE)
+    with pytest.raises(SnapTradeValidationError, match="unknown store settings"):
+        prepare_store_locations(values, ["secret_store"])
+    with pytest.raises(SnapTradeValidationError, match="unknown store settings"):
+        default_store_url(None, "rate_limit_storage_url")
+    with pytest.raises(SnapTradeValidationError, match="NUL"):
+        ensure_data_dir("a\0b")
+    with pytest.raises(SnapTradeValidationError):
+        ensure_data_dir(42)  # type: ignore[arg-type]

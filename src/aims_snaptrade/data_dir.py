@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aims_snaptrade.errors import SnapTradeConfigurationError
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeValidationError
 
 if TYPE_CHECKING:
     from aims_snaptrade.settings import Settings
@@ -60,18 +60,35 @@ def data_dir_of(data_dir: str | None) -> Path:
     return Path(data_dir).expanduser().absolute() if data_dir else default_data_dir()
 
 
+def _settings_names(names: Iterable[str]) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    found = list(names)
+    unknown = [name for name in found if name not in DEFAULT_FILES]
+    if unknown:
+        raise SnapTradeValidationError(
+            f"unknown store settings {unknown!r}: the store URL settings with an embedded default are "
+            f"{', '.join(sorted(DEFAULT_FILES))}"
+        )
+    return found
+
+
 def default_store_url(data_dir: str | None, setting: str) -> str:
     """The ``sqlite:////absolute/path`` URL of ``setting``'s embedded default under ``data_dir``."""
+    (setting,) = _settings_names([setting])
     return "sqlite:///" + str(data_dir_of(data_dir) / DEFAULT_FILES[setting])
 
 
-def ensure_data_dir(path: Path) -> Path:
+def ensure_data_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` owner-only (``0700``) if absent; refuse one another user or group could change.
 
     Raises :class:`SnapTradeConfigurationError` naming ``SNAPTRADE_DATA_DIR`` when the directory
     cannot be created, is not a directory, belongs to another user, or is writable by others.
     """
     fix = f"set {DATA_DIR_VARIABLE} to a directory this service owns (mode 0700), or set each store URL"
+    if not isinstance(path, (str, os.PathLike)) or "\0" in os.fspath(path):
+        raise SnapTradeValidationError(f"the data directory must be a path without NUL characters, got {path!r}")
+    path = Path(path)
     try:
         if not path.exists():
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -103,7 +120,7 @@ def check_store_locations(settings: Settings, settings_names: Iterable[str]) -> 
     Changes nothing. Raises :class:`SnapTradeConfigurationError` naming each unset variable when
     ``settings`` are production's and ``SNAPTRADE_DATA_DIR`` is unset.
     """
-    defaulted = [name for name in settings_names if name not in settings.model_fields_set]
+    defaulted = [name for name in _settings_names(settings_names) if name not in settings.model_fields_set]
     if defaulted and settings.is_production and "data_dir" not in settings.model_fields_set:
         variables = ", ".join("SNAPTRADE_" + name.upper() for name in defaulted)
         raise SnapTradeConfigurationError(

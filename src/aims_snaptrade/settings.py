@@ -268,6 +268,15 @@ class Settings(BaseModel):
                 raise ValueError(exc.message.removeprefix("SNAPTRADE_ROLLOUT ")) from None
         return value
 
+    @field_validator("data_dir")
+    @classmethod
+    def _check_data_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip() or "\0" in value:
+            raise ValueError("must be a directory path (no NUL characters), or unset for the user data directory")
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:

@@ -35,7 +35,8 @@ the report's checks (:data:`PROBES` says which check serves which probe):
   serving: a store it uses is unreachable (every store the client opened, and the rate-limit
   storage), SnapTrade rejected the consumer key (a 401 other than a user's 1083), the clock is
   further from SnapTrade's than ``Settings.clock_skew_tolerance`` (every signed call would be
-  refused), or a client-wide budget is exhausted (or paused by SnapTrade). Warnings (a budget 80%
+  refused), or a client-wide budget is exhausted: no slot frees (or SnapTrade's pause ends) within
+  ``Settings.rate_limit_max_wait``, so calls would be refused rather than queued. Warnings (a budget 80%
   used, an error rate, timeouts, unusual activity) never take a replica out of rotation: every
   replica shares SnapTrade and the budgets, so removing one helps nobody.
 
@@ -498,11 +499,20 @@ class HealthMonitor:
                     "clock skew", "readiness", ok, f"{state.skew:+.3f} s against SnapTrade (tolerance {tolerance:g} s)"
                 )
             )
+        # Exhausted means calls would be refused: a client-wide budget with no slot free before the
+        # longest wait a call accepts (or paused by SnapTrade that long). A window merely full,
+        # as a batch running at the budget's pace keeps it, frees a slot within the wait: the
+        # limiter queues the calls, and readiness must not flap with it.
         wall = time.time()
+        patience = client.settings.rate_limit_max_wait if client is not None else 0.0
         exhausted = [
             u.name
             for u in state.budgets
-            if u.subject is None and (u.remaining <= 0 or (u.paused_until is not None and u.paused_until > wall))
+            if u.subject is None
+            and (
+                (u.remaining <= 0 and u.reset_at - wall > patience)
+                or (u.paused_until is not None and u.paused_until - wall > patience)
+            )
         ]
         checks.append(
             HealthCheck(

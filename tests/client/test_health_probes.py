@@ -83,16 +83,29 @@ def test_the_error_rate_counts_only_what_reached_snaptrade(outcomes):
 
 
 def test_a_budget_warning_keeps_readiness_and_an_exhausted_budget_fails_it(make_client, alice):
-    client = make_client(customer_limit=5, customer_limit_window=30)
+    client = make_client(customer_limit=5, customer_limit_window=30, rate_limit_max_wait=2)
     monitor = HealthMonitor(client, clock=Clock())
     for _ in range(4):
         client.list_accounts(alice.user_id)
     report = monitor.check(probe=False)
     assert [a.name for a in report.alerts] == ["SnapTradeRateLimitBudgetHigh"]
     assert report.ready and not report.healthy
-    client.list_accounts(alice.user_id)
+    client.list_accounts(alice.user_id)  # full, and no slot frees within the 2 s a call may wait
     report = monitor.check(probe=False)
     assert not report.ready and _failed(report) == {"budget"} and report.live
+    with pytest.raises(e.SnapTradeBudgetExhaustedError):  # what readiness foretold
+        client.list_accounts(alice.user_id)
+
+
+def test_a_full_window_that_frees_within_the_wait_keeps_readiness(make_client, alice):
+    # A batch running at the budget's pace keeps the window full; its calls queue, none fails.
+    client = make_client(customer_limit=5, customer_limit_window=2, rate_limit_max_wait=10)
+    monitor = HealthMonitor(client, clock=Clock())
+    for _ in range(5):
+        client.list_accounts(alice.user_id)
+    report = monitor.check(probe=False)
+    assert [u.remaining for u in report.budgets if u.name == "customer"] == [0]
+    assert report.ready
 
 
 def test_a_rejected_key_fails_readiness_until_a_signed_probe_is_answered(make_client, emu, alice):

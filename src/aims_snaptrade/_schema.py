@@ -21,6 +21,7 @@ that may not change the tables. The error names the command: ``aims-snaptrade mi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,8 @@ __all__ = [
     "permission_refusal",
     "read_schema_version",
 ]
+
+log = logging.getLogger("aims_snaptrade.schema")
 
 VERSIONS_TABLE = "aims_snaptrade_schema_versions"
 MIGRATE_COMMAND = "aims-snaptrade migrate"
@@ -235,6 +238,14 @@ def ensure_schema(session: Session, schema: StoreSchema, *, where: str, create: 
         _UPSERT.format(versions=versions),
         (schema.key, schema.version, schema.compatible_from, __version__, time.time()),
     )
+    if found is None:
+        log.info("created the %s tables in %s at schema version %d", schema.store, where, schema.version)
+    elif found[0] < schema.version:
+        log.warning(
+            "migrated the %s tables in %s from schema version %d to %d", schema.store, where, found[0], schema.version
+        )
+    else:
+        log.info("recorded schema version %d of the %s tables in %s", found[0], schema.store, where)
     return 0 if found is None else found[0]
 
 

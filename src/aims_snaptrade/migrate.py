@@ -9,6 +9,8 @@ exist yet is skipped (nothing to migrate); so are stores with no SQL tables (``m
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,9 +104,22 @@ def migrate_stores(settings: Settings) -> list[tuple[str, str, str | None]]:
 
 
 def migrate_command(settings: Settings) -> int:
-    """Print one line per store; exit code 0 when every store is up to date or skipped, 1 otherwise."""
+    """Print what each store's tables went through, then one line per store; exit code 0 when every
+    store is up to date or skipped, 1 otherwise."""
+    # The schema helper logs each creation and migration (services see the same lines in their logs).
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    schema_log = logging.getLogger("aims_snaptrade.schema")
+    level = schema_log.level
+    schema_log.addHandler(handler)
+    schema_log.setLevel(logging.INFO)
+    try:
+        results = migrate_stores(settings)
+    finally:
+        schema_log.removeHandler(handler)
+        schema_log.setLevel(level)
     failed = False
-    for name, outcome, fix in migrate_stores(settings):
+    for name, outcome, fix in results:
         failed = failed or fix is not None
         print(f"{name}: {outcome}" + (f" (fix: {fix})" if fix else ""))
     return 1 if failed else 0

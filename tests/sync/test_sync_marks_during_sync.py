@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sync_helpers import client_kwargs, secrets_of, seed
 
 from aims_snaptrade import SafeSnapTradeClient
@@ -119,3 +121,92 @@ def test_the_second_worker_is_told_the_truth(emu: SnapTradeEmulator) -> None:
     assert "reads its marks again before it releases" in (held.value.hint or "")
     assert len(emu.journal) == 0
     assert ledger.due_users(0, 0, None, 10) == [user.user_id]  # the mark stays for the holder
+
+
+class ScriptedLedger(SQLiteSyncLedger):
+    """A ledger on which "webhooks" mark accounts right after chosen ledger calls of the holder."""
+
+    STEPS = ("load_user", "save_sync", "release_lease", "acquire_lease")
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.script: list[tuple[str, int, str, LedgerChange]] = []  # (step, nth call, account, change)
+        self.user_id = ""
+        self.calls: dict[str, int] = {}
+        self.stolen: list[bool] = []
+
+    def _after(self, step: str) -> None:
+        self.calls[step] = self.calls.get(step, 0) + 1
+        for when, nth, account, change in self.script:
+            if (when, nth) == (step, self.calls[step]):
+                self.mark(self.user_id, change, time.time(), account)
+                if step != "release_lease":  # the holder holds the user: nobody else may take it
+                    self.stolen.append(
+                        self.acquire_lease(self.user_id, "other", time.time(), time.time() + 60, _quiet=True)
+                    )
+
+    def load_user(self, user_id: str) -> Any:
+        record = super().load_user(user_id)
+        self._after("load_user")
+        return record
+
+    def save_sync(self, outcome: Any) -> None:
+        super().save_sync(outcome)
+        self._after("save_sync")
+
+    def release_lease(self, user_id: str, owner: str) -> None:
+        super().release_lease(user_id, owner)
+        self._after("release_lease")
+
+    def acquire_lease(self, user_id: str, owner: str, now: float, until: float, _quiet: bool = False) -> bool:
+        taken = super().acquire_lease(user_id, owner, now, until)
+        if not _quiet:
+            self._after("acquire_lease")
+        return taken
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    script=st.lists(
+        st.tuples(
+            st.sampled_from(ScriptedLedger.STEPS),
+            st.integers(1, 2),
+            st.integers(0, 1),
+            st.sampled_from([LedgerChange.HOLDINGS_DIRTY, LedgerChange.ACTIVITIES_DIRTY]),
+        ),
+        max_size=MAX_ROUNDS - 2,
+    )
+)
+def test_whatever_is_marked_during_a_sync_is_synced_before_it_returns(
+    emu: SnapTradeEmulator, script: list[tuple[str, int, int, LedgerChange]]
+) -> None:
+    users = _seeded(emu)
+    user = users[0]
+    ledger = ScriptedLedger()
+    ledger.user_id = user.user_id
+    with SafeSnapTradeClient(**client_kwargs(emu, secret_store=secrets_of([user]), sync_ledger=ledger)) as client:
+        client.sync_portfolio(user.user_id)
+        ledger.calls.clear()
+        ledger.script = [(step, nth, user.account_ids[i], change) for step, nth, i, change in script]
+        client.sync_portfolio(user.user_id)
+    record = ledger.load_user(user.user_id)
+    assert record is not None
+    leftover = [
+        (a.account_id, a.holdings_dirty_at, a.activities_dirty_at)
+        for a in record.accounts
+        if a.holdings_dirty_at is not None or a.activities_dirty_at is not None
+    ]
+    assert leftover == []  # every mark made during the sync was synced by the holder
+    assert not any(ledger.stolen)  # and no second worker got the user meanwhile
+    assert ledger.acquire_lease(user.user_id, "next", time.time(), time.time() + 1)  # released at the end
+
+
+_SEEDED: dict[int, list[Any]] = {}
+
+
+def _seeded(emu: SnapTradeEmulator) -> list[Any]:
+    # One seeded user per emulator: syncs only read, so every example may reuse it.
+    if id(emu) not in _SEEDED:
+        _SEEDED.clear()
+        _SEEDED[id(emu)] = seed(emu, 1, scenario="self_directed")
+    return _SEEDED[id(emu)]

@@ -175,7 +175,7 @@ async def stream_sync(
         raise SnapTradeValidationError("batch_id must be a non-empty string or None.")
     if total is None and isinstance(user_ids, Sized):
         total = len(user_ids)
-    wait = _cold_start_wait(client, batch_id, cold_start_wait)
+    wait = cold_start_wait_for(client, batch_id, cold_start_wait)
     client._open_ledger()
     work: asyncio.Queue[str | None] = asyncio.Queue(maxsize=concurrency * 2)
     results: asyncio.Queue[UserSyncResult | None] = asyncio.Queue(maxsize=concurrency * 2)
@@ -287,7 +287,8 @@ async def stream_sync(
             await asyncio.gather(runner, return_exceptions=True)
 
 
-def _cold_start_wait(client: AsyncSafeSnapTradeClient, batch_id: str | None, given: float | None) -> float:
+def cold_start_wait_for(client: AsyncSafeSnapTradeClient, batch_id: str | None, given: float | None) -> float:
+    """Seconds a batch sends nothing before its first request (see :func:`stream_sync`'s ``cold_start_wait``)."""
     if given is not None:
         if isinstance(given, bool) or not isinstance(given, int | float) or not 0 <= given < float("inf"):
             raise SnapTradeValidationError(f"cold_start_wait must be a number of seconds >= 0, got {given!r}.")

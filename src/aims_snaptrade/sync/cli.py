@@ -152,6 +152,17 @@ def run_sync_command(args: argparse.Namespace) -> int:
                 due = [user_id async for user_id in due_user_ids(client)]
                 source, totals[0] = due, len(due)
             assert source is not None
+            from aims_snaptrade.sync.batch import cold_start_wait_for
+
+            wait = cold_start_wait_for(client, args.batch_id, None)
+            if wait > 0:
+                print(
+                    f"batch {args.batch_id}: waiting {wait:g} s before the first request (a budget in process memory "
+                    "cannot know what a crashed run spent of SnapTrade's window; a shared redis:// budget needs no "
+                    "wait)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             show = _progress_display(stack, totals[0], args.no_progress)
             summary = await client.sync_users(
                 source,

@@ -2,12 +2,15 @@
 test without stopping the server that other tests share.
 
 ``cut()`` closes every open connection and refuses new ones (the listening port stays bound, so
-nothing else can take it); ``restore()`` forwards again.
+nothing else can take it); ``restore()`` forwards again. ``lose_answer(pattern)`` lets the next
+request matching ``pattern`` through to the server, then drops the server's answer and closes the
+client's connection: the request was processed, the answer never arrives (a lost response).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 
@@ -25,6 +28,9 @@ class CuttableProxy:
         self._lock = threading.Lock()
         self._cut = False
         self._closed = False
+        self._lose: re.Pattern[bytes] | None = None
+        self._losing: set[socket.socket] = set()  # upstream sockets whose next answer is dropped
+        self.lost = 0
         threading.Thread(target=self._accept, daemon=True, name="cuttable-proxy").start()
 
     def cut(self) -> None:
@@ -36,6 +42,11 @@ class CuttableProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+    def lose_answer(self, pattern: bytes) -> None:
+        """Drop the answer to the next request whose bytes match ``pattern`` (once)."""
+        with self._lock:
+            self._lose = re.compile(pattern)
 
     def restore(self) -> None:
         """Forward again."""
@@ -73,6 +84,14 @@ class CuttableProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while chunk := source.recv(65536):
+                with self._lock:
+                    if source in self._losing:  # the answer to a request that must be lost
+                        self._losing.discard(source)
+                        self.lost += 1
+                        break
+                    if self._lose is not None and self._lose.search(chunk):
+                        self._lose = None
+                        self._losing.add(sink)
                 sink.sendall(chunk)
         except OSError:
             pass

@@ -4,6 +4,7 @@ Run it (``pip install 'aims-snaptrade[service]'``, then from this directory)::
 
     uvicorn app:app --port 8000            # as many replicas as you like, behind a load balancer
     celery -A worker worker                # the workers that sync portfolios
+    celery -A worker beat                  # exactly one: sync_due every SNAPTRADE_SYNC_DUE_INTERVAL s
 
 Everything is configured from the environment (``SNAPTRADE_*``, see docs/integration.md): the
 stores in PostgreSQL, the rate-limit budgets and the Celery broker in Redis, shared by every
@@ -13,8 +14,8 @@ replica and worker. What it shows, one endpoint each:
 * the portal's return: the result read with :class:`~aims_snaptrade.PortalResult`, confirmed;
 * accounts and positions, with a reconnect link for a disabled connection;
 * webhooks: the receiver mounted at import, bound in the lifespan to the client that the
-  handler needs; each verified delivery marks the sync ledger and queues the user's sync on
-  Celery (processed once across replicas by the dedupe store);
+  handler needs; each verified delivery (processed once across replicas by the dedupe store)
+  marks the sync ledger, and the Celery workers (``worker.py``) sync what is marked;
 * trading: preview (shown to the person), confirm and place once; a lost answer is reported as
   unknown and settled by reconciliation, never by sending again;
 * ``/livez`` and ``/readyz`` for the orchestrator's probes;
@@ -23,7 +24,6 @@ replica and worker. What it shows, one endpoint each:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -32,7 +32,6 @@ from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -52,23 +51,9 @@ from aims_snaptrade import (
     SnapTradeUnknownOutcomeError,
     SnapTradeValidationError,
 )
-from aims_snaptrade.integrations.celery import make_app
-from aims_snaptrade.sync import LedgerChange
 from aims_snaptrade.webhooks import WebhookASGIApp, WebhookEvent
 
 log = logging.getLogger("aims_service")
-
-SYNC_USER = "aims_snaptrade.sync_user"
-"""The library's Celery task that syncs what is due (or webhook-marked) of one user."""
-FETCH = frozenset(
-    {
-        LedgerChange.HOLDINGS_DIRTY,
-        LedgerChange.ACTIVITIES_DIRTY,
-        LedgerChange.ACCOUNTS_DIRTY,
-        LedgerChange.CONNECTION_FIXED,
-    }
-)
-"""The ledger changes that leave something for the worker to fetch."""
 
 # Where the Connection Portal sends the person back to (this service's public address).
 PUBLIC_URL = os.environ.get("AIMS_SERVICE_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -85,7 +70,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncSafeSnapTradeClient.from_env() as client:
         app.state.client = client
         app.state.monitor = HealthMonitor(client)
-        app.state.celery = make_app()  # SNAPTRADE_CELERY_BROKER_URL, _QUEUE, _KEY_PREFIX
         receiver = webhooks.bind(client.webhook_receiver(on_event))
         try:
             yield
@@ -110,17 +94,13 @@ def client_of(request: Request) -> AsyncSafeSnapTradeClient:
 async def on_event(event: WebhookEvent) -> None:
     """Called once per verified ``webhookId`` across every replica (the dedupe store's claim).
 
-    Raising answers 500 and releases the claim: SnapTrade redelivers, and the redelivery runs
-    this again. Marking is idempotent, and so is the queued sync.
+    It only marks the sync ledger: cheap, idempotent, no SnapTrade request. The workers' beat
+    schedule (``sync_due``) syncs every marked user once its marks have settled, so a burst of
+    webhooks for one person becomes one sync. Raising answers 500 and releases the claim:
+    SnapTrade redelivers, and the redelivery marks again.
     """
     client: AsyncSafeSnapTradeClient = app.state.client
     marks = await client.mark_from_webhook(event)
-    celery: Celery = app.state.celery
-    # Only marks that leave something to fetch: a removal (a deleted user above all) needs no sync,
-    # and a sync of an erased user would only fail.
-    for user_id in sorted({mark.user_id for mark in marks if mark.change in FETCH}):
-        # A blocking Redis write: off the event loop.
-        await asyncio.to_thread(celery.send_task, SYNC_USER, args=(user_id,))
     log.info("webhook processed %s %s marks=%d", event.webhook_id, event.event_type, len(marks))
 
 

@@ -1,13 +1,17 @@
 """Acceptance: the reference service (examples/service) run as a service runs, end to end.
 
-Two uvicorn replicas of ``examples/service/app.py`` and one Celery worker (``examples/service/
-worker.py``), all configured from the environment only: the stores in PostgreSQL (a schema of this
-test's own), budgets and the broker in Redis (this test's own client id, queue and key prefix).
-The emulator sends its webhooks to both replicas round-robin, with SnapTrade's retries on a
-shrunk schedule. Over HTTP, 20 users are onboarded (consent, portal link), linked through the
-emulator's portal and the service's return page, marked by webhooks and synced by the worker,
-read (accounts and positions), trade (preview, confirm, place; one placement's answer lost and
-reconciled), and two are erased (one who traded, one who did not).
+Two uvicorn replicas of ``examples/service/app.py`` and one Celery worker with its beat
+(``examples/service/worker.py``; ``sync_due`` every 2 s), all configured from the environment only:
+the stores in PostgreSQL (a schema of this test's own), budgets and the broker in Redis (this
+test's own client id, queue and key prefix). The emulator runs as its command (``aims-snaptrade
+emulator``, this test's client id and generated consumer key, SnapTrade's default rate limits) and
+sends its webhooks to both replicas round-robin, with SnapTrade's redelivery schedule scaled down
+1000 times; its ``--journal`` is the record of every request and delivery. Over HTTP, 20 people are
+onboarded (consent, portal link), linked through the emulator's portal and the service's return
+page, marked by webhooks and synced by the worker, read (accounts and positions), trade (preview,
+confirm, place; one placement's answer lost and reconciled), and two are erased (one who traded,
+one who did not). The lost answer is lost on the wire: the service reaches the emulator through a
+loopback proxy that lets the placement through and drops its answer.
 
 PostgreSQL is made unreachable for the service alone: every store of the service reaches the
 shared server through a loopback proxy this test owns and cuts (the shared server keeps serving
@@ -17,7 +21,7 @@ machine; the proxy gives the same failure (connections refused and dropped) with
 Asserted: no secret (consumer key, user secrets, encryption, audit and confirmation keys, in
 their usual encodings) in any log or answer; every webhook processed once; every marked account
 synced; readiness true throughout and false while PostgreSQL is unreachable; the audit chain
-verifies; the erased user leaves no byte in any store. Bounded: every wait has a deadline, and
+verifies; the erased people leave no byte in any store. Bounded: every wait has a deadline, and
 the whole test a timeout.
 """
 
@@ -47,8 +51,7 @@ import redis
 
 from aims_snaptrade import SafeSnapTradeClient
 from aims_snaptrade.secrets import Keyring
-from aims_snaptrade.testing import ClientCredentials, EmulatorConfig, Fault, SnapTradeEmulator, portal_outcome
-from aims_snaptrade.testing.config import RateLimit
+from aims_snaptrade.testing import portal_outcome
 from tcp_cut import CuttableProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -58,6 +61,7 @@ SERVICE = ROOT / "examples" / "service"
 POSTGRES_URL = os.environ.get("AIMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AIMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 USERS = 20
+TRADERS = 4
 
 
 def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -145,20 +149,41 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "SNAPTRADE_AUDIT_KEY": secrets.token_urlsafe(32),
         "SNAPTRADE_CONFIRMATION_KEY": secrets.token_urlsafe(32),
     }
-    config = EmulatorConfig(
-        clients=(ClientCredentials(client_id, consumer_key),),
-        customer_rate_limit=RateLimit(2000, 60.0),
-        webhook_retry_delays=(2.0, 4.0, 8.0),
-        webhook_timeout=10.0,
+    ports = [_free_port(), _free_port()]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    emulator_port = _free_port()
+    emulator_proxy = CuttableProxy("127.0.0.1", emulator_port)  # the service's way to SnapTrade
+    journal = tmp_path / "emulator-journal.jsonl"
+    emulator = Process(
+        "emulator",
+        [
+            sys.executable,
+            "-m",
+            "aims_snaptrade",
+            "emulator",
+            "--port",
+            str(emulator_port),
+            "--client-id",
+            client_id,
+            "--consumer-key",
+            consumer_key,
+            *[arg for url in urls for arg in ("--webhook-url", f"{url}/webhooks/snaptrade/")],
+            "--webhook-retry-scale",
+            "0.001",
+            "--journal",
+            str(journal),
+        ],
+        {k: v for k, v in os.environ.items() if not k.startswith("SNAPTRADE_")},
+        tmp_path,
     )
-    emu = SnapTradeEmulator(config).start()
+    _wait(lambda: _status(f"http://127.0.0.1:{emulator_port}/api/v1/") == 200, 30, "the emulator command")
     queue, prefix = f"e2e-sync-{tag}", f"e2e-{tag}:"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SNAPTRADE_")},
         "SNAPTRADE_CLIENT_ID": client_id,
         "SNAPTRADE_CONSUMER_KEY": consumer_key,
         "SNAPTRADE_ENVIRONMENT": "sandbox",
-        "SNAPTRADE_BASE_URL": emu.base_url,
+        "SNAPTRADE_BASE_URL": f"http://127.0.0.1:{emulator_proxy.port}/api/v1",
         "SNAPTRADE_SECRET_STORE_URL": store_url,
         "SNAPTRADE_CONSENT_STORE_URL": store_url,
         "SNAPTRADE_AUDIT_STORE_URL": store_url,
@@ -166,18 +191,23 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "SNAPTRADE_ORDER_INTENT_STORE_URL": store_url,
         "SNAPTRADE_WEBHOOK_DEDUPE_URL": store_url,
         "SNAPTRADE_RATE_LIMIT_STORAGE_URL": REDIS_URL,
-        "SNAPTRADE_CUSTOMER_LIMIT": "2000",
-        "SNAPTRADE_CUSTOMER_LIMIT_WINDOW": "60",
+        "SNAPTRADE_RATE_LIMIT_MAX_WAIT": "90",  # SnapTrade's 250 a minute: calls queue, none fails
         "SNAPTRADE_TRADING_ENABLED": "true",
         "SNAPTRADE_CELERY_BROKER_URL": REDIS_URL,
         "SNAPTRADE_CELERY_QUEUE": queue,
         "SNAPTRADE_CELERY_KEY_PREFIX": prefix,
+        "SNAPTRADE_SYNC_DUE_INTERVAL": "2",  # beat's sync_due every 2 s (60 by default)
+        "SNAPTRADE_SYNC_SETTLE_SECONDS": "1",
         "SNAPTRADE_DATA_DIR": str(tmp_path / "data"),
         **keys,
     }
     world = {
         "tag": tag,
-        "emu": emu,
+        "urls": urls,
+        "ports": ports,
+        "emulator": emulator,
+        "emulator_proxy": emulator_proxy,
+        "journal": journal,
         "env": env,
         "proxy": proxy,
         "schema": schema,
@@ -192,7 +222,8 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         yield world
     finally:
-        emu.stop()
+        emulator.stop()
+        emulator_proxy.close()
         proxy.close()
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -204,21 +235,20 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str, Any]) -> None:
-    emu: SnapTradeEmulator = world["emu"]
     env: dict[str, str] = world["env"]
     logs: Path = world["logs"]
+    urls: list[str] = world["urls"]
     http = Http()
-    ports = [_free_port(), _free_port()]
     replicas = [
         Process(
             f"replica-{i}",
             [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)],
-            {**env, "AIMS_SERVICE_PUBLIC_URL": f"http://127.0.0.1:{port}"},
+            {**env, "AIMS_SERVICE_PUBLIC_URL": url},
             logs,
         )
-        for i, port in enumerate(ports)
+        for i, (port, url) in enumerate(zip(world["ports"], urls, strict=True))
     ]
-    worker = Process(
+    worker = Process(  # the workers and their beat (one process here; a fleet runs beat once)
         "worker",
         [
             sys.executable,
@@ -227,6 +257,9 @@ def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str
             "-A",
             "worker",
             "worker",
+            "--beat",
+            "--schedule",
+            str(logs / "beat-schedule"),
             "--concurrency",
             "2",
             "--pool",
@@ -239,17 +272,15 @@ def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str
             "--without-mingle",
             "--without-heartbeat",
         ],
-        env,
+        {**env, "SNAPTRADE_RETRY_POLICY": "patient"},  # background work may wait for the budget
         logs,
     )
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
     readiness: list[tuple[float, str, int]] = []
     stop_polling = threading.Event()
     outage: dict[str, float] = {}
     try:
         for replica, url in zip(replicas, urls, strict=True):
             _wait(lambda r=replica, u=url: _probe(r, u) == 200, 60, f"{replica.name} ready")
-        emu.webhooks.urls = [f"{url}/webhooks/snaptrade/" for url in urls]
 
         def poll() -> None:
             while not stop_polling.is_set():
@@ -260,45 +291,27 @@ def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
 
-        # --- onboard and link 20 users, alternating replicas --------------------------------------
+        # --- onboard and link 20 people, alternating replicas --------------------------------------
         user_ids = [f"person-{world['tag']}-{n:02d}" for n in range(USERS)]
         for n, user_id in enumerate(user_ids):
-            base = urls[n % 2]
-            status, link = http("POST", f"{base}/users/{user_id}/onboard", {"scopes": ["read", "trade"]})
+            status, link = http("POST", f"{urls[n % 2]}/users/{user_id}/onboard", {"scopes": ["read", "trade"]})
             assert status == 200, link
-            result, back = portal_outcome(link["portal_url"], scenario="self_directed")
+            # Traders get two accounts with holdings; the others one cash account (fewer calls
+            # inside SnapTrade's 250 a minute).
+            scenario = "self_directed" if n < TRADERS else "cash_only"
+            result, back = portal_outcome(link["portal_url"], scenario=scenario)
             assert result.succeeded and back is not None
             # The person's browser comes back to the service (the other replica, as a balancer might).
             returned = urllib.parse.urlsplit(back)
             status, outcome = http("GET", f"{urls[(n + 1) % 2]}{returned.path}?{returned.query}")
             assert status == 200 and outcome["status"] == "SUCCESS" and outcome["confirmed"], outcome
-        user_secrets = {u: emu.state.find_user(world["client_id"], u).secret for u in user_ids}  # type: ignore[union-attr]
 
-        # --- webhooks: delivered, processed once; the worker syncs every marked account -----------
-        assert emu.webhooks.wait_idle(90), "webhook deliveries did not settle"
         # The test's own view of the stores goes straight to the server, not through the proxy.
         direct = env["SNAPTRADE_SECRET_STORE_URL"].replace(f"127.0.0.1:{world['proxy'].port}", world["pg_direct"])
         observer_env = {**env, **{k: direct for k, v in env.items() if v == env["SNAPTRADE_SECRET_STORE_URL"]}}
         with _client(observer_env) as client:
-            ledger = client.sync_ledger
-
-            def all_synced() -> bool:
-                for user_id in user_ids:
-                    record = ledger.load_user(user_id)
-                    user = emu.state.find_user(world["client_id"], user_id)
-                    expected = {a.id for a in emu.state.accounts(user)} if user else set()
-                    if record is None or {a.account_id for a in record.accounts} != expected:
-                        return False
-                    if any(
-                        a.holdings_synced_at is None
-                        or a.holdings_dirty_at is not None
-                        or a.activities_dirty_at is not None
-                        for a in record.accounts
-                    ):
-                        return False
-                return True
-
-            _wait(all_synced, 90, "every marked account synced by the worker")
+            user_secrets = {u: client.secret_store.get(u) or "" for u in user_ids}
+            assert all(user_secrets.values())
 
             # --- reads over HTTP ----------------------------------------------------------------
             accounts: dict[str, list[dict[str, Any]]] = {}
@@ -309,8 +322,30 @@ def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str
                 assert all("net_value" not in a for a in found)  # typed fields only
                 accounts[user_id] = found
 
-            # --- trading: preview, confirm, place; one lost answer reconciled ----------------------
-            for n, user_id in enumerate(user_ids[:4]):
+            # --- webhooks delivered; the worker syncs every marked account --------------------------
+            _wait(lambda: _webhooks_settled(world["journal"]), 120, "webhook deliveries to settle")
+            ledger = client.sync_ledger
+
+            def all_synced() -> bool:
+                for user_id in user_ids:
+                    record = ledger.load_user(user_id)
+                    if record is None or {a.account_id for a in record.accounts} != {
+                        a["id"] for a in accounts[user_id]
+                    }:
+                        return False
+                    if any(
+                        a.holdings_synced_at is None
+                        or a.holdings_dirty_at is not None
+                        or a.activities_dirty_at is not None
+                        for a in record.accounts
+                    ):
+                        return False
+                return True
+
+            _wait(all_synced, 150, "every marked account synced by the worker")
+
+            # --- trading: preview, confirm, place; one answer lost on the wire, reconciled -------------
+            for n, user_id in enumerate(user_ids[:TRADERS]):
                 base = urls[n % 2]
                 account_id = accounts[user_id][0]["id"]
                 status, preview = http(
@@ -320,17 +355,22 @@ def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str
                 )
                 assert status == 200 and preview["estimated_cost"], preview
                 confirmation = preview["confirmation"]
-                if n == 3:  # the brokerage takes the order, the answer never comes back
-                    emu.faults.add(Fault.lost_response(), operation="place_order", times=1)
+                if n == TRADERS - 1:  # the brokerage takes the order; its answer never comes back
+                    world["emulator_proxy"].lose_answer(rb"POST /api/v1/trade/(?!impact|place)")
                 status, placed = http(
                     "POST", f"{urls[(n + 1) % 2]}/orders", {"preview": preview, "confirmation": confirmation}
                 )
-                if n == 3:
+                if n == TRADERS - 1:
+                    assert world["emulator_proxy"].lost == 1
                     assert status == 202 and placed["status"] == "unknown", placed
                     status, settled = http("POST", f"{base}/orders/{placed['client_order_id']}/reconcile")
                     assert status == 200 and settled["outcome"] == "placed", settled
-                    orders = [e for e in emu.journal if e.operation == "place_order" and e.user_id == user_id]
-                    assert len(orders) == 1  # reconciled, never sent twice
+                    sent = [
+                        e
+                        for e in _journal(world["journal"])
+                        if e["operation"] == "place_order" and e["user_id"] == user_id
+                    ]
+                    assert len(sent) == 1 and sent[0]["processed"]  # processed once, never sent again
                 else:
                     assert status == 201 and placed["status"] == "placed", placed
                 again = http("POST", f"{base}/orders", {"preview": preview, "confirmation": confirmation})
@@ -345,23 +385,15 @@ def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str
             _wait(lambda: all(_status(f"{u}/readyz") == 200 for u in urls), 30, "readiness back with PostgreSQL")
             outage["end"] = time.monotonic()
 
-            # --- erasure ----------------------------------------------------------------------------
-            erased = user_ids[-1]
-            erased_accounts = [a["id"] for a in accounts[erased]]
-            status, receipt = http("DELETE", f"{urls[0]}/users/{erased}")
-            assert status == 200 and receipt["snaptrade"].get("deleted") is not False, receipt
-            assert emu.webhooks.wait_idle(60), "webhook deliveries after erasure did not settle"
-            time.sleep(1.0)  # a sync the USER_DELETED webhook might queue has run by now (nothing to do)
-            leftovers = _stores_holding(world, [erased, user_secrets[erased], *erased_accounts])
-            assert leftovers == [], f"the erased user is still in: {leftovers}"
-            trader = user_ids[0]  # placed an order: the order-intent journal held it too
-            trader_accounts = [a["id"] for a in accounts[trader]]
-            status, receipt = http("DELETE", f"{urls[1]}/users/{trader}")
-            assert status == 200, receipt
-            assert emu.webhooks.wait_idle(60)
-            time.sleep(1.0)
-            leftovers = _stores_holding(world, [trader, user_secrets[trader], *trader_accounts])
-            assert leftovers == [], f"the erased trader is still in: {leftovers}"  # order intents included
+            # --- erasure: one person who never traded, one who did ---------------------------------
+            for erased, base in ((user_ids[-1], urls[0]), (user_ids[0], urls[1])):
+                status, receipt = http("DELETE", f"{base}/users/{erased}")
+                assert status == 200 and receipt["snaptrade"].get("deleted") is not False, receipt
+                _wait(lambda: _webhooks_settled(world["journal"]), 60, "webhook deliveries after erasure")
+                time.sleep(3.0)  # a beat run and any task queued before the erasure have run by now
+                needles = [erased, user_secrets[erased], *(a["id"] for a in accounts[erased])]
+                leftovers = _stores_holding(world, needles)
+                assert leftovers == [], f"{erased} is still in: {leftovers}"
 
             # --- the audit chain ------------------------------------------------------------------
             verdict = client.audit_trail.verify()  # type: ignore[union-attr]
@@ -372,9 +404,10 @@ def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str
         stop_polling.set()
         outputs = [replica.stop() for replica in replicas] + [worker.stop()]
 
-    # --- every webhook processed once ------------------------------------------------------------
-    delivered = {e.webhook_id for e in emu.journal if e.operation == "webhook" and e.processed}
-    sent = {e.webhook_id for e in emu.journal if e.operation == "webhook"}
+    # --- every webhook delivered and processed once -------------------------------------------------
+    deliveries = [e for e in _journal(world["journal"]) if e["operation"] == "webhook"]
+    sent = {e["webhook_id"] for e in deliveries}
+    delivered = {e["webhook_id"] for e in deliveries if e["processed"]}
     assert sent and delivered == sent, f"undelivered webhooks: {sent - delivered}"
     processed = Counter(re.findall(r"webhook processed (\S+) ", "\n".join(outputs[:2])))
     assert set(processed) == sent and set(processed.values()) == {1}, processed.most_common(3)
@@ -390,6 +423,21 @@ def test_the_reference_service_runs_end_to_end_with_two_replicas(world: dict[str
     haystack = "\n".join(outputs + http.answers)
     found = [form[:6] + "..." for secret in secrets_ for form in _encodings(secret) if form in haystack]
     assert found == [], f"secrets leaked into logs or answers: {found}"
+
+
+def _journal(path: Path) -> list[dict[str, Any]]:
+    """The emulator command's journal (one JSON object per request or delivery attempt)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _webhooks_settled(path: Path) -> bool:
+    """Every webhook sent so far was delivered, and none was sent in the last two seconds."""
+    deliveries = [e for e in _journal(path) if e["operation"] == "webhook"]
+    if not deliveries or time.time() - max(e["time"] for e in deliveries) < 2.0:
+        return False
+    return {e["webhook_id"] for e in deliveries} == {e["webhook_id"] for e in deliveries if e["processed"]}
 
 
 def _client(env: dict[str, str]) -> SafeSnapTradeClient:

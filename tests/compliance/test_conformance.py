@@ -17,6 +17,7 @@ from aims_snaptrade.compliance import (
     SQLiteConsentStore,
 )
 from aims_snaptrade.testing.compliance_conformance import AuditTrailConformance, ConsentStoreConformance
+from aims_snaptrade.testing.forget_conformance import postgres_rows
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,9 @@ class TestPostgresConsentStore(ConsentStoreConformance):
     def make_store(self, tmp_path):
         return PostgresConsentStore(POSTGRES_URL, schema=_schema(self.prefix, tmp_path))
 
+    def stored_bytes(self, store, tmp_path):
+        return postgres_rows(POSTGRES_URL, _schema(self.prefix, tmp_path))
+
 
 class TestSQLiteAuditTrail(AuditTrailConformance):
     def make_trail(self, tmp_path):
@@ -60,6 +64,9 @@ class TestPostgresAuditTrail(AuditTrailConformance):
 
     def make_trail(self, tmp_path):
         return PostgresAuditTrail(POSTGRES_URL, AuditKey(AUDIT_SECRET), schema=_schema(self.prefix, tmp_path))
+
+    def stored_bytes(self, store, tmp_path):
+        return postgres_rows(POSTGRES_URL, _schema(self.prefix, tmp_path))
 
 
 class TestMemoryConsentStore(ConsentStoreConformance):

@@ -10,6 +10,7 @@ from sync_helpers import POSTGRES_URL, prefix_for
 from aims_snaptrade.errors import SnapTradeConfigurationError
 from aims_snaptrade.sync import SQLiteSyncLedger, SyncLedger, open_sync_ledger
 from aims_snaptrade.sync.ledger import PostgresSyncLedger
+from aims_snaptrade.testing.forget_conformance import postgres_rows
 from aims_snaptrade.testing.sync_ledger_conformance import SyncLedgerConformance
 
 
@@ -30,6 +31,9 @@ class TestPostgresLedger(SyncLedgerConformance):
 
     def make_ledger(self, tmp_path: Path) -> SyncLedger:
         return open_sync_ledger(f"{POSTGRES_URL}?schema={self.schema}&prefix={prefix_for(tmp_path)}")
+
+    def stored_bytes(self, store: SyncLedger, tmp_path: Path) -> bytes:
+        return postgres_rows(POSTGRES_URL, self.schema)
 
 
 def test_factory_builds_each_builtin(tmp_path: Path, pg_schema: str) -> None:

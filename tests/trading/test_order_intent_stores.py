@@ -42,6 +42,13 @@ class TestPostgresIntents(OrderIntentStoreConformance):
     def make_store(self, tmp_path: Path) -> OrderIntentStore:
         return open_order_intent_store(f"{POSTGRES_URL}?table={_table(tmp_path)}")
 
+    def stored_bytes(self, store: OrderIntentStore, tmp_path: Path) -> bytes:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            rows = conn.execute(f'SELECT t::text FROM public."{_table(tmp_path)}" t').fetchall()
+        return "\n".join(str(row[0]) for row in rows).encode()
+
     @pytest.fixture(autouse=True)
     def _drop_table(self, tmp_path: Path):  # type: ignore[no-untyped-def]
         yield

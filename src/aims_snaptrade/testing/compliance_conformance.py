@@ -31,11 +31,12 @@ import pytest
 from aims_snaptrade.compliance.audit import AuditEvent, AuditTrail
 from aims_snaptrade.compliance.consent import ConsentStore
 from aims_snaptrade.errors import SnapTradeValidationError
+from aims_snaptrade.testing.forget_conformance import ForgetRule, assert_forgotten
 
 __all__ = ["AuditTrailConformance", "ConsentStoreConformance"]
 
 
-class ConsentStoreConformance:
+class ConsentStoreConformance(ForgetRule):
     """Behaviour every consent store must have. Implement :meth:`make_store`."""
 
     def make_store(self, tmp_path: Path) -> ConsentStore:
@@ -160,8 +161,20 @@ class ConsentStoreConformance:
         assert not errors
         assert all(store.has_consent(f"t{n}-{i}", "read") for n in range(6) for i in range(10))
 
+    def test_forgetting_a_user_leaves_no_byte_of_the_id(self, store: ConsentStore, tmp_path: Path) -> None:
+        """``erase`` removes every grant of the user from the storage (WAL included); others stay."""
+        gone, kept = "forget-consent-91c2e7", "keep-consent-4b7d10"
+        for user in (gone, kept):
+            store.grant(user, "read", "v1", "suite")
+            store.grant(user, "trade", "v1", "suite")
+            store.revoke(user, "trade", source="suite")
+        assert store.erase(gone) == 2
+        assert store.records(gone) == []
+        assert len(store.records(kept)) == 2
+        assert_forgotten(self._raw_or_skip(store, tmp_path), (gone,), kept)
 
-class AuditTrailConformance:
+
+class AuditTrailConformance(ForgetRule):
     """Behaviour every audit trail must have. Implement :meth:`make_trail`."""
 
     def make_trail(self, tmp_path: Path) -> AuditTrail:
@@ -228,3 +241,16 @@ class AuditTrailConformance:
         verified = trail.verify()
         assert verified.ok
         assert verified.anchor_seq == 3
+
+    def test_forgetting_a_user_leaves_no_byte_of_the_id(self, trail: AuditTrail, tmp_path: Path) -> None:
+        """``pseudonymise`` leaves no byte of the user's id or account ids in the storage, and a
+        record appended afterwards about the user is pseudonymous too; the chain verifies."""
+        gone, account, kept = "forget-audit-3e9f11", "forget-account-77a0c2", "keep-audit-0d55e8"
+        trail.append(AuditEvent("call", "list_all_user_accounts", user_id=gone, account_id=account))
+        trail.append(AuditEvent("call", "list_all_user_accounts", user_id=kept, account_id="keep-account-1"))
+        trail.pseudonymise(gone)
+        after = trail.append(AuditEvent("webhook", "webhook.USER_DELETED", user_id=gone))
+        assert after.user_id is None
+        assert after.user_ref == trail.pseudonym(gone)
+        assert trail.verify().ok
+        assert_forgotten(self._raw_or_skip(trail, tmp_path), (gone, account), kept)

@@ -25,7 +25,9 @@ from typing import Any
 
 import pytest
 
+from aims_snaptrade.compliance.personal_data import PersonalDataStore
 from aims_snaptrade.errors import SnapTradeOrderIntentStoreError
+from aims_snaptrade.testing.forget_conformance import ForgetRule, assert_forgotten
 from aims_snaptrade.trading.intents import OrderIntentStore
 from aims_snaptrade.trading.models import OrderIntent
 
@@ -53,7 +55,7 @@ def make_intent(**changes: Any) -> OrderIntent:
     return OrderIntent(**values)
 
 
-class OrderIntentStoreConformance:
+class OrderIntentStoreConformance(ForgetRule):
     """Behaviour every order-intent store must have."""
 
     #: Threads racing to record one client_order_id in the concurrency test.
@@ -71,6 +73,22 @@ class OrderIntentStoreConformance:
             yield store
         finally:
             store.close()
+
+    def test_forgetting_a_user_leaves_no_byte_of_the_id(self, store: OrderIntentStore, tmp_path: Path) -> None:
+        """The journal holds personal data: it exports and forgets a user (``export_user``,
+        ``forget_user``), leaving no byte of the user's id or account ids; other users' intents stay."""
+        assert isinstance(store, PersonalDataStore), (
+            "an order-intent store holds personal data: implement export_user(user_id) and forget_user(user_id)"
+        )
+        gone, account, kept = "forget-intents-5a0b3c", "forget-intents-account-e41f", "keep-intents-9d2c77"
+        store.record(make_intent(user_id=gone, account_id=account))
+        store.record(make_intent(user_id=gone, account_id=account, status="placed", brokerage_order_id="b-1"))
+        store.record(make_intent(user_id=kept))
+        assert [i["user_id"] for i in store.export_user(gone)] == [gone, gone]
+        assert store.forget_user(gone) == 2
+        assert store.export_user(gone) == []
+        assert len(store.export_user(kept)) == 1
+        assert_forgotten(self._raw_or_skip(store, tmp_path), (gone, account), kept)
 
     def test_declares_its_traits(self, store: OrderIntentStore) -> None:
         assert isinstance(store, OrderIntentStore)

@@ -39,11 +39,12 @@ from aims_snaptrade.errors import (
 )
 from aims_snaptrade.secrets.crypto import Keyring
 from aims_snaptrade.secrets.protocol import AsyncSecretStoreAdapter, KeyRotatable, SecretStore
+from aims_snaptrade.testing.forget_conformance import ForgetRule, assert_forgotten, files_under
 
 __all__ = ["EncryptedAtRestConformance", "SecretStoreConformance"]
 
 
-class SecretStoreConformance:
+class SecretStoreConformance(ForgetRule):
     """Behaviour every secret store must have. Subclass as ``Test<Something>`` and implement
     :meth:`make_store`."""
 
@@ -299,6 +300,26 @@ class SecretStoreConformance:
         """Closing twice is fine."""
         store.close()
         store.close()
+
+    def stored_bytes(self, store: SecretStore, tmp_path: Path) -> bytes:
+        """What the forget rule reads: ``raw_storage`` when the suite has it, else the files under ``tmp_path``."""
+        raw_storage = getattr(self, "raw_storage", None)
+        if raw_storage is not None:
+            return bytes(raw_storage(store))
+        return files_under(tmp_path)
+
+    def test_forgetting_a_user_leaves_no_byte_of_the_id(self, store: SecretStore, tmp_path: Path) -> None:
+        """``delete`` leaves no byte of the user's id or secret in the storage (WAL included)."""
+        gone, secret, kept = "forget-secret-user-6e2a90", "forget-secret-value-Qx71zP0c", "keep-secret-user-13bd5e"
+        store.put(gone, secret)
+        store.begin_rotation(gone)
+        store.complete_rotation(gone, secret + "-rotated")
+        store.put(kept, "keep-secret-value-88")
+        assert store.delete(gone) is True
+        assert store.get(gone) is None
+        assert gone not in store.user_ids()
+        # The other user's id is not asserted: an encrypted raw_storage may hold only ciphertext.
+        assert_forgotten(self._raw_or_skip(store, tmp_path), (gone, secret), None)
 
 
 class EncryptedAtRestConformance:

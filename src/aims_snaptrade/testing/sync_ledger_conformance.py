@@ -25,6 +25,7 @@ import pytest
 from aims_snaptrade.errors import SnapTradeError
 from aims_snaptrade.sync.ledger.protocol import SyncLedger
 from aims_snaptrade.sync.records import AccountStatus, AccountUpdate, LedgerChange, SyncOutcome
+from aims_snaptrade.testing.forget_conformance import ForgetRule, assert_forgotten
 
 __all__ = ["SyncLedgerConformance"]
 
@@ -41,7 +42,7 @@ def _full(account: str, at: float, connection: str = "c1", cursor: str = "2026-0
     return AccountUpdate(account, connection, AccountStatus.ACTIVE, at, at, cursor, ("x1", "x2"))
 
 
-class SyncLedgerConformance:
+class SyncLedgerConformance(ForgetRule):
     """Behaviour every sync ledger must have. Subclass as ``Test<Something>`` and implement :meth:`make_ledger`."""
 
     #: Threads racing for one lease in the concurrency test.
@@ -59,6 +60,19 @@ class SyncLedgerConformance:
             yield ledger
         finally:
             ledger.close()
+
+    def test_forgetting_a_user_leaves_no_byte_of_the_id(self, ledger: SyncLedger, tmp_path: Path) -> None:
+        """``forget_user`` removes the user's rows (accounts, marks, batch entries) leaving no byte of
+        the user's id or account ids in the storage; other users stay."""
+        gone, account, kept = "forget-ledger-c07e19", "forget-ledger-account-2b8a", "keep-ledger-61f0d4"
+        ledger.save_sync(_sync(gone, 1000.0, _full(account, 1000.0)))
+        ledger.mark(gone, LedgerChange.HOLDINGS_DIRTY, 1100.0, account_id=account)
+        ledger.finish_in_batch("forget-batch", gone, 1200.0)
+        ledger.save_sync(_sync(kept, 1000.0, _full("keep-ledger-account", 1000.0)))
+        assert ledger.forget_user(gone) >= 2
+        assert ledger.load_user(gone) is None
+        assert ledger.load_user(kept) is not None
+        assert_forgotten(self._raw_or_skip(ledger, tmp_path), (gone, account), kept)
 
     def test_declares_its_traits(self, ledger: SyncLedger) -> None:
         assert isinstance(ledger, SyncLedger)

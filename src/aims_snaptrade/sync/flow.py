@@ -90,10 +90,12 @@ def sync_portfolio(
         raise SnapTradeSyncInProgressError(f"Another worker is syncing user {user_id!r}.")
     sent = [0]
     snapshot: PortfolioSnapshot | None = None
+    unknown = False  # the ledger held nothing of the user before this sync took its lease
     for round_number in range(1, MAX_ROUNDS + 1):
         started = time.time()
         try:
             record = yield StoreCall("load_user", (user_id,), store=LEDGER)
+            unknown = round_number == 1 and (record is None or _empty(record))
             fetched, outcome = yield from _counted(
                 _sync(core, user_id, record, policy, started, force and round_number == 1, options), sent
             )
@@ -101,6 +103,14 @@ def sync_portfolio(
             after = yield StoreCall("load_user", (user_id,), store=LEDGER)
         except GeneratorExit:
             raise  # closed unfinished (a cancelled task): the lease expires by itself
+        except e.SnapTradeNotFoundError:
+            if unknown and sent[0] == 0:
+                # No secret and no ledger row: an erased person (or an id never registered), named
+                # by a task queued before the erasure. Taking the lease wrote the id back: forget it.
+                yield StoreCall("forget_user", (user_id,), store=LEDGER)
+            else:
+                yield StoreCall("release_lease", (user_id, owner), store=LEDGER)
+            raise
         except BaseException:
             yield StoreCall("release_lease", (user_id, owner), store=LEDGER)
             raise
@@ -123,6 +133,16 @@ def _acquire(user_id: str, owner: str, policy: SyncPolicy) -> Flow[bool]:
     now = time.time()
     leased = yield StoreCall("acquire_lease", (user_id, owner, now, now + policy.lease_seconds), store=LEDGER)
     return bool(leased)
+
+
+def _empty(record: UserRecord) -> bool:
+    """A row that only a lease wrote: nothing synced, nothing marked, no account."""
+    return (
+        record.accounts_synced_at is None
+        and record.dirty_at is None
+        and record.last_synced_at is None
+        and not record.accounts
+    )
 
 
 def _marked_since(record: UserRecord | None, started: float) -> bool:

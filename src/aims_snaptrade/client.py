@@ -32,6 +32,7 @@ from aims_snaptrade.compliance.personal_data import (
     RateLimitKeysData,
     SecretStoreData,
     SyncLedgerData,
+    WebhookClaimsData,
 )
 from aims_snaptrade.data_dir import prepare_store_locations
 from aims_snaptrade.error_mapping import map_exception, with_upstream_cause
@@ -240,10 +241,11 @@ class _Base:
         if consent is not None:
             if isinstance(consent, PersonalDataStore):
                 registry.register("consents", consent, holds="consent grants", receipt="consents_removed")
-            elif hasattr(consent, "records") and hasattr(consent, "erase"):
-                registry.register(
-                    "consents", ConsentStoreData(consent), holds="consent grants", receipt="consents_removed"
-                )
+            elif (hasattr(consent, "records") and hasattr(consent, "erase")) or consent in self._owned_stores:
+                # A store opened by URL (a plug-in included) must say how it forgets: the
+                # registry refuses one that cannot, rather than leave its rows behind.
+                declared = ConsentStoreData(consent) if hasattr(consent, "erase") else consent
+                registry.register("consents", declared, holds="consent grants", receipt="consents_removed")
             # else: a bare ConsentChecker of the application's own, which keeps its own data
         intents = self._stores.get(INTENTS)
         if intents is not None:
@@ -258,6 +260,9 @@ class _Base:
         )
         registry.register(
             "rate_limits", RateLimitKeysData(), holds="rate-limit budget keys (keyed hashes of ids on Redis)"
+        )
+        registry.register(
+            "webhook_claims", WebhookClaimsData(), holds="webhook claims (keyed hashes of webhook ids, no user id)"
         )
         if audit is not None:
             registry.register(

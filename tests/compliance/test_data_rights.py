@@ -80,6 +80,7 @@ def test_export_then_erase_leaves_only_pseudonyms(setup, emu):
         "consents_removed": 2,
         "sync_rows_removed": 1 + len(synced["accounts"]),
         "rate_limits_removed": 0,
+        "webhook_claims_removed": 0,
         "audit_records_pseudonymised": clear_before + 1,
     }
     # (+1: the deleteUser call itself was audited with the clear id, then pseudonymised.)

@@ -214,3 +214,14 @@ class RateLimitKeysData:
 
     def forget_user(self, user_id: str) -> int:
         return 0
+
+
+class WebhookClaimsData:
+    """The webhook dedupe store's claims: keyed hashes of webhook ids (``WebhookReceiver.claim_key``)
+    with a token and an expiry, nothing that names a user; they expire after the retention."""
+
+    def export_user(self, user_id: str) -> dict[str, str]:
+        return {"holds": "keyed hashes of webhook ids, expiring; no user id"}
+
+    def forget_user(self, user_id: str) -> int:
+        return 0

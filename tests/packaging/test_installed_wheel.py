@@ -122,6 +122,7 @@ _SERVICE = textwrap.dedent(
             SNAPTRADE_TRADING_ENABLED="true",
         )
         with SafeSnapTradeClient.from_env() as client:  # every store on its default
+            client.grant_consent("user-1", "read", disclosure_version="2026-12", source="wheel-test")
             client.ensure_user("user-1")
             complete_portal_link(client.connection_portal_url("user-1").redirect_uri, scenario="self_directed")
             account = client.list_accounts("user-1")[0]

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
@@ -134,3 +140,127 @@ def fleet(session: nox.Session) -> None:
 def traffic(session: nox.Session) -> None:
     """The no-budget-exceeded property over 1,000 random arrival patterns per storage (the suite runs 40)."""
     _many_examples(session, "tests/traffic/test_traffic_properties.py", "AIMS_TRAFFIC_EXAMPLES", 1000)
+
+
+# Mutation testing: the modules where a bug costs money, data or a secret, each with the tests
+# relevant to it (mutmut runs a mutant only against the selected tests that call the mutated
+# function). This table is the one place that names the paths: update it when files move.
+# Each entry: module name -> (files to mutate, pytest arguments selecting its tests).
+MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "redaction": (
+        ("src/aims_snaptrade/redaction.py",),
+        ("tests/test_redaction.py", "tests/hardening/test_redaction_forms.py", "tests/test_redaction_properties.py"),
+    ),
+    "guardrails": (
+        ("src/aims_snaptrade/guardrails.py",),
+        ("tests/client/test_guardrails.py", "tests/client/test_production_checks.py"),
+    ),
+    "settings": (
+        ("src/aims_snaptrade/settings.py",),
+        ("tests/test_settings.py", "tests/client/test_guardrails.py", "tests/client/test_production_checks.py"),
+    ),
+    "ratelimit": (
+        (
+            "src/aims_snaptrade/_budget_take.py",
+            "src/aims_snaptrade/_ratelimit_policy.py",
+            "src/aims_snaptrade/ratelimit.py",
+        ),
+        (
+            "tests/traffic/test_traffic_ratelimit.py",
+            "tests/traffic/test_traffic_waiting.py",
+            "tests/traffic/test_traffic_composed.py",
+            "tests/traffic/test_budget_properties.py",
+        ),
+    ),
+    "telemetry": (
+        ("src/aims_snaptrade/telemetry.py",),
+        ("tests/client/test_telemetry.py", "tests/client/test_telemetry_user_ids.py"),
+    ),
+    "compliance": (
+        (
+            "src/aims_snaptrade/compliance/consent.py",
+            "src/aims_snaptrade/compliance/audit.py",
+            "src/aims_snaptrade/compliance/data_rights.py",
+        ),
+        ("tests/compliance", "--ignore=tests/compliance/test_audit_processes.py"),
+    ),
+    "webhooks": (
+        (
+            "src/aims_snaptrade/webhooks/verify.py",
+            "src/aims_snaptrade/webhooks/receiver.py",
+            "src/aims_snaptrade/webhooks/dedupe/*",
+        ),
+        ("tests/webhooks", "--ignore=tests/webhooks/test_webhook_end_to_end.py"),
+    ),
+    "trading": (
+        (
+            "src/aims_snaptrade/trading/flows.py",
+            "src/aims_snaptrade/trading/reconcile.py",
+            "src/aims_snaptrade/trading/intents.py",
+        ),
+        (
+            "tests/trading",
+            "--ignore=tests/trading/test_trading_faults.py",
+            "--ignore=tests/trading/test_trading_crash.py",
+        ),
+    ),
+    "sync": (
+        (
+            "src/aims_snaptrade/sync/policy.py",
+            "src/aims_snaptrade/sync/flow.py",
+            "src/aims_snaptrade/sync/ledger/*",
+        ),
+        ("tests/sync", "--ignore=tests/sync/test_sync_celery.py"),
+    ),
+}
+
+
+def _mutmut_project(root: Path, workdir: Path, mutate: tuple[str, ...], tests: tuple[str, ...]) -> None:
+    """A directory where mutmut sees only one module: the project's src/, tests/ and docs (links) and a
+    pyproject.toml whose ``[tool.mutmut]`` names that module's files and tests (mutmut reads its
+    configuration from the working directory only)."""
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    shared = tomllib.loads(text)["tool"]["mutmut"]
+    settings = {**shared, "only_mutate": list(mutate), "pytest_add_cli_args_test_selection": list(tests)}
+    rest = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[)", "", text)
+    table = "\n".join(f"{key} = {json.dumps(value)}" for key, value in settings.items())
+    workdir.mkdir(parents=True)
+    (workdir / "pyproject.toml").write_text(f"{rest}\n[tool.mutmut]\n{table}\n", encoding="utf-8")
+    for name in ("src", "tests", "docs", "README.md"):
+        (workdir / name).symlink_to(root / name)
+
+
+@nox.session(python="3.11")
+def mutants(session: nox.Session) -> None:
+    """Mutation testing with mutmut, one module at a time with its own tests and ONE worker process.
+
+    ``nox -s mutants`` runs every module of MUTATION_TARGETS; ``nox -s mutants -- redaction`` one
+    (or several). Each run starts fresh in build/mutants/<module> and prints the module's figures;
+    survivors can be read there afterwards (``cd build/mutants/<module> && mutmut show <name>``).
+    """
+    session.install("-e", ".[mutation]")
+    names = session.posargs or list(MUTATION_TARGETS)
+    unknown = sorted(set(names) - set(MUTATION_TARGETS))
+    if unknown:
+        session.error(f"unknown module(s) {unknown}; choose from {sorted(MUTATION_TARGETS)}")
+    root = Path(__file__).resolve().parent
+    figures = []
+    for name in names:
+        mutate, tests = MUTATION_TARGETS[name]
+        workdir = root / "build" / "mutants" / name
+        shutil.rmtree(workdir, ignore_errors=True)
+        _mutmut_project(root, workdir, mutate, tests)
+        with session.chdir(workdir):
+            session.run("mutmut", "run", "--max-children", "1", success_codes=[0, 1])
+            session.run("mutmut", "results")
+            session.run("mutmut", "export-cicd-stats", silent=True)
+            stats = json.loads((workdir / "mutants" / "mutmut-cicd-stats.json").read_text(encoding="utf-8"))
+        # A mutant no selected test reaches is a bug the tests let through: it counts as surviving.
+        tested = stats["killed"] + stats["survived"] + stats["timeout"] + stats["suspicious"] + stats["no_tests"]
+        score = 100 * (stats["killed"] + stats["timeout"]) / tested if tested else 0.0
+        figures.append(
+            f"{name}: {stats['total']} mutants, {stats['killed']} killed, {stats['timeout']} timed out, "
+            f"{stats['survived']} survived, {stats['no_tests']} not reached by its tests; "
+            f"{score:.1f}% of the tested mutants killed (before naming equivalents)"
+        )
+    session.log("mutation figures:\n" + "\n".join(figures))

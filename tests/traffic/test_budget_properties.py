@@ -1,0 +1,161 @@
+"""The in-memory budget check's promises, as properties (docs/traffic-control.md):
+
+- slots go to callers in arrival order: a call that arrives while others are queued asks room for
+  itself and every earlier caller, so it never goes ahead of them, fast path or not;
+- every budget of a call is taken atomically under one lock: threads racing for the last slots
+  are admitted exactly as many times as there are slots, however the interpreter interleaves them;
+- a pause SnapTrade asked for lasts until the latest end asked: a later, shorter pause never
+  shortens a longer one.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from traffic_helpers import FakeClock, policy_for
+
+from aims_snaptrade._ratelimit_policy import PauseBook
+from aims_snaptrade.errors import SnapTradeBudgetExhaustedError
+from aims_snaptrade.operations import get_operation
+from aims_snaptrade.ratelimit import Budget, RateLimiter, RateLimitPolicy
+
+ACCOUNTS = get_operation("list_all_user_accounts")
+
+
+def _limiter(limit: int, clock: FakeClock, strategy: str) -> RateLimiter:
+    policy = policy_for(f"props-{uuid.uuid4().hex}", Budget("customer", "customer", limit, 60), strategy=strategy)
+    return RateLimiter(policy, "memory://", clock=clock.time)
+
+
+def _admitted(lim: RateLimiter) -> bool:
+    try:
+        lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
+    except SnapTradeBudgetExhaustedError:
+        return False
+    return True
+
+
+@given(
+    limit=st.integers(1, 6),
+    used=st.integers(0, 6),
+    queued=st.integers(0, 4),
+    strategy=st.sampled_from(["moving-window", "sliding-window"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_call_never_goes_ahead_of_the_calls_queued_before_it(
+    limit: int, used: int, queued: int, strategy: str
+) -> None:
+    """Admitted exactly when the budget has room for it and for every call queued before it."""
+    clock = FakeClock()
+    lim = _limiter(limit, clock, strategy)
+    try:
+        used = min(used, limit)
+        for _ in range(used):
+            assert _admitted(lim)
+        names = lim._plan_of(ACCOUNTS, "u", None).plan.names
+        tickets = [lim._queue.arrive(names) for _ in range(queued)]  # callers waiting for a slot
+        assert _admitted(lim) is (used + queued + 1 <= limit)
+        for ticket in tickets:
+            lim._queue.leave(ticket)
+        # Nobody queued any more: the next call is judged on the budget alone.
+        remaining = limit - used - (1 if used + queued + 1 <= limit else 0)
+        assert _admitted(lim) is (remaining >= 1)
+    finally:
+        lim.close()
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window"])
+def test_a_call_queued_between_the_first_reading_and_the_check_still_goes_first(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path reads the queue without the lock; the check under the lock must read it again."""
+    lim = _limiter(1, FakeClock(), strategy)
+    names = lim._plan_of(ACCOUNTS, "u", None).plan.names
+    original = RateLimitPolicy.first_take
+    arrived: list[int] = []
+
+    def first_take_then_another_call_queues(self: RateLimitPolicy, *args: Any, **kwargs: Any) -> Any:
+        take = original(self, *args, **kwargs)
+        arrived.append(lim._queue.arrive(names))  # another thread queues in between
+        return take
+
+    monkeypatch.setattr(RateLimitPolicy, "first_take", first_take_then_another_call_queues)
+    try:
+        assert _admitted(lim) is False  # the one slot belongs to the call queued first
+        assert arrived
+    finally:
+        for ticket in arrived:
+            lim._queue.leave(ticket)
+        lim.close()
+
+
+@pytest.fixture
+def tight_switching() -> Iterator[None]:
+    """Switch threads every microsecond, so a check that is not atomic shows as a double admission."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window"])
+def test_threads_racing_for_the_last_slots_are_admitted_once_per_slot(strategy: str, tight_switching: None) -> None:
+    clock = FakeClock()
+    for round_no in range(20):
+        slots = 1 + round_no % 3
+        lim = _limiter(10, clock, strategy)
+        for _ in range(10 - slots):
+            assert _admitted(lim)
+        barrier = threading.Barrier(8)
+        results: list[bool] = []
+
+        def racer(lim: RateLimiter = lim, barrier: threading.Barrier = barrier, results: list[bool] = results) -> None:
+            barrier.wait()
+            results.append(_admitted(lim))
+
+        threads = [threading.Thread(target=racer) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        lim.close()
+        assert sum(results) == slots, f"round {round_no}: {sum(results)} admitted for {slots} slots"
+
+
+pauses = st.lists(
+    st.tuples(st.sampled_from(["customer", "account"]), st.sampled_from([None, "acc-1"]), st.floats(0, 100)),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(pauses=pauses, now=st.floats(0, 100))
+@settings(max_examples=100)
+def test_a_pause_lasts_until_the_latest_end_asked_for(pauses: list[tuple[str, str | None, float]], now: float) -> None:
+    book = PauseBook()
+    for scope, subject, until in pauses:
+        book.pause(scope, subject, until)
+    for scope in ("customer", "account"):
+        for subject in (None, "acc-1"):
+            ends = [until for s, sub, until in pauses if (s, sub) == (scope, subject)]
+            latest = max(ends, default=None)
+            expected = latest if latest is not None and latest > now else None
+            assert book.until(scope, subject, now) == expected
+
+
+def test_a_later_shorter_pause_does_not_replace_a_longer_one() -> None:
+    book = PauseBook()
+    book.pause("account", "acc-1", 30.0)
+    book.pause("account", "acc-1", 5.0)  # a later 429 asking for less
+    assert book.until("account", "acc-1", 10.0) == 30.0
+    assert book.until("account", "acc-2", 10.0) is None  # other subjects are not paused
+    assert book.until("account", "acc-1", 30.0) is None  # over at its end

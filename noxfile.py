@@ -157,7 +157,12 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "settings": (
         ("src/aims_snaptrade/settings.py",),
-        ("tests/test_settings.py", "tests/client/test_guardrails.py", "tests/client/test_production_checks.py"),
+        (
+            "tests/test_settings.py",
+            "tests/test_settings_properties.py",
+            "tests/client/test_guardrails.py",
+            "tests/client/test_production_checks.py",
+        ),
     ),
     "ratelimit": (
         (

@@ -50,6 +50,22 @@ def test_a_registered_secret_is_masked_wherever_it_sits_in_a_run(prefix: str, se
         assert MASK in redact(prefix + secret + suffix)
 
 
+ALNUM = string.ascii_letters + string.digits
+
+
+@given(
+    secret=st.text(alphabet=ALNUM, min_size=6, max_size=16),
+    text=st.lists(st.one_of(st.text(alphabet=ALNUM + " ", max_size=12), st.just("<s>")), max_size=8).map("".join),
+)
+@settings(max_examples=150)
+def test_masking_replaces_each_occurrence_and_nothing_else(secret: str, text: str) -> None:
+    """One letters-and-digits secret (its only form is itself): masking is exactly str.replace."""
+    text = text.replace("<s>", secret)
+    with isolated_registry():
+        register_secret(secret)
+        assert redact(text) == text.replace(secret, MASK)
+
+
 @given(secret=st.text(alphabet=RUN, min_size=6, max_size=6), head=st.text(alphabet=RUN, min_size=1, max_size=30))
 @settings(max_examples=100)
 def test_a_six_character_secret_at_the_end_of_a_longer_run_is_masked(secret: str, head: str) -> None:
@@ -239,21 +255,22 @@ def collect() -> Iterator[tuple[_Collect, logging.Logger, logging.Logger]]:
         logger.setLevel(logging.NOTSET)
 
 
-def _fail(secret: str) -> BaseException:
+def _fail(secret: str, end: str = "") -> BaseException:
     try:
-        raise RuntimeError(f"failed with {secret}")
+        raise RuntimeError(f"failed with {secret}{end}")
     except RuntimeError as exc:
         return exc
 
 
+@pytest.mark.parametrize("end", ["", " ", "\tX", " X"])
 def test_a_scrubbed_record_differs_only_where_a_secret_was(
-    collect: tuple[_Collect, logging.Logger, logging.Logger],
+    collect: tuple[_Collect, logging.Logger, logging.Logger], end: str
 ) -> None:
     handler, ours, _ = collect
     with isolated_registry():
         secret = "log-record-secret-5"
         register_secret(secret)
-        exc = _fail(secret)
+        exc = _fail(secret, end)
         ours.error("user %s got %d (%s)", "alice", 3, secret, exc_info=exc, stack_info=True)
         [record] = handler.records
         assert record.getMessage() == f"user alice got 3 ({MASK})"
@@ -327,5 +344,10 @@ def test_installing_twice_wraps_the_applications_factory_once(monkeypatch: pytes
             )
         assert record.getMessage() == f"v={MASK}"
         assert seen == ["aims_snaptrade.chain"]  # the application's factory ran, once
+        # Factories may be called with keywords (logging documents func= and sinfo=): they are passed on.
+        keyed = logging.getLogRecordFactory()(
+            "aims_snaptrade.chain", logging.INFO, "f", 1, "m", (), None, func="caller", sinfo="Stack: here"
+        )
+        assert (keyed.funcName, keyed.stack_info) == ("caller", "Stack: here")
     finally:
         logging.setLogRecordFactory(installed)

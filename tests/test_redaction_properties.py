@@ -66,6 +66,16 @@ def test_masking_replaces_each_occurrence_and_nothing_else(secret: str, text: st
         assert redact(text) == text.replace(secret, MASK)
 
 
+@given(secret=st.text(alphabet="ab", min_size=6, max_size=9), text=st.text(alphabet="ab ", max_size=40))
+@settings(max_examples=200)
+def test_masking_finds_a_secret_right_after_a_near_miss(secret: str, text: str) -> None:
+    """Two letters: beginnings of the secret that do not complete it overlap real occurrences."""
+    text = text + secret[:-1] + secret + text[::-1]
+    with isolated_registry():
+        register_secret(secret)
+        assert redact(text) == text.replace(secret, MASK)
+
+
 @given(secret=st.text(alphabet=RUN, min_size=6, max_size=6), head=st.text(alphabet=RUN, min_size=1, max_size=30))
 @settings(max_examples=100)
 def test_a_six_character_secret_at_the_end_of_a_longer_run_is_masked(secret: str, head: str) -> None:
@@ -161,6 +171,21 @@ def test_forgetting_a_signature_never_unmasks_another_with_the_same_beginning() 
         }
         assert set(redaction._registry.forms) == held
         assert sum(sum(lengths.values()) for lengths in redaction._registry.prefixes.values()) == len(held)
+
+
+def test_forgetting_signatures_empties_their_lookup_entries_and_keeps_the_neighbours() -> None:
+    """Distinct beginnings leave the tables entirely; one beginning shared at two lengths keeps the other."""
+    with isolated_registry():
+        register_signature("SharedStartShort")
+        register_secret("SharedStartLonger-user-secret")  # same first six characters, kept for good
+        for i in range(4_096 + 20):
+            register_signature(f"{i:06d}-Sig")
+        assert redact("SharedStartShort") == "SharedStartShort"  # forgotten
+        assert redact("x SharedStartLonger-user-secret y") == f"x {MASK} y"
+        pools = redaction._registry.pools
+        held = {form for pool in pools.values() for forms in pool.values() for form in forms}
+        assert set(redaction._registry.prefixes) == {form[:6] for form in held}
+        assert all(redaction._registry.prefixes.values())
 
 
 @pytest.mark.parametrize("bad", [b"bytes-secret", 123456, ["a-list-secret"]])

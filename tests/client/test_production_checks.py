@@ -138,6 +138,12 @@ def test_every_violation_is_listed_at_once_numbered_from_one_with_the_setting_to
     ):
         assert setting in text
     assert "; (2) " in text and text.endswith(".")
+    # Each item starts with what is wrong and ends with how to fix it.
+    body = text.split(" Hint: ")[0].removeprefix("Refusing an unsafe production set-up: (1) ").removesuffix(".")
+    items = re.split(r"; \(\d\) ", body)
+    assert items[3] == "consent checks are disabled; unset SNAPTRADE_CONSENT_REQUIRED (production needs them)"
+    assert items[4].startswith("no audit trail is kept; set SNAPTRADE_AUDIT_KEY")
+    assert items[4].endswith("`aims-snaptrade generate-key`) or pass audit=<AuditTrail>")
 
 
 def test_a_production_base_url_on_this_machine_is_refused() -> None:
@@ -152,8 +158,8 @@ def test_a_production_base_url_on_this_machine_is_refused() -> None:
 
 def test_a_missing_consent_checker_names_how_to_give_one() -> None:
     text = _refusal(consent=None)
-    assert "pass consent=<ConsentChecker> to the client" in text
-    assert "(from_env() opens the consent store of SNAPTRADE_CONSENT_STORE_URL)" in text
+    assert "(1) no consent checker was given; pass consent=<ConsentChecker> to the client" in text
+    assert text.split(" Hint: ")[0].endswith("(from_env() opens the consent store of SNAPTRADE_CONSENT_STORE_URL).")
 
 
 def test_an_in_memory_order_journal_passed_in_explicitly_is_refused(tmp_path: Path) -> None:
@@ -225,7 +231,7 @@ def test_trading_calls_are_refused_while_trading_is_disabled_naming_the_switch()
         with pytest.raises(SnapTradeGuardrailError) as raised:
             check_call(_settings("sandbox"), OPERATIONS[name], {}, confirm=True)
         assert raised.value.operation == name
-        assert raised.value.hint is not None and "SNAPTRADE_TRADING_ENABLED=true" in raised.value.hint
+        assert raised.value.hint is not None and raised.value.hint.startswith("Set SNAPTRADE_TRADING_ENABLED=true")
 
 
 def test_the_consent_scope_of_every_operation() -> None:

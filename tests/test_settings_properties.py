@@ -126,7 +126,10 @@ def test_one_error_lists_every_problem_with_its_reason_and_fix() -> None:
     ):
         assert part in text
     assert "Value error, " not in text and "https://errors.pydantic.dev" not in text
-    assert text.split(" Hint: ")[0].count("; ") == 4  # five problems
+    listed = text.split(" Hint: ")[0]
+    assert listed.count("; ") == 4  # five problems, each after the one before
+    assert "dashboard); SNAPTRADE_CONSUMER_KEY is missing" in listed
+    assert listed.endswith("; SNAPTRADE_READ_TIMEOUT Input should be greater than 0.")  # no fix: nothing added
 
 
 def test_arguments_are_named_as_given_and_a_validator_message_is_kept_plain() -> None:

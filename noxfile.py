@@ -164,12 +164,28 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "tests/client/test_production_checks.py",
         ),
     ),
-    "ratelimit": (
+    # Rate limiting, in three runs that each fit a sitting: the budget take (memory and the Redis
+    # script's arguments), the policy (plans, engine, pauses, queue) and the limiter (the Redis
+    # script's callers, sync and async).
+    "ratelimit-take": (
+        ("src/aims_snaptrade/_budget_take.py",),
         (
-            "src/aims_snaptrade/_budget_take.py",
-            "src/aims_snaptrade/_ratelimit_policy.py",
-            "src/aims_snaptrade/ratelimit.py",
+            "tests/traffic/test_traffic_composed.py",
+            "tests/traffic/test_traffic_ratelimit.py",
+            "tests/traffic/test_budget_properties.py",
         ),
+    ),
+    "ratelimit-policy": (
+        ("src/aims_snaptrade/_ratelimit_policy.py",),
+        (
+            "tests/traffic/test_traffic_ratelimit.py",
+            "tests/traffic/test_traffic_waiting.py",
+            "tests/traffic/test_traffic_composed.py",
+            "tests/traffic/test_budget_properties.py",
+        ),
+    ),
+    "ratelimit-limiter": (
+        ("src/aims_snaptrade/ratelimit.py",),
         (
             "tests/traffic/test_traffic_ratelimit.py",
             "tests/traffic/test_traffic_waiting.py",

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from traffic_helpers import FakeClock, policy_for
 
@@ -159,3 +159,86 @@ def test_a_later_shorter_pause_does_not_replace_a_longer_one() -> None:
     assert book.until("account", "acc-1", 10.0) == 30.0
     assert book.until("account", "acc-2", 10.0) is None  # other subjects are not paused
     assert book.until("account", "acc-1", 30.0) is None  # over at its end
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    gaps=st.lists(st.sampled_from([0.0, 0.05, 0.3, 0.7, 1.3, 2.9]), min_size=4, max_size=14),
+    limit=st.integers(1, 4),
+    window=st.sampled_from([1, 2, 5]),
+    strategy=st.sampled_from(["moving-window", "sliding-window"]),
+    queued=st.integers(0, 3),
+)
+def test_retry_after_is_when_the_refused_call_would_be_admitted(
+    gaps: list[float], limit: int, window: int, strategy: str, queued: int, clock: FakeClock, storage_url: str
+) -> None:
+    """'Try again after retry_after seconds': refused a little before it, admitted a little after;
+    with calls queued ahead, once there is room for them and for it."""
+    # Redis keeps sliding-window counters by its own key expiry (real time, as limits does): only
+    # the moving window's stamps follow the simulated clock there.
+    assume(storage_url == "memory://" or strategy == "moving-window")
+    assume(queued < limit)
+    policy = policy_for(f"props-{uuid.uuid4().hex}", Budget("customer", "customer", limit, window), strategy=strategy)
+    lim = RateLimiter(policy, storage_url, clock=clock.time)
+    names = lim._plan_of(ACCOUNTS, "u", None).plan.names
+    tickets = [lim._queue.arrive(names) for _ in range(queued)]  # callers waiting ahead of every attempt
+    try:
+        for gap in gaps:
+            clock.advance(gap)
+            try:
+                lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
+                continue
+            except SnapTradeBudgetExhaustedError as refused:
+                wait = refused.retry_after
+            assert wait is not None and 0 < wait <= 2 * window + 1
+            if wait > 0.02:
+                clock.advance(wait - 0.01)
+                assert not _admitted(lim), f"admitted 0.01 s before retry_after={wait}"
+                clock.advance(0.02)
+            else:
+                clock.advance(wait + 0.01)
+            assert _admitted(lim), f"still refused 0.01 s after retry_after={wait}"
+    finally:
+        for ticket in tickets:
+            lim._queue.leave(ticket)
+        lim.close()
+
+
+def _answers(url: str, clock: FakeClock, gaps: list[float], limit: int, window: int, queued: int) -> list[Any]:
+    """Each attempt's answer on ``url``: ``True`` when admitted, else the ``retry_after`` it was told."""
+    policy = policy_for(f"props-{uuid.uuid4().hex}", Budget("customer", "customer", limit, window))
+    lim = RateLimiter(policy, url, clock=clock.time)
+    names = lim._plan_of(ACCOUNTS, "u", None).plan.names
+    tickets = [lim._queue.arrive(names) for _ in range(queued)]
+    answers: list[Any] = []
+    try:
+        for gap in gaps:
+            clock.advance(gap)
+            try:
+                lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
+                answers.append(True)
+            except SnapTradeBudgetExhaustedError as refused:
+                answers.append(round(refused.retry_after or -1.0, 6))
+    finally:
+        for ticket in tickets:
+            lim._queue.leave(ticket)
+        lim.close()
+    return answers
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    gaps=st.lists(st.sampled_from([0.0, 0.05, 0.3, 0.7, 1.3, 2.9]), min_size=4, max_size=14),
+    limit=st.integers(1, 4),
+    window=st.sampled_from([1, 2, 5]),
+    queued=st.integers(0, 6),
+)
+def test_memory_and_redis_answer_every_attempt_alike(
+    gaps: list[float], limit: int, window: int, queued: int, clock: FakeClock, redis_url: str
+) -> None:
+    """The moving window in Python (memory) and in the Redis script: same verdicts, same waits,
+    also for calls whose turn comes only after several windows (more callers queued than the limit)."""
+    start = clock.now
+    on_memory = _answers("memory://", clock, gaps, limit, window, queued)
+    clock.now = start
+    assert _answers(redis_url, clock, gaps, limit, window, queued) == on_memory

@@ -242,3 +242,50 @@ def test_memory_and_redis_answer_every_attempt_alike(
     on_memory = _answers("memory://", clock, gaps, limit, window, queued)
     clock.now = start
     assert _answers(redis_url, clock, gaps, limit, window, queued) == on_memory
+
+
+def _took(lim: RateLimiter, op: Any, account: str) -> bool:
+    try:
+        lim.acquire(op, user_id="u", account_id=account, mode="fail")
+    except SnapTradeBudgetExhaustedError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window"])
+def test_expired_windows_leave_memory_and_live_ones_keep_their_count(strategy: str, clock: FakeClock) -> None:
+    """Thousands of accounts used once: their windows are dropped once expired (memory stays
+    bounded by the live ones), and a live window swept beside them keeps every slot it holds."""
+    policy = policy_for(
+        f"props-{uuid.uuid4().hex}",
+        Budget("customer", "customer", 100_000, 60),
+        account_budget=Budget("account", "account", 5_000, 60),
+        strategy=strategy,
+    )
+    lim = RateLimiter(policy, "memory://", clock=clock.time)
+    balance = get_operation("get_user_account_balance")
+    storage = lim._memory._storage  # type: ignore[union-attr]
+
+    def windows() -> int:
+        return len(storage.events) if strategy == "moving-window" else len(storage.storage)
+
+    try:
+        for i in range(4_100):
+            lim.acquire(balance, user_id="u", account_id=f"acc-{i}", mode="fail")
+        crowded = windows()
+        assert crowded > 4_000
+        clock.advance(200)  # every account window has expired (sliding counters: two windows)
+        for _ in range(10):  # slots that will have expired at the sweep
+            lim.acquire(balance, user_id="u", account_id="live", mode="fail")
+        clock.advance(59)
+        for _ in range(10):  # slots still live at the sweep, in the same window
+            lim.acquire(balance, user_id="u", account_id="live", mode="fail")
+        clock.advance(2)
+        admitted = sum(_took(lim, balance, "live") for _ in range(4_100))  # enough takes to sweep
+        assert windows() < 20, f"{windows()} windows kept of {crowded}"
+        assert admitted == 4_100
+        if strategy == "moving-window":  # the sweep dropped none of the live slots, only the expired
+            used = {(u.name, u.subject): u.used for u in lim.usage()}
+            assert used[("account", "live")] == 4_110
+    finally:
+        lim.close()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import uuid
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from traffic_helpers import FakeClock, policy_for
 
@@ -252,10 +253,14 @@ def _took(lim: RateLimiter, op: Any, account: str) -> bool:
     return True
 
 
+@pytest.mark.parametrize("queued", [False, True], ids=["first-attempts", "behind-a-queued-call"])
 @pytest.mark.parametrize("strategy", ["moving-window", "sliding-window"])
-def test_expired_windows_leave_memory_and_live_ones_keep_their_count(strategy: str, clock: FakeClock) -> None:
+def test_expired_windows_leave_memory_and_live_ones_keep_their_count(
+    strategy: str, queued: bool, clock: FakeClock
+) -> None:
     """Thousands of accounts used once: their windows are dropped once expired (memory stays
-    bounded by the live ones), and a live window swept beside them keeps every slot it holds."""
+    bounded by the live ones), and a live window swept beside them keeps every slot it holds,
+    whether its slots were taken by first attempts or by calls that queued."""
     policy = policy_for(
         f"props-{uuid.uuid4().hex}",
         Budget("customer", "customer", 100_000, 60),
@@ -275,6 +280,8 @@ def test_expired_windows_leave_memory_and_live_ones_keep_their_count(strategy: s
         crowded = windows()
         assert crowded > 4_000
         clock.advance(200)  # every account window has expired (sliding counters: two windows)
+        if queued:  # a call waiting on the live account: every take below goes through the queue
+            lim._queue.arrive(lim._plan_of(balance, "u", "live").plan.names)
         for _ in range(10):  # slots that will have expired at the sweep
             lim.acquire(balance, user_id="u", account_id="live", mode="fail")
         clock.advance(59)
@@ -289,3 +296,34 @@ def test_expired_windows_leave_memory_and_live_ones_keep_their_count(strategy: s
             assert used[("account", "live")] == 4_110
     finally:
         lim.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    moves=st.lists(st.sampled_from([0.0, 0.2, 1.1, -0.5, -3.0]), min_size=3, max_size=16),
+    limit=st.integers(1, 4),
+    queued=st.booleans(),
+)
+@example(moves=[0.0, 0.2, -3.0], limit=3, queued=False)
+@example(moves=[0.0, 0.2, -3.0], limit=3, queued=True)
+def test_stamps_never_go_back_when_the_clock_does(
+    moves: list[float], limit: int, queued: bool, clock: FakeClock, storage_url: str
+) -> None:
+    """A clock stepped back (NTP) must not stamp a slot before the newest one: stamps only grow,
+    and no window of stamps ever holds more than the limit."""
+    policy = policy_for(f"props-{uuid.uuid4().hex}", Budget("customer", "customer", limit + int(queued), 2))
+    lim = RateLimiter(policy, storage_url, clock=clock.time)
+    ticket = lim._queue.arrive(lim._plan_of(ACCOUNTS, "u", None).plan.names) if queued else None
+    stamps: list[float] = []
+    try:
+        for move in moves:
+            clock.advance(move)
+            with contextlib.suppress(SnapTradeBudgetExhaustedError):
+                stamps.append(lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail"))
+    finally:
+        if ticket is not None:
+            lim._queue.leave(ticket)
+        lim.close()
+    assert stamps == sorted(stamps)
+    for stamp in stamps:
+        assert sum(1 for other in stamps if stamp - 2 < other <= stamp) <= limit

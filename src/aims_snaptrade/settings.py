@@ -372,6 +372,10 @@ _FIX = {
 def _describe(exc: ValidationError, source: str) -> str:
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
+        if error["type"] == "default_factory_not_called":
+            # A default built from other settings (the data directory's stores) is skipped when
+            # another setting failed: a consequence of the problems listed, not one of its own.
+            continue
         field = str(error["loc"][0]) if error["loc"] else "?"
         variable = ENV_PREFIX + field.upper() if source == "environment" else field
         reason = "is missing" if error["type"] == "missing" else error["msg"].removeprefix("Value error, ")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from aims_snaptrade.webhooks.verify import SNAPTRADE_RETRY_DELAYS
+
 __all__ = [
     "API_PREFIX",
     "DEFAULT_CLIENT_ID",
@@ -154,7 +156,7 @@ class EmulatorConfig:
     duplicate_client_order_id: Literal["return_existing", "reject"] = "return_existing"
     journal_size: int = 100_000
     webhook_urls: tuple[str, ...] = ()
-    webhook_retry_delays: tuple[float, ...] = (1800.0, 3600.0, 7200.0)
+    webhook_retry_delays: tuple[float, ...] = SNAPTRADE_RETRY_DELAYS
     webhook_timeout: float = 10.0
     api_version: int = 151
 

@@ -194,3 +194,14 @@ def test_an_explicit_hook_replaces_the_settings_audit(tmp_path: Path) -> None:
     with WebhookReceiver.from_settings(FailingFirst(0), Settings.from_env(env), on_verified=seen.append) as receiver:
         assert receiver.handle(*signed(payload())).outcome == "processed"
     assert len(seen) == 1
+
+
+@given(name=st.text(min_size=1, max_size=20).filter(lambda n: n.isidentifier()))
+def test_from_settings_refuses_options_the_receiver_does_not_take(name: str) -> None:
+    import inspect
+
+    if name in inspect.signature(WebhookReceiver.__init__).parameters:
+        return
+    env = {"SNAPTRADE_CLIENT_ID": "AIMS-TEST", "SNAPTRADE_CONSUMER_KEY": KEY, "SNAPTRADE_ENVIRONMENT": "sandbox"}
+    with pytest.raises(SnapTradeConfigurationError, match="unknown WebhookReceiver option"):
+        WebhookReceiver.from_settings(FailingFirst(0), Settings.from_env(env), **{name: None})

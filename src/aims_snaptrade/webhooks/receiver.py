@@ -236,8 +236,16 @@ class WebhookReceiver:
         ``on_verified=audit_webhooks(trail)`` does; an explicit ``on_verified`` replaces it.
 
         Raises:
-            SnapTradeConfigurationError: In production, a ``memory://`` dedupe store.
+            SnapTradeConfigurationError: An option the constructor does not take, or, in production,
+                a ``memory://`` dedupe store.
         """
+        unknown = sorted(set(options) - _RECEIVER_OPTIONS)
+        if unknown:
+            raise SnapTradeConfigurationError(
+                f"unknown WebhookReceiver option(s) {', '.join(map(repr, unknown))}: use "
+                + ", ".join(sorted(_RECEIVER_OPTIONS))
+                + "."
+            )
         settings = settings or Settings.from_env()
         if "dedupe" not in options:
             from aims_snaptrade.data_dir import prepare_store_locations
@@ -406,6 +414,13 @@ class WebhookReceiver:
         if inspect.isawaitable(result):
             return await result
         return result
+
+
+_RECEIVER_OPTIONS = frozenset(
+    name
+    for name in inspect.signature(WebhookReceiver.__init__).parameters
+    if name not in ("self", "handler", "consumer_key")
+)
 
 
 async def _awaited(result: Awaitable[Any]) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -432,6 +433,13 @@ class _Base:
         from aims_snaptrade.compliance.audit import audit_webhooks
         from aims_snaptrade.webhooks.receiver import WebhookReceiver
 
+        accepted = set(inspect.signature(WebhookReceiver).parameters) - {"handler", "consumer_key"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise e.SnapTradeValidationError(
+                f"webhook_receiver() takes no option {', '.join(map(repr, unknown))}.",
+                hint=f"Pass WebhookReceiver's options by name: {', '.join(sorted(accepted))}.",
+            )
         if self.audit_trail is not None:
             options.setdefault("on_verified", audit_webhooks(self.audit_trail))
         return WebhookReceiver.from_settings(handler, self.settings, **options)

@@ -14,7 +14,7 @@ from webhook_helpers import KEY, payload, signed
 
 from aims_snaptrade import AsyncSafeSnapTradeClient, SafeSnapTradeClient, Settings
 from aims_snaptrade.compliance.factory import open_audit_trail
-from aims_snaptrade.errors import SnapTradeConfigurationError
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeValidationError
 from aims_snaptrade.webhooks import WebhookASGIApp
 
 
@@ -89,3 +89,12 @@ async def test_the_async_client_builds_its_receiver_without_an_audit_trail(tmp_p
 def test_bind_refuses_what_is_not_a_receiver() -> None:
     with pytest.raises(SnapTradeConfigurationError, match="WebhookReceiver"):
         WebhookASGIApp().bind(object())  # type: ignore[arg-type]
+
+
+def test_webhook_receiver_names_an_unknown_option(tmp_path: Path) -> None:
+    with SafeSnapTradeClient(**client_settings(tmp_path)) as client:
+        with pytest.raises(SnapTradeValidationError, match="'retention'") as refused:
+            client.webhook_receiver(lambda e: None, retention=5)
+        assert "retention_seconds" in (refused.value.hint or "")
+        with pytest.raises(SnapTradeConfigurationError, match="tolerance"):
+            client.webhook_receiver(lambda e: None, tolerance=-1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import threading
 import time
@@ -433,14 +432,7 @@ class _Base:
         from aims_snaptrade.compliance.audit import audit_webhooks
         from aims_snaptrade.webhooks.receiver import WebhookReceiver
 
-        accepted = set(inspect.signature(WebhookReceiver).parameters) - {"handler", "consumer_key"}
-        unknown = sorted(set(options) - accepted)
-        if unknown:
-            raise e.SnapTradeValidationError(
-                f"webhook_receiver() takes no option {', '.join(map(repr, unknown))}.",
-                hint=f"Pass WebhookReceiver's options by name: {', '.join(sorted(accepted))}.",
-            )
-        if self.audit_trail is not None:
+        if self.audit_trail is not None:  # an unknown option is refused by from_settings, typed
             options.setdefault("on_verified", audit_webhooks(self.audit_trail))
         return WebhookReceiver.from_settings(handler, self.settings, **options)
 

@@ -14,7 +14,7 @@ from webhook_helpers import KEY, payload, signed
 
 from aims_snaptrade import AsyncSafeSnapTradeClient, SafeSnapTradeClient, Settings
 from aims_snaptrade.compliance.factory import open_audit_trail
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeValidationError
+from aims_snaptrade.errors import SnapTradeConfigurationError
 from aims_snaptrade.webhooks import WebhookASGIApp
 
 
@@ -93,8 +93,7 @@ def test_bind_refuses_what_is_not_a_receiver() -> None:
 
 def test_webhook_receiver_names_an_unknown_option(tmp_path: Path) -> None:
     with SafeSnapTradeClient(**client_settings(tmp_path)) as client:
-        with pytest.raises(SnapTradeValidationError, match="'retention'") as refused:
+        with pytest.raises(SnapTradeConfigurationError, match=r"'retention'.*retention_seconds"):
             client.webhook_receiver(lambda e: None, retention=5)
-        assert "retention_seconds" in (refused.value.hint or "")
         with pytest.raises(SnapTradeConfigurationError, match="tolerance"):
             client.webhook_receiver(lambda e: None, tolerance=-1)

@@ -124,6 +124,8 @@ _SERVICE = textwrap.dedent(
         with SafeSnapTradeClient.from_env() as client:  # every store on its default
             client.grant_consent("user-1", "read", disclosure_version="2026-12", source="wheel-test")
             client.ensure_user("user-1")
+            # consent is checked in sandbox as in production (the secret store's file holds it)
+            client.grant_consent("user-1", "read", disclosure_version="v1", source="test")
             complete_portal_link(client.connection_portal_url("user-1").redirect_uri, scenario="self_directed")
             account = client.list_accounts("user-1")[0]
             client.get_positions("user-1", account.id)

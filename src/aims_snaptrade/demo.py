@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,16 +117,7 @@ def _flow(client: SafeSnapTradeClient, emu: SnapTradeEmulator, user: str, store_
     _step("Trading is refused unless enabled (nothing is sent)")
     before = len(emu.journal)
     try:
-        client.call(
-            "place_force_order",
-            user_id=user,
-            account_id=accounts[0].id,
-            action="BUY",
-            order_type="Market",
-            time_in_force="Day",
-            symbol="AAPL",
-            units=1.0,
-        )
+        client.place_order_now(user, accounts[0].id, action="BUY", symbol="AAPL", units=Decimal(1), confirm=True)
         raise DemoFailure("the order should have been refused")
     except SnapTradeGuardrailError as refused:
         print(f"   refused: {refused.message}")

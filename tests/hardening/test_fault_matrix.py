@@ -23,8 +23,14 @@ from typing import Any
 import pytest
 from hardening_helpers import COUNTS, against, captured_logs, exception_texts, leaks, signatures_on_the_wire
 
-from aims_snaptrade import AsyncSafeSnapTradeClient, CallOptions, SafeSnapTradeClient, SnapTradeError
-from aims_snaptrade.operations import get_operation
+from aims_snaptrade import (
+    AsyncSafeSnapTradeClient,
+    CallOptions,
+    SafeSnapTradeClient,
+    SnapTradeError,
+    SnapTradeGuardrailError,
+)
+from aims_snaptrade.operations import ORDER_WRITES, get_operation
 from aims_snaptrade.redaction import isolated_registry
 from aims_snaptrade.retry import RetryPolicy
 from aims_snaptrade.secrets import MemorySecretStore
@@ -106,7 +112,11 @@ def test_cell(world, name, fault, mode):
     if not isinstance(outcome, SnapTradeError):
         assert 200 <= outcome.status < 300
     sent = journal.count(operation=name) - sent_before
-    assert 1 <= sent <= POLICY.max_attempts
+    if name in ORDER_WRITES:
+        # call() sends no order write (only the journaled flows do): refused locally, nothing sent.
+        assert isinstance(outcome, SnapTradeGuardrailError) and sent == 0, (outcome, sent)
+    else:
+        assert 1 <= sent <= POLICY.max_attempts
     if not get_operation(name).idempotent:
         assert journal.count(operation=name, processed=True) - processed_before <= 1, "a write was processed twice"
     secrets = [emu.consumer_key, *signatures]

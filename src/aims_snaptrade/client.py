@@ -259,7 +259,9 @@ class _Base:
             receipt="sync_rows_removed",
         )
         registry.register(
-            "rate_limits", RateLimitKeysData(), holds="rate-limit budget keys (keyed hashes of ids on Redis)"
+            "rate_limits",
+            RateLimitKeysData(self._limiter),
+            holds="rate-limit budget keys (keyed hashes of ids on Redis)",
         )
         registry.register(
             "webhook_claims", WebhookClaimsData(), holds="webhook claims (keyed hashes of webhook ids, no user id)"

@@ -256,6 +256,31 @@ class _Shared:
         """The id as the budgets' keys hold it (a keyed hash on shared storage)."""
         return value if value is None or self._hashed is None else self._hashed(value)
 
+    def forget_user(self, user_id: str) -> int:
+        """Delete the user's budget keys on Redis, and those of the accounts this process saw the
+        user use (the others expire with their window); returns how many keys. Erasure calls it
+        through the personal-data registry. Memory budgets hold nothing past the process: 0."""
+        if self._hashed is None:
+            return 0
+        import redis
+
+        accounts = {account for (_, user, account) in list(self._plans) if user == user_id and account}
+        patterns = [f"{_PREFIX}:*/user/{self._hashed(user_id)}/*"]
+        patterns += [f"{_PREFIX}:*/account/{self._hashed(account)}/*" for account in sorted(accounts)]
+        pool = _redis_options(self._url, asynchronous=False)["connection_pool"]
+        client = redis.Redis(connection_pool=pool)
+        try:
+            removed = 0
+            for pattern in patterns:
+                keys = list(client.scan_iter(match=pattern, count=1000))
+                if keys:
+                    removed += int(client.delete(*keys))
+            return removed
+        except _storage_failures() as exc:
+            raise _unavailable(self.storage_url, exc, "forgetting a user's budgets") from None
+        finally:
+            pool.disconnect()
+
     def _connect(self, *, asynchronous: bool) -> Any:
         """Check the storage answers, open it, and return ``limits``' strategy over it (for usage)."""
         _check_reachable(self._url, self._scheme)

@@ -125,6 +125,9 @@ def test_erasing_one_user_leaves_no_byte_of_them_anywhere(backend: str, tmp_path
             "audit_key": AUDIT_SECRET,
             "trading_enabled": True,
             "rate_limit_storage_url": REDIS_URL,
+            # Per-account and per-user budgets: their Redis keys name accounts and users.
+            "account_limit": 1000,
+            "user_limit_per_minute": 1000,
             "retry": "none",
             **_stores(backend, where),
         }
@@ -144,6 +147,7 @@ def test_erasing_one_user_leaves_no_byte_of_them_anywhere(backend: str, tmp_path
             receipt = client.erase_user(bob.user_id, confirm=True)
             assert receipt.local["order_intents_removed"] == 1 and receipt.local["consents_removed"] == 2
             assert receipt.local["secret_removed"] and receipt.local["sync_rows_removed"] >= 1
+            assert receipt.local["rate_limits_removed"] >= 2  # the user's and its account's budget keys
 
             # What follows the erasure: SnapTrade's USER_DELETED webhook, then a call naming the id.
             receiver = WebhookReceiver(
@@ -179,6 +183,9 @@ def test_erasing_one_user_leaves_no_byte_of_them_anywhere(backend: str, tmp_path
                 assert form not in keys, (value, form)
         assert users["alice"].user_id.encode() in blob  # the scan sees what is there
         assert users["alice"].user_id.encode() not in keys  # shared keys hold keyed hashes only
+        for account in users["alice"].account_ids:
+            assert account.encode() not in keys
+        assert b"/user/h-" in keys and b"/account/h-" in keys  # the per-user and per-account keys exist
 
 
 def test_consent_revoked_in_one_process_is_refused_in_another_before_sending(tmp_path: Path) -> None:

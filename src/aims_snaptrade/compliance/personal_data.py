@@ -206,14 +206,17 @@ class SyncLedgerData:
 
 class RateLimitKeysData:
     """The rate limiter's budget keys: on Redis they name users and accounts by keyed hashes only
-    and expire with their window (at most a day), so there is nothing to export; forgetting
-    removes nothing the id could be read from."""
+    and expire with their window, so there is nothing to export; forgetting deletes the user's
+    keys (and those of the accounts this process saw the user use)."""
+
+    def __init__(self, limiter: Any) -> None:
+        self.limiter = limiter
 
     def export_user(self, user_id: str) -> dict[str, str]:
         return {"holds": "budget counters keyed by a keyed hash of the id (Redis) or in memory, expiring"}
 
     def forget_user(self, user_id: str) -> int:
-        return 0
+        return int(self.limiter.forget_user(user_id))
 
 
 class WebhookClaimsData:

@@ -121,7 +121,7 @@ def _read_checkpoints(path: str) -> list[Any]:
 def _audit_verify(args: argparse.Namespace) -> int:
     checkpoints = _read_checkpoints(args.checkpoint) if args.checkpoint else []
     with _trail() as trail:
-        report = trail.verify(checkpoints)
+        report = trail.verify(checkpoints) if checkpoints else trail.verify()
     where = "" if report.position is None else f" at seq {report.position}"
     verdict = "OK" if report.ok else f"BROKEN: {report.problem}{where}"
     line = f"audit chain {verdict}: {report.checked} records from seq {report.anchor_seq} to {report.head_seq}"

@@ -254,3 +254,15 @@ class AuditTrailConformance(ForgetRule):
         assert after.user_ref == trail.pseudonym(gone)
         assert trail.verify().ok
         assert_forgotten(self._raw_or_skip(trail, tmp_path), (gone, account), kept)
+
+    def test_a_checkpoint_holds_until_contradicted(self, trail: AuditTrail) -> None:
+        """``checkpoint()`` signs the head; ``verify([checkpoint])`` passes while the chain grows past
+        it and refuses a checkpoint whose signature does not match (``problem == "checkpoint"``)."""
+        trail.append(AuditEvent("call", "list_all_user_accounts", user_id="u-cp"))
+        saved = trail.checkpoint()
+        trail.append(AuditEvent("call", "list_all_user_accounts", user_id="u-cp"))
+        assert trail.verify([saved]).ok
+        forged = type(saved)(saved.chain_id, saved.seq, saved.mac, saved.time + 1, saved.signature)
+        report = trail.verify([forged])
+        assert not report.ok
+        assert report.problem == "checkpoint"

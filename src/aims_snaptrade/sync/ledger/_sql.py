@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from aims_snaptrade import _ids
 from aims_snaptrade._schema import Session, StoreSchema, ensure_schema
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.sync.records import (
@@ -129,10 +130,8 @@ _ALSO_LIST = frozenset({LedgerChange.CONNECTION_FIXED, LedgerChange.ACCOUNT_REMO
 
 
 def check_id(name: str, value: object) -> str:
-    """A non-empty id string, or a typed error naming it."""
-    if not isinstance(value, str) or not value.strip():
-        raise SnapTradeValidationError(f"{name} must be a non-empty string, got {type(value).__name__}.")
-    return value
+    """A valid id (the library's one rule: bounded, no control characters), or a typed error naming it."""
+    return _ids.check_id(value, name)
 
 
 class SQLLedger:

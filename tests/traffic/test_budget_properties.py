@@ -327,3 +327,58 @@ def test_stamps_never_go_back_when_the_clock_does(
     assert stamps == sorted(stamps)
     for stamp in stamps:
         assert sum(1 for other in stamps if stamp - 2 < other <= stamp) <= limit
+
+
+Step = tuple[float, int | None, float]  # (gap before the attempt, SnapTrade's Remaining or None, answer delay)
+
+
+def _answers_with_feedback(url: str, clock: FakeClock, steps: list[Step], limit: int, queued: int) -> list[Any]:
+    """Each attempt's answer on ``url`` when SnapTrade's answers are fed back (counts, late answers)."""
+    policy = policy_for(f"props-{uuid.uuid4().hex}", Budget("customer", "customer", limit, 5))
+    lim = RateLimiter(policy, url, clock=clock.time)
+    names = lim._plan_of(ACCOUNTS, "u", None).plan.names
+    tickets = [lim._queue.arrive(names) for _ in range(queued)]
+    answers: list[Any] = []
+    try:
+        for gap, remaining, delay in steps:
+            clock.advance(gap)
+            try:
+                stamp = lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
+            except SnapTradeBudgetExhaustedError as refused:
+                answers.append(round(refused.retry_after or -1.0, 6))
+                continue
+            answers.append(True)
+            clock.advance(delay)
+            headers = {} if remaining is None else {"X-RateLimit-Remaining": str(remaining)}
+            lim.observe(ACCOUNTS, account_id=None, status=200, headers=headers, sent_at=stamp, user_id="u")
+        answers.append(sorted((u.name, u.used) for u in lim.usage()))
+    finally:
+        for ticket in tickets:
+            lim._queue.leave(ticket)
+        lim.close()
+    return answers
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 0.3, 1.3, 4.9]),
+            st.one_of(st.none(), st.integers(0, 6)),
+            st.sampled_from([0.0, 0.05, 0.8, 2.0]),
+        ),
+        min_size=3,
+        max_size=12,
+    ),
+    limit=st.integers(1, 5),
+    queued=st.integers(0, 6),
+)
+def test_snaptrade_feedback_is_recorded_alike_in_memory_and_redis(
+    steps: list[Step], limit: int, queued: int, clock: FakeClock, redis_url: str
+) -> None:
+    """SnapTrade's counts and late answers (re-stamped slots) change the moving window the same
+    way in Python and in the Redis script: same verdicts, same waits, same usage."""
+    start = clock.now
+    on_memory = _answers_with_feedback("memory://", clock, steps, limit, queued)
+    clock.now = start
+    assert _answers_with_feedback(redis_url, clock, steps, limit, queued) == on_memory

@@ -162,11 +162,18 @@ def test_a_missing_consent_checker_names_how_to_give_one() -> None:
     assert text.split(" Hint: ")[0].endswith("(from_env() opens the consent store of SNAPTRADE_CONSENT_STORE_URL).")
 
 
-def test_an_in_memory_order_journal_passed_in_explicitly_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("in_memory", "refusal"),
+    [("order_intent_store", "order-intent journal is in memory"), ("audit", "the audit trail is in memory")],
+)
+def test_an_in_memory_journal_or_audit_trail_passed_in_explicitly_is_refused(
+    tmp_path: Path, in_memory: str, refusal: str
+) -> None:
     store = SQLiteSecretStore(tmp_path / "s.db", keyring=Keyring.generate("v1"))
-    audit = SQLiteAuditTrail(tmp_path / "a.db", AuditKey("k" * 32))
+    audit = SQLiteAuditTrail(":memory:" if in_memory == "audit" else tmp_path / "a.db", AuditKey("k" * 32))
+    journal = {"order_intent_store": MemoryOrderIntentStore()} if in_memory == "order_intent_store" else {}
     try:
-        with pytest.raises(SnapTradeGuardrailError, match="order-intent journal is in memory"):
+        with pytest.raises(SnapTradeGuardrailError, match=refusal):
             SafeSnapTradeClient(
                 client_id="AIMS-PROD",
                 consumer_key=KEY,
@@ -174,25 +181,7 @@ def test_an_in_memory_order_journal_passed_in_explicitly_is_refused(tmp_path: Pa
                 secret_store=store,
                 consent=Consent(),
                 audit=audit,
-                order_intent_store=MemoryOrderIntentStore(),
-            )
-    finally:
-        store.close()
-        audit.close()
-
-
-def test_an_in_memory_audit_trail_passed_in_explicitly_is_refused(tmp_path: Path) -> None:
-    store = SQLiteSecretStore(tmp_path / "s.db", keyring=Keyring.generate("v1"))
-    audit = SQLiteAuditTrail(":memory:", AuditKey("k" * 32))
-    try:
-        with pytest.raises(SnapTradeGuardrailError, match="the audit trail is in memory"):
-            SafeSnapTradeClient(
-                client_id="AIMS-PROD",
-                consumer_key=KEY,
-                environment="production",
-                secret_store=store,
-                consent=Consent(),
-                audit=audit,
+                **journal,
             )
     finally:
         store.close()

@@ -205,25 +205,34 @@ def test_retry_after_is_when_the_refused_call_would_be_admitted(
         lim.close()
 
 
-def _answers(url: str, clock: FakeClock, gaps: list[float], limit: int, window: int, queued: int) -> list[Any]:
-    """Each attempt's answer on ``url``: ``True`` when admitted, else the ``retry_after`` it was told."""
-    policy = policy_for(f"props-{uuid.uuid4().hex}", Budget("customer", "customer", limit, window))
-    lim = RateLimiter(policy, url, clock=clock.time)
-    names = lim._plan_of(ACCOUNTS, "u", None).plan.names
-    tickets = [lim._queue.arrive(names) for _ in range(queued)]
-    answers: list[Any] = []
+@contextlib.contextmanager
+def _limiter_behind(url: str, clock: FakeClock, budget: Budget, queued: int, strategy: str) -> Iterator[RateLimiter]:
+    """A limiter on ``url`` with ``queued`` calls waiting ahead of every attempt (they leave at the end)."""
+    lim = RateLimiter(policy_for(f"props-{uuid.uuid4().hex}", budget, strategy=strategy), url, clock=clock.time)
+    tickets = [lim._queue.arrive(lim._plan_of(ACCOUNTS, "u", None).plan.names) for _ in range(queued)]
     try:
-        for gap in gaps:
-            clock.advance(gap)
-            try:
-                lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
-                answers.append(True)
-            except SnapTradeBudgetExhaustedError as refused:
-                answers.append(round(refused.retry_after or -1.0, 6))
+        yield lim
     finally:
         for ticket in tickets:
             lim._queue.leave(ticket)
         lim.close()
+
+
+def _answer(lim: RateLimiter) -> tuple[str, float]:
+    """An attempt's answer: ``("admitted", stamp)`` or ``("refused", retry_after)`` (rounded)."""
+    try:
+        return "admitted", lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
+    except SnapTradeBudgetExhaustedError as refused:
+        return "refused", round(refused.retry_after or -1.0, 6)
+
+
+def _answers(url: str, clock: FakeClock, gaps: list[float], limit: int, window: int, queued: int) -> list[Any]:
+    """Each attempt's answer on ``url``, after each gap."""
+    answers: list[Any] = []
+    with _limiter_behind(url, clock, Budget("customer", "customer", limit, window), queued, "moving-window") as lim:
+        for gap in gaps:
+            clock.advance(gap)
+            answers.append(_answer(lim))
     return answers
 
 
@@ -334,28 +343,17 @@ Step = tuple[float, int | None, float]  # (gap before the attempt, SnapTrade's R
 
 def _answers_with_feedback(url: str, clock: FakeClock, steps: list[Step], limit: int, queued: int) -> list[Any]:
     """Each attempt's answer on ``url`` when SnapTrade's answers are fed back (counts, late answers)."""
-    policy = policy_for(f"props-{uuid.uuid4().hex}", Budget("customer", "customer", limit, 5))
-    lim = RateLimiter(policy, url, clock=clock.time)
-    names = lim._plan_of(ACCOUNTS, "u", None).plan.names
-    tickets = [lim._queue.arrive(names) for _ in range(queued)]
     answers: list[Any] = []
-    try:
+    with _limiter_behind(url, clock, Budget("customer", "customer", limit, 5), queued, "moving-window") as lim:
         for gap, remaining, delay in steps:
             clock.advance(gap)
-            try:
-                stamp = lim.acquire(ACCOUNTS, user_id="u", account_id=None, mode="fail")
-            except SnapTradeBudgetExhaustedError as refused:
-                answers.append(round(refused.retry_after or -1.0, 6))
-                continue
-            answers.append(True)
-            clock.advance(delay)
-            headers = {} if remaining is None else {"X-RateLimit-Remaining": str(remaining)}
-            lim.observe(ACCOUNTS, account_id=None, status=200, headers=headers, sent_at=stamp, user_id="u")
+            verdict, value = _answer(lim)
+            answers.append((verdict, value))
+            if verdict == "admitted":
+                clock.advance(delay)
+                headers = {} if remaining is None else {"X-RateLimit-Remaining": str(remaining)}
+                lim.observe(ACCOUNTS, account_id=None, status=200, headers=headers, sent_at=value, user_id="u")
         answers.append(sorted((u.name, u.used) for u in lim.usage()))
-    finally:
-        for ticket in tickets:
-            lim._queue.leave(ticket)
-        lim.close()
     return answers
 
 

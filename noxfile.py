@@ -168,7 +168,7 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # script's arguments), the policy (plans, engine, pauses, queue) and the limiter (the Redis
     # script's callers, sync and async).
     "ratelimit-take": (
-        ("src/aims_snaptrade/_budget_take.py",),
+        ("src/aims_snaptrade/ratelimit/_take.py",),
         (
             "tests/traffic/test_traffic_composed.py",
             "tests/traffic/test_traffic_ratelimit.py",
@@ -176,7 +176,7 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "ratelimit-policy": (
-        ("src/aims_snaptrade/_ratelimit_policy.py",),
+        ("src/aims_snaptrade/ratelimit/_policy.py",),
         (
             "tests/traffic/test_traffic_ratelimit.py",
             "tests/traffic/test_traffic_waiting.py",
@@ -185,7 +185,7 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "ratelimit-limiter": (
-        ("src/aims_snaptrade/ratelimit.py",),
+        ("src/aims_snaptrade/ratelimit/limiter.py",),
         (
             "tests/traffic/test_traffic_ratelimit.py",
             "tests/traffic/test_traffic_waiting.py",
@@ -194,7 +194,7 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "telemetry": (
-        ("src/aims_snaptrade/telemetry.py",),
+        ("src/aims_snaptrade/observability/telemetry.py",),
         ("tests/client/test_telemetry.py", "tests/client/test_telemetry_user_ids.py"),
     ),
     "compliance": (

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from limits.strategies import MovingWindowRateLimiter
 
     from aims_snaptrade.operations import get_operation
-    from aims_snaptrade.ratelimit import RateLimiter, RateLimitPolicy
+    from aims_snaptrade.ratelimit.limiter import RateLimiter, RateLimitPolicy
     from aims_snaptrade.settings import Settings
 
     op = get_operation("get_user_account_balance")  # signed, account- and user-scoped

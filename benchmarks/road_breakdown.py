@@ -51,9 +51,9 @@ def main() -> int:
     from aims_snaptrade import SafeSnapTradeClient
     from aims_snaptrade._transport import Response
     from aims_snaptrade.models import Account
+    from aims_snaptrade.observability.telemetry import CallTelemetry, Endpoint
     from aims_snaptrade.operations import get_operation
     from aims_snaptrade.secrets import Keyring, SQLiteSecretStore
-    from aims_snaptrade.telemetry import CallTelemetry, Endpoint
 
     operation = get_operation("list_all_user_accounts")
     body = json.loads(cs.BODY)

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from aims_snaptrade.observability.telemetry import CallTelemetry, Endpoint
 from aims_snaptrade.operations import get_operation
-from aims_snaptrade.telemetry import CallTelemetry, Endpoint
 
 
 def _per_call(calls: int) -> float:

@@ -15,9 +15,9 @@ import subprocess
 import pytest
 import yaml
 
-from aims_snaptrade.alert_rules import prometheus_rules, prometheus_rules_yaml, write_prometheus_rules
-from aims_snaptrade.cli import main
-from aims_snaptrade.metric_table import ALERTS, METRICS
+from aims_snaptrade.cli.main import main
+from aims_snaptrade.observability.alert_rules import prometheus_rules, prometheus_rules_yaml, write_prometheus_rules
+from aims_snaptrade.observability.metric_table import ALERTS, METRICS
 
 PROMTOOL = shutil.which("promtool")
 DURATION = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")

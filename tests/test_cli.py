@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from aims_snaptrade.cli import main
+from aims_snaptrade.cli.main import main
 from aims_snaptrade.testing import SnapTradeEmulator
 
 
@@ -60,7 +60,7 @@ def test_standalone_emulator_serves_until_terminated():
     from aims_snaptrade.testing import DEFAULT_CLIENT_ID, DEFAULT_CONSUMER_KEY
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aims_snaptrade.cli", "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "aims_snaptrade", "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None

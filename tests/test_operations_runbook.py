@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aims_snaptrade.metric_table import ALERTS
+from aims_snaptrade.observability.metric_table import ALERTS
 
 RUNBOOK = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
 

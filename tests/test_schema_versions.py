@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aims_snaptrade import SnapTradeSchemaVersionError
-from aims_snaptrade._schema import (
+from aims_snaptrade._sql.schema import (
     _CREATE_VERSIONS,
     MIGRATE_COMMAND,
     VERSIONS_TABLE,
@@ -218,7 +218,7 @@ def test_a_read_only_open_reads_a_0_1_0_store_and_refuses_a_newer_one(v1: Path) 
 def test_migrate_command_brings_every_store_of_the_data_directory_up_to_date(
     v1: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], current: dict[str, tuple[int, int]]
 ) -> None:
-    from aims_snaptrade.cli import main
+    from aims_snaptrade.cli.main import main
 
     for name in ("SNAPTRADE_SECRET_STORE_URL", "SNAPTRADE_CONSENT_STORE_URL", "SNAPTRADE_AUDIT_STORE_URL"):
         monkeypatch.delenv(name, raising=False)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aims_snaptrade.cli import main
+from aims_snaptrade.cli.main import main
 from aims_snaptrade.secrets import Keyring, SQLiteSecretStore
 from aims_snaptrade.testing import SnapTradeEmulator
 
@@ -205,7 +205,7 @@ def test_a_missing_postgres_table_is_not_created(env: dict[str, str], monkeypatc
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     from aims_snaptrade import __version__
-    from aims_snaptrade.cli import _parser
+    from aims_snaptrade.cli.main import _parser
 
     subcommands = next(a for a in _parser()._actions if a.dest == "command").choices
     assert "verify" in subcommands

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from aims_snaptrade import _moved
+
 if TYPE_CHECKING:
     from aims_snaptrade._transport import Response
     from aims_snaptrade.client import AsyncSafeSnapTradeClient, SafeSnapTradeClient
@@ -58,7 +60,6 @@ if TYPE_CHECKING:
         UpstreamCause,
     )
     from aims_snaptrade.guardrails import ConsentChecker
-    from aims_snaptrade.health import HealthMonitor
     from aims_snaptrade.models import (
         Account,
         Activity,
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
         Position,
         RegisteredUser,
     )
+    from aims_snaptrade.observability.health import HealthMonitor
     from aims_snaptrade.operations import OPERATIONS, Operation
     from aims_snaptrade.pipeline import CallOptions
     from aims_snaptrade.portal import PortalResult, PortalStatus
@@ -86,6 +88,8 @@ if TYPE_CHECKING:
     from aims_snaptrade.webhooks import WebhookASGIApp, WebhookReceiver, verify_webhook
 
 from aims_snaptrade._version import __version__
+
+_moved.install()  # the module paths of 0.1 that moved keep importing, with a warning
 
 __all__ = [
     "OPERATIONS",
@@ -173,7 +177,7 @@ _WHERE: dict[str, str] = {
     "ConnectionPortalLink": "aims_snaptrade.models",
     "ConsentChecker": "aims_snaptrade.guardrails",
     "DeletedUser": "aims_snaptrade.models",
-    "HealthMonitor": "aims_snaptrade.health",
+    "HealthMonitor": "aims_snaptrade.observability.health",
     "OPERATIONS": "aims_snaptrade.operations",
     "Operation": "aims_snaptrade.operations",
     "Position": "aims_snaptrade.models",

@@ -2,6 +2,6 @@
 
 import sys
 
-from aims_snaptrade.cli import main
+from aims_snaptrade.cli.main import main
 
 sys.exit(main())

@@ -47,13 +47,13 @@ from aims_snaptrade.models import (
     Position,
     RegisteredUser,
 )
+from aims_snaptrade.observability.telemetry import CallObserver, watch_budgets
 from aims_snaptrade.pipeline import Acquire, CallOptions, Core, Effect, Flow, Observe, Send, Sleep, StoreCall
-from aims_snaptrade.ratelimit import AsyncRateLimiter, BudgetUsage, RateLimiter, RateLimitPolicy
+from aims_snaptrade.ratelimit.limiter import AsyncRateLimiter, BudgetUsage, RateLimiter, RateLimitPolicy
 from aims_snaptrade.redaction import install_log_redaction
 from aims_snaptrade.retry import RetryPolicy, RetryStats
 from aims_snaptrade.secrets import SecretStore, open_secret_store_from_settings
 from aims_snaptrade.settings import Settings
-from aims_snaptrade.telemetry import CallObserver, watch_budgets
 from aims_snaptrade.trading.confirmation import ConfirmationSigner
 from aims_snaptrade.trading.factory import open_order_intent_store
 from aims_snaptrade.trading.flows import INTENTS, TradingFlows

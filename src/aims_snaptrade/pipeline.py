@@ -39,13 +39,13 @@ from aims_snaptrade.models import (
     Position,
     RegisteredUser,
 )
+from aims_snaptrade.observability.telemetry import CallObserver, CallTelemetry, Endpoint
 from aims_snaptrade.operations import ORDER_WRITES, Operation, get_operation
 from aims_snaptrade.redaction import register_secret
 from aims_snaptrade.retry import RetryPolicy
 from aims_snaptrade.secret_cache import SecretCache
 from aims_snaptrade.secrets._rows import check_user_id
 from aims_snaptrade.settings import Settings
-from aims_snaptrade.telemetry import CallObserver, CallTelemetry, Endpoint
 
 __all__ = ["CallOptions", "Core", "Flow"]
 
@@ -299,7 +299,7 @@ class Core:
         self.rollout = Rollout.parse(settings.rollout) if settings.rollout and settings.rollout.strip() else None
         self._endpoint = Endpoint.of(settings.base_url)
         self.observers: list[CallObserver] = []
-        """Called with every finished attempt and call (see :class:`~aims_snaptrade.health.HealthMonitor`)."""
+        """Called with every finished attempt and call (see :mod:`~aims_snaptrade.observability.health`)."""
         self.secrets = SecretCache(settings.secret_cache_size)
         self._timeouts = _NO_OPTIONS.timeouts(settings)  # the settings' own, for calls that set none
 

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from aims_snaptrade.metric_table import METRICS, MetricSpec
+from aims_snaptrade.observability.metric_table import METRICS, MetricSpec
 
 SPANS = InMemorySpanExporter()
 METRIC_READER = InMemoryMetricReader()

@@ -13,8 +13,8 @@ import pytest
 from otel_helpers import SPANS, finished, install
 
 from aims_snaptrade import errors as e
-from aims_snaptrade.health import HealthMonitor
-from aims_snaptrade.metric_table import ALERTS
+from aims_snaptrade.observability.health import HealthMonitor
+from aims_snaptrade.observability.metric_table import ALERTS
 from aims_snaptrade.testing import Fault
 
 
@@ -196,7 +196,7 @@ def test_bad_settings_are_a_typed_error(bad):
 
 
 def test_health_command_reports_human_and_json(emu, alice, monkeypatch, capsys):
-    from aims_snaptrade.cli import main
+    from aims_snaptrade.cli.main import main
 
     for name, value in {
         "CLIENT_ID": emu.client_id,
@@ -221,7 +221,7 @@ def test_health_command_reports_human_and_json(emu, alice, monkeypatch, capsys):
 
 
 def test_health_command_without_probe_sends_nothing(emu, monkeypatch, capsys):
-    from aims_snaptrade.cli import main
+    from aims_snaptrade.cli.main import main
 
     monkeypatch.setenv("SNAPTRADE_CLIENT_ID", emu.client_id)
     monkeypatch.setenv("SNAPTRADE_CONSUMER_KEY", emu.consumer_key)

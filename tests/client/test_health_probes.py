@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aims_snaptrade import errors as e
-from aims_snaptrade.health import PROBES, HealthMonitor
+from aims_snaptrade.observability.health import PROBES, HealthMonitor
+from aims_snaptrade.observability.telemetry import CallRecord
 from aims_snaptrade.secrets import Keyring, PostgresSecretStore
-from aims_snaptrade.telemetry import CallRecord
 from aims_snaptrade.testing import Fault
 from tcp_cut import proxied
 

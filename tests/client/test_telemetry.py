@@ -19,7 +19,7 @@ from otel_helpers import SPANS, check_against_table, delta, finished, install, p
 
 from aims_snaptrade import CallOptions, SafeSnapTradeClient, SnapTradeGuardrailError
 from aims_snaptrade import errors as e
-from aims_snaptrade.metric_table import metrics_markdown
+from aims_snaptrade.observability.metric_table import metrics_markdown
 from aims_snaptrade.secrets import MemorySecretStore
 from aims_snaptrade.testing import Fault, SnapTradeEmulator
 from aims_snaptrade.testing.config import ClientCredentials

@@ -9,7 +9,7 @@ from contextlib import closing
 import pytest
 from compliance_helpers import AUDIT_SECRET
 
-from aims_snaptrade.cli import main
+from aims_snaptrade.cli.main import main
 
 
 @pytest.fixture

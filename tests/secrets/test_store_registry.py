@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aims_snaptrade import SafeSnapTradeClient
-from aims_snaptrade.cli import main
+from aims_snaptrade.cli.main import main
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeGuardrailError
 from aims_snaptrade.secrets import Keyring, open_secret_store
 from aims_snaptrade.store_registry import STORE_GROUPS, known_schemes, resolve_store_factory

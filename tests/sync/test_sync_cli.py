@@ -10,7 +10,7 @@ import pytest
 from sync_helpers import client_kwargs, seed
 
 from aims_snaptrade import SafeSnapTradeClient
-from aims_snaptrade.cli import main
+from aims_snaptrade.cli.main import main
 from aims_snaptrade.secrets import SQLiteSecretStore
 from aims_snaptrade.testing import SnapTradeEmulator
 

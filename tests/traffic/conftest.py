@@ -15,7 +15,7 @@ import pytest
 import redis
 from traffic_helpers import LIMITS_CLOCK_MODULES, REDIS_URL, FakeClock, RedisProcess, policy_for
 
-from aims_snaptrade.ratelimit import Budget, RateLimitPolicy
+from aims_snaptrade.ratelimit.limiter import Budget, RateLimitPolicy
 from aims_snaptrade.settings import Settings
 
 

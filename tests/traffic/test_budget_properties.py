@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from traffic_helpers import FakeClock, policy_for
 
-from aims_snaptrade._ratelimit_policy import PauseBook
 from aims_snaptrade.errors import SnapTradeBudgetExhaustedError
 from aims_snaptrade.operations import get_operation
-from aims_snaptrade.ratelimit import Budget, RateLimiter, RateLimitPolicy
+from aims_snaptrade.ratelimit._policy import PauseBook
+from aims_snaptrade.ratelimit.limiter import Budget, RateLimiter, RateLimitPolicy
 
 ACCOUNTS = get_operation("list_all_user_accounts")
 

@@ -25,7 +25,7 @@ from traffic_helpers import FakeClock, RedisProcess, policy_for, race_in_process
 
 from aims_snaptrade.errors import SnapTradeBudgetExhaustedError
 from aims_snaptrade.operations import get_operation
-from aims_snaptrade.ratelimit import AsyncRateLimiter, Budget, RateLimiter, RateLimitPolicy
+from aims_snaptrade.ratelimit.limiter import AsyncRateLimiter, Budget, RateLimiter, RateLimitPolicy
 
 BALANCE = get_operation("get_user_account_balance")  # signed, account- and user-scoped
 ACCOUNTS = get_operation("list_all_user_accounts")

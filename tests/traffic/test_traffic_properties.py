@@ -22,7 +22,7 @@ from traffic_helpers import FakeClock, policy_for
 
 from aims_snaptrade.errors import SnapTradeBudgetExhaustedError
 from aims_snaptrade.operations import get_operation
-from aims_snaptrade.ratelimit import Budget, RateLimiter
+from aims_snaptrade.ratelimit.limiter import Budget, RateLimiter
 
 EXAMPLES = int(os.environ.get("AIMS_TRAFFIC_EXAMPLES", "40"))
 BALANCE = get_operation("get_user_account_balance")  # signed, account- and user-scoped

@@ -17,7 +17,7 @@ from aims_snaptrade.errors import (
     SnapTradeRateLimiterUnavailableError,
 )
 from aims_snaptrade.operations import Operation, get_operation
-from aims_snaptrade.ratelimit import (
+from aims_snaptrade.ratelimit.limiter import (
     AsyncRateLimiter,
     Budget,
     RateLimiter,

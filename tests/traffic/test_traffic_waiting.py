@@ -24,7 +24,7 @@ from aims_snaptrade.errors import (
 )
 from aims_snaptrade.operations import get_operation
 from aims_snaptrade.pipeline import CallOptions
-from aims_snaptrade.ratelimit import AsyncRateLimiter, Budget, RateLimiter
+from aims_snaptrade.ratelimit.limiter import AsyncRateLimiter, Budget, RateLimiter
 from aims_snaptrade.testing import ClientCredentials, ConnectedUser, Fault, SnapTradeEmulator
 
 ACCOUNTS = get_operation("list_all_user_accounts")

@@ -18,7 +18,7 @@ import limits.strategies
 import pytest
 import redis
 
-from aims_snaptrade.ratelimit import Budget, RateLimiter, RateLimitPolicy
+from aims_snaptrade.ratelimit.limiter import Budget, RateLimiter, RateLimitPolicy
 
 REDIS_URL = os.environ.get("AIMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -19,7 +19,7 @@ import pytest
 from snaptrade_client.auth import SnapTradeAuth
 from snaptrade_client.client import SnapTrade
 
-from aims_snaptrade.cli import main
+from aims_snaptrade.cli.main import main
 from aims_snaptrade.webhooks import verify_webhook
 from aims_snaptrade.webhooks.verify import SNAPTRADE_RETRY_DELAYS
 

@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from aims_snaptrade._ids import MAX_TEXT_LENGTH, check_id, check_number, check_text
-from aims_snaptrade._schema import StoreSchema
-from aims_snaptrade.compliance._db import Database, PostgresDatabase, SQLiteDatabase
+from aims_snaptrade._sql.database import Database, PostgresDatabase, SQLiteDatabase
+from aims_snaptrade._sql.schema import StoreSchema
 from aims_snaptrade.errors import SnapTradeAuditError, SnapTradeConfigurationError, SnapTradeValidationError
 from aims_snaptrade.redaction import register_secret
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from aims_snaptrade._ids import check_id, check_text
-from aims_snaptrade._schema import StoreSchema
-from aims_snaptrade.compliance._db import Database, PostgresDatabase, SQLiteDatabase
+from aims_snaptrade._sql.database import Database, PostgresDatabase, SQLiteDatabase
+from aims_snaptrade._sql.schema import StoreSchema
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.guardrails import ConsentChecker
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aims_snaptrade._schema import PsycopgSession, StoreSchema, ensure_schema, permission_refusal
+from aims_snaptrade._sql.schema import PsycopgSession, StoreSchema, ensure_schema, permission_refusal
 from aims_snaptrade.errors import (
     SnapTradeConfigurationError,
     SnapTradeSecretStoreError,

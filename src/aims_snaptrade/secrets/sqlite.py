@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aims_snaptrade._schema import SQLiteSession, StoreSchema, ensure_schema
-from aims_snaptrade._sqlite_busy import is_busy, retry_busy
+from aims_snaptrade._sql.busy import is_busy, retry_busy
+from aims_snaptrade._sql.schema import SQLiteSession, StoreSchema, ensure_schema
 from aims_snaptrade.errors import (
     SnapTradeConfigurationError,
     SnapTradeSecretStoreError,

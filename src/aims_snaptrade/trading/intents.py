@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from aims_snaptrade._ids import check_id
-from aims_snaptrade._schema import StoreSchema
-from aims_snaptrade.compliance._db import Database, PostgresDatabase, SQLiteDatabase
+from aims_snaptrade._sql.database import Database, PostgresDatabase, SQLiteDatabase
+from aims_snaptrade._sql.schema import StoreSchema
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeOrderIntentStoreError, SnapTradeStoreError
 from aims_snaptrade.trading.models import OrderIntent
 

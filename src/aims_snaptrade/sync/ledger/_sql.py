@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from aims_snaptrade import _ids
-from aims_snaptrade._schema import Session, StoreSchema, ensure_schema
+from aims_snaptrade._sql.schema import Session, StoreSchema, ensure_schema
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.sync.records import (
     AccountRecord,
@@ -160,7 +160,7 @@ class SQLLedger:
         raise NotImplementedError
 
     def _session(self) -> Session:
-        """The open connection as a schema :class:`~aims_snaptrade._schema.Session` (inside a transaction)."""
+        """The open connection as a schema :class:`~aims_snaptrade._sql.schema.Session` (inside a transaction)."""
         raise NotImplementedError
 
     _schema_table = "sync_users"

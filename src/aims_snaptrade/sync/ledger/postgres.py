@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from aims_snaptrade._schema import PsycopgSession, permission_refusal
+from aims_snaptrade._sql.schema import PsycopgSession, permission_refusal
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
 from aims_snaptrade.sync.ledger._sql import Execute, SQLLedger
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aims_snaptrade._schema import SQLiteSession
-from aims_snaptrade._sqlite_busy import retry_busy
+from aims_snaptrade._sql.busy import retry_busy
+from aims_snaptrade._sql.schema import SQLiteSession
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
 from aims_snaptrade.sync.ledger._sql import Execute, SQLLedger
 

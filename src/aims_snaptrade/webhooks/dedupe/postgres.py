@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aims_snaptrade._schema import PsycopgSession, StoreSchema, ensure_schema, permission_refusal
+from aims_snaptrade._sql.schema import PsycopgSession, StoreSchema, ensure_schema, permission_refusal
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeWebhookDedupeStoreError
 from aims_snaptrade.redaction import redact
 from aims_snaptrade.webhooks.dedupe.protocol import ClaimOutcome

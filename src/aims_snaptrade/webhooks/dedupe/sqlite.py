@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from aims_snaptrade._schema import SQLiteSession, StoreSchema, ensure_schema
+from aims_snaptrade._sql.schema import SQLiteSession, StoreSchema, ensure_schema
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeWebhookDedupeStoreError
 from aims_snaptrade.webhooks.dedupe.protocol import ClaimOutcome
 

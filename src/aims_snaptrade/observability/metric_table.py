@@ -2,9 +2,9 @@
 
 :data:`METRICS` names every OpenTelemetry instrument (name, kind, unit, attributes, and the
 operators' guide metric it stands for); :data:`ALERTS` states the guide's alert thresholds as
-Prometheus expressions over those instruments. :mod:`aims_snaptrade.telemetry` creates its
-instruments from :data:`METRICS`, :mod:`aims_snaptrade.alert_rules` writes the Prometheus rule
-file from :data:`ALERTS`, :class:`~aims_snaptrade.health.HealthMonitor` takes its defaults from the
+Prometheus expressions over those instruments. :mod:`aims_snaptrade.observability.telemetry` creates its
+instruments from :data:`METRICS`, :mod:`aims_snaptrade.observability.alert_rules` writes the Prometheus rule
+file from :data:`ALERTS`, :class:`~aims_snaptrade.observability.health.HealthMonitor` takes its defaults from the
 thresholds below, and the table in ``docs/telemetry.md`` is :func:`metrics_markdown` (a test
 keeps the two equal).
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from aims_snaptrade._ratelimit_policy import ALERT_FRACTION
+from aims_snaptrade.ratelimit._policy import ALERT_FRACTION
 
 __all__ = [
     "ALERTS",
@@ -175,7 +175,7 @@ class AlertSpec:
     """One alert: the guide's condition, as a Prometheus expression and as the monitor's check.
 
     Attributes:
-        name: Alert name, shared by the Prometheus rule and :class:`~aims_snaptrade.health.Alert`.
+        name: Alert name, shared by the Prometheus rule and :class:`~aims_snaptrade.observability.health.Alert`.
         guide: The guide's wording.
         expr: PromQL over the series of :data:`METRICS`.
         for_: How long the condition must hold before Prometheus fires.

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aims_snaptrade.compliance.cli import add_compliance_commands
+from aims_snaptrade.cli.compliance import add_compliance_commands
+from aims_snaptrade.cli.sync import add_sync_command
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeError
-from aims_snaptrade.sync.cli import add_sync_command
 
 __all__ = ["main"]
 
@@ -22,7 +22,7 @@ __all__ = ["main"]
 def _verify(args: argparse.Namespace) -> int:
     import json
 
-    from aims_snaptrade.verify import run_verify
+    from aims_snaptrade.cli.verify import run_verify
 
     report = run_verify()
     if args.json:
@@ -33,13 +33,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from aims_snaptrade.health import health_command
+    from aims_snaptrade.observability.health import health_command
 
     return health_command(as_json=args.json, probe=args.probe)
 
 
 def _alert_rules(args: argparse.Namespace) -> int:
-    from aims_snaptrade.alert_rules import prometheus_rules_yaml, write_prometheus_rules
+    from aims_snaptrade.observability.alert_rules import prometheus_rules_yaml, write_prometheus_rules
 
     if args.output:
         print(f"wrote {write_prometheus_rules(args.output)}", file=sys.stderr)
@@ -49,7 +49,7 @@ def _alert_rules(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from aims_snaptrade.demo import run_demo
+    from aims_snaptrade.cli.demo import run_demo
 
     return run_demo(verbose=args.verbose)
 
@@ -124,7 +124,7 @@ def _rotate_keys(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from aims_snaptrade.migrate import migrate_command
+    from aims_snaptrade.cli.migrate import migrate_command
     from aims_snaptrade.settings import Settings
 
     return migrate_command(Settings.from_env())

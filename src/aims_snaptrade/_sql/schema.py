@@ -159,7 +159,7 @@ def _recorded(session: Session, schema: StoreSchema) -> tuple[int, int] | None:
     if not _exists(session, schema.prefix, VERSIONS_TABLE):
         return None
     rows = session.query(
-        f"SELECT version, compatible_from FROM {_versions(session, schema)} WHERE store = ?",  # noqa: S608
+        f"SELECT version, compatible_from FROM {_versions(session, schema)} WHERE store = ?",
         (schema.key,),
     )
     return (int(rows[0][0]), int(rows[0][1])) if rows else None

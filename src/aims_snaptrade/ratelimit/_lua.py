@@ -18,7 +18,7 @@ Before taking, the script records what SnapTrade reported on earlier answers
 
 ``ARGV``: ``now``, one string of :data:`FIELDS` space-separated values per budget, and one
 string of re-stamps (``budget old new`` triples; see
-:func:`aims_snaptrade._budget_take.script_call`). Result: ``taken`` (1/0), then per budget its
+:func:`aims_snaptrade.ratelimit._take.script_call`). Result: ``taken`` (1/0), then per budget its
 status (``""`` room, ``"h"`` held by SnapTrade's report, else seconds until room) and then per
 budget the slots recorded from a report, and the stamp the slots were taken with.
 """

@@ -3,10 +3,10 @@
 Nothing here touches a storage, a clock or a sleep. The decisions of one ``acquire`` are written
 once, as a generator that *yields* the storage work it needs (:class:`Take`: one composed,
 atomic check over every budget of the call; :class:`Pause`) and receives its result; the sync
-shell (:class:`aims_snaptrade.ratelimit.RateLimiter`) answers with blocking calls and
+shell (:class:`aims_snaptrade.ratelimit.limiter.RateLimiter`) answers with blocking calls and
 ``time.sleep``, the async shell awaits them and ``asyncio.sleep``. ``observe`` needs no storage
 at all: what SnapTrade reports rides on the next :class:`Take`. Import the public names from
-:mod:`aims_snaptrade.ratelimit`.
+:mod:`aims_snaptrade.ratelimit.limiter`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ __all__ = [
     "parse_retry_after",
 ]
 
-log = logging.getLogger("aims_snaptrade.ratelimit")
+log = logging.getLogger("aims_snaptrade.ratelimit.limiter")
 
 Scope = Literal["plan", "customer", "account", "user", "trade"]
 """Which limit a budget stands for; it becomes ``SnapTradeRateLimitError.limit_scope``."""

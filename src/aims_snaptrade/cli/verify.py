@@ -290,7 +290,7 @@ def _check_encryption(report: VerifyReport, settings: Settings, store: Any, keyr
 
 
 def _check_rate_limit_storage(report: VerifyReport, settings: Settings) -> None:
-    from aims_snaptrade.ratelimit import RateLimiter, RateLimitPolicy
+    from aims_snaptrade.ratelimit.limiter import RateLimiter, RateLimitPolicy
 
     url = settings.rate_limit_storage_url
     try:

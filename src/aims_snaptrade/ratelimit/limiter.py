@@ -32,9 +32,14 @@ from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
 from limits.storage import RedisStorage, storage_from_string
 
-from aims_snaptrade._budget_take import COMPOSED_CHECK, MemoryBudgets, Prepared, outcome_of, script_call
 from aims_snaptrade._ids import keyed_ids
-from aims_snaptrade._ratelimit_policy import (
+from aims_snaptrade.errors import (
+    SnapTradeConfigurationError,
+    SnapTradeRateLimiterUnavailableError,
+    UpstreamCause,
+)
+from aims_snaptrade.operations import Operation
+from aims_snaptrade.ratelimit._policy import (
     ALERT_FRACTION,
     NAMESPACE,
     PLAN_PRESETS,
@@ -53,12 +58,7 @@ from aims_snaptrade._ratelimit_policy import (
     WaitQueue,
     parse_retry_after,
 )
-from aims_snaptrade.errors import (
-    SnapTradeConfigurationError,
-    SnapTradeRateLimiterUnavailableError,
-    UpstreamCause,
-)
-from aims_snaptrade.operations import Operation
+from aims_snaptrade.ratelimit._take import COMPOSED_CHECK, MemoryBudgets, Prepared, outcome_of, script_call
 from aims_snaptrade.redaction import scrub_exception
 
 __all__ = [

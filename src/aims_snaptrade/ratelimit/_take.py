@@ -1,8 +1,8 @@
-"""Who performs a :class:`~aims_snaptrade._ratelimit_policy.Take`: Redis (one script) or memory (one lock).
+"""Who performs a :class:`~aims_snaptrade.ratelimit._policy.Take`: Redis (one script) or memory (one lock).
 
 Both take every budget of a call or none, in one step, and write ``limits``' own layout so its
 strategies read the result (``get_window_stats`` for usage). Redis runs
-:data:`~aims_snaptrade._budget_lua.COMPOSED_CHECK`, loaded once and then called by its SHA
+:data:`~aims_snaptrade.ratelimit._lua.COMPOSED_CHECK`, loaded once and then called by its SHA
 (``EVALSHA``; redis-py reloads it if the server forgot it); memory runs the same algorithm in
 Python under one lock, on ``limits``' in-memory storage.
 """
@@ -14,8 +14,8 @@ import math
 import threading
 from typing import Any, NamedTuple
 
-from aims_snaptrade._budget_lua import COMPOSED_CHECK
-from aims_snaptrade._ratelimit_policy import Claim, Outcome, Report, Take, WaitQueue
+from aims_snaptrade.ratelimit._lua import COMPOSED_CHECK
+from aims_snaptrade.ratelimit._policy import Claim, Outcome, Report, Take, WaitQueue
 
 __all__ = ["COMPOSED_CHECK", "MemoryBudgets", "Prepared", "outcome_of", "script_call"]
 

@@ -2,7 +2,7 @@
 
 Only ``opentelemetry-api`` is used: without an SDK configured by the application everything here
 is a no-op. With one, each call of the road becomes one CLIENT span named ``SnapTrade
-<operation>`` and feeds the instruments of :data:`aims_snaptrade.metric_table.METRICS`
+<operation>`` and feeds the instruments of :data:`aims_snaptrade.observability.metric_table.METRICS`
 (``http.client.request.duration``, ``http.client.active_requests``, the calls, errors and
 rate-limit-hit counters, the budget-utilisation gauge...).
 
@@ -15,7 +15,7 @@ from the road's own values (status, request id, the error), never from the trans
 
 Spans are started and ended inside the sans-IO road, without being made current, so the sync and
 async clients share them unchanged. The same facts also go, as :class:`CallRecord`, to in-process
-observers such as :class:`~aims_snaptrade.health.HealthMonitor`.
+observers such as :class:`~aims_snaptrade.observability.health.HealthMonitor`.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from aims_snaptrade.errors import SnapTradeError, SnapTradeRateLimitError
-from aims_snaptrade.metric_table import metric
+from aims_snaptrade.observability.metric_table import metric
 
 if TYPE_CHECKING:
-    from aims_snaptrade._ratelimit_policy import BudgetUsage
     from aims_snaptrade.operations import Operation
+    from aims_snaptrade.ratelimit._policy import BudgetUsage
 
 __all__ = ["CallObserver", "CallRecord", "CallTelemetry", "Endpoint", "watch_budgets"]
 
-log = logging.getLogger("aims_snaptrade.telemetry")
+log = logging.getLogger("aims_snaptrade.observability.telemetry")
 
 _SCOPE = "aims_snaptrade"
 REFUSED_LOCALLY = "snaptrade.refused_locally"

@@ -3,7 +3,7 @@
 A monitor attached to a client sees every finished attempt and call (through
 :meth:`~aims_snaptrade.client.SafeSnapTradeClient.add_call_observer`) and the rate limiter's
 budget usage, and keeps five alerts, named as the Prometheus rules of
-:data:`aims_snaptrade.metric_table.ALERTS`:
+:data:`aims_snaptrade.observability.metric_table.ALERTS`:
 
 * ``SnapTradeHighErrorRate``: over the window, at least ``min_calls`` calls and more than 5% of
   them failed;
@@ -63,7 +63,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from aims_snaptrade import errors as e
-from aims_snaptrade.metric_table import (
+from aims_snaptrade.models import ApiStatus
+from aims_snaptrade.observability.metric_table import (
     ALERTS,
     BUDGET_THRESHOLD,
     ERROR_RATE_MIN_CALLS,
@@ -73,10 +74,9 @@ from aims_snaptrade.metric_table import (
     UNUSUAL_ACTIVITY_MIN_CALLS,
     WINDOW_SECONDS,
 )
-from aims_snaptrade.models import ApiStatus
+from aims_snaptrade.observability.telemetry import CallRecord
 from aims_snaptrade.operations import get_operation
-from aims_snaptrade.ratelimit import BudgetUsage
-from aims_snaptrade.telemetry import CallRecord
+from aims_snaptrade.ratelimit.limiter import BudgetUsage
 
 if TYPE_CHECKING:
     from aims_snaptrade.client import AsyncSafeSnapTradeClient, SafeSnapTradeClient
@@ -92,7 +92,7 @@ __all__ = [
     "health_command",
 ]
 
-log = logging.getLogger("aims_snaptrade.health")
+log = logging.getLogger("aims_snaptrade.observability.health")
 
 _SPECS = {spec.name: spec for spec in ALERTS}
 HIGH_ERROR_RATE = "SnapTradeHighErrorRate"

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from aims_snaptrade._schema import PsycopgSession, SQLiteSession, StoreSchema, ensure_schema, permission_refusal
-from aims_snaptrade._sqlite_busy import is_busy, retry_busy
+from aims_snaptrade._sql.busy import is_busy, retry_busy
+from aims_snaptrade._sql.schema import PsycopgSession, SQLiteSession, StoreSchema, ensure_schema, permission_refusal
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
 from aims_snaptrade.redaction import register_secret
 
@@ -62,7 +62,7 @@ class Database(Protocol):
         """Create ``schema``'s tables, or migrate them to its version, serialised against other processes.
 
         Raises :class:`~aims_snaptrade.errors.SnapTradeSchemaVersionError` for tables this release
-        cannot use (see :mod:`aims_snaptrade._schema`).
+        cannot use (see :mod:`aims_snaptrade._sql.schema`).
         """
         ...
 

@@ -1,14 +1,20 @@
-"""The two databases the compliance stores run on: SQLite (embedded) and PostgreSQL (fleets).
+"""The two databases every SQL store runs on: SQLite (embedded) and PostgreSQL (fleets).
 
-The consent store and the audit trail write the same SQL against either; this module hides the
-three things that differ: placeholders (``?`` here, ``%s`` for psycopg), column types in DDL, and
-how a writer takes the lock that serialises it (``BEGIN IMMEDIATE`` in SQLite, a row lock in
-PostgreSQL). Both are thread-safe (one connection behind a lock) and fork-safe (a child process
-opens its own connection on first use).
+Each store (consent, audit, webhook claims, sync ledger, ...) writes its own SQL against either;
+this module holds the connection handling they share and hides the three things that differ:
+placeholders (``?`` here, ``%s`` for psycopg), column types in DDL, and how a writer takes the
+lock that serialises it (``BEGIN IMMEDIATE`` in SQLite, a row lock in PostgreSQL). Both are
+thread-safe (one connection behind a lock) and fork-safe (a child process opens its own
+connection on first use).
 
 Durability: a ``durable`` transaction is flushed to disk before ``commit`` returns (SQLite
 ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``); a non-durable one survives a crash
 of this process (it is in the OS's hands, or the server's) but may be lost with the machine.
+
+Failures surface as the store's own error class (``error=``, a
+:class:`~aims_snaptrade.errors.SnapTradeStoreError`), ``retryable`` when another connection held
+the database busy or the server connection dropped; a store that cannot be opened is a
+:class:`~aims_snaptrade.errors.SnapTradeConfigurationError` naming the setting to fix.
 """
 
 from __future__ import annotations
@@ -25,9 +31,9 @@ from typing import Any, Protocol, TypeVar
 from aims_snaptrade._sql.busy import is_busy, retry_busy
 from aims_snaptrade._sql.schema import PsycopgSession, SQLiteSession, StoreSchema, ensure_schema, permission_refusal
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
-from aims_snaptrade.redaction import register_secret
+from aims_snaptrade.redaction import redact, register_secret
 
-__all__ = ["Cursor", "Database", "PostgresDatabase", "SQLiteDatabase"]
+__all__ = ["Cursor", "Database", "PostgresDatabase", "SQLiteDatabase", "open_schema"]
 
 _T = TypeVar("_T")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -42,11 +48,13 @@ class Cursor(Protocol):
 
 
 class Database(Protocol):
-    """A SQL database as the compliance stores see it."""
+    """A SQL database as a SQL store sees it."""
 
     kind: str
     persistent: bool
     description: str
+    setting: str | None
+    """The environment variable holding the store's URL, named in refusals (``None``: its URL)."""
     row_lock: str
     """Appended to a ``SELECT`` to lock the rows it reads until commit (``""`` where writers are serialised anyway)."""
 
@@ -108,13 +116,27 @@ class SQLiteDatabase:
     kind = "sqlite"
     row_lock = ""  # BEGIN IMMEDIATE already holds the file's write lock
 
-    def __init__(self, path: str | os.PathLike[str], *, what: str, busy_timeout: float = 10.0) -> None:
-        """Open (creating if needed) the file at ``path``; ``what`` names the store in errors."""
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        what: str,
+        busy_timeout: float = 10.0,
+        error: type[SnapTradeStoreError] = SnapTradeStoreError,
+        setting: str | None = None,
+    ) -> None:
+        """Open (creating if needed) the file at ``path``.
+
+        ``what`` names the store in errors, ``error`` is the class its failures raise and
+        ``setting`` the environment variable holding its URL (named in the fix of a refusal).
+        """
         self.memory = str(path) == ":memory:"
         self.path = Path(path)
         self.persistent = not self.memory
         self.description = f"SQLite {what} {str(path)!r}"
+        self.setting = setting
         self._what = what
+        self._error = error
         self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
@@ -124,7 +146,7 @@ class SQLiteDatabase:
         if not self.memory:
             if not self.path.parent.is_dir():
                 raise SnapTradeConfigurationError(
-                    f"the directory of the {self.description} does not exist; create it or fix its URL"
+                    f"the directory of the {self.description} does not exist; create it or fix {setting or 'its URL'}"
                 )
             if not self.path.exists():
                 # Private before SQLite creates it with the umask's mode.
@@ -133,7 +155,7 @@ class SQLiteDatabase:
             with self._lock:
                 self._connection()
         except sqlite3.Error as exc:
-            raise SnapTradeConfigurationError(f"cannot open the {self.description}: {exc}") from None
+            raise SnapTradeConfigurationError(f"cannot open the {self.description}: {exc}{_check(setting)}") from None
 
     def ddl(self, statement: str) -> str:
         out = statement.replace("{id}", "INTEGER PRIMARY KEY AUTOINCREMENT").replace("{real}", "REAL")
@@ -144,7 +166,7 @@ class SQLiteDatabase:
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:
-            raise SnapTradeStoreError(f"the {self.description} is closed")
+            raise self._error(f"the {self.description} is closed")
         if self._conn is None or self._pid != os.getpid():
             # After fork the inherited connection is the parent's: abandon it, never close it.
             conn = sqlite3.connect(
@@ -170,7 +192,7 @@ class SQLiteDatabase:
         try:
             yield
         except sqlite3.Error as exc:
-            raise SnapTradeStoreError(f"the {self.description} failed: {exc}", retryable=is_busy(exc)) from None
+            raise self._error(f"the {self.description} failed: {exc}", retryable=is_busy(exc)) from None
 
     def setup(self, schema: StoreSchema) -> None:
         with self.transaction(durable=True) as cur:
@@ -244,6 +266,30 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _check(setting: str | None) -> str:
+    return f"; check {setting}" if setting else ""
+
+
+def open_schema(db: Database, schema: StoreSchema) -> None:
+    """``db.setup(schema)``; a failure closes ``db`` and refuses the store as misconfigured.
+
+    A schema this release cannot use passes through as it is
+    (:class:`~aims_snaptrade.errors.SnapTradeSchemaVersionError`); any other failure becomes a
+    :class:`~aims_snaptrade.errors.SnapTradeConfigurationError`, because a store that cannot
+    create its tables at start will not work later either.
+    """
+    try:
+        db.setup(schema)
+    except SnapTradeConfigurationError:
+        db.close()
+        raise
+    except SnapTradeStoreError as exc:
+        db.close()
+        raise SnapTradeConfigurationError(
+            f"cannot open the {db.description}: {exc.message}{_check(db.setting)}"
+        ) from None
+
+
 class PostgresDatabase:
     """A PostgreSQL database (psycopg 3, the ``postgres`` extra); tables live in ``schema``."""
 
@@ -251,8 +297,22 @@ class PostgresDatabase:
     persistent = True
     row_lock = " FOR UPDATE"
 
-    def __init__(self, conninfo: str, *, what: str, schema: str = "public", connect_timeout: float = 5.0) -> None:
-        """Check the connection string and schema name and connect."""
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        what: str,
+        schema: str = "public",
+        connect_timeout: float = 5.0,
+        error: type[SnapTradeStoreError] = SnapTradeStoreError,
+        setting: str | None = None,
+        refusal: str = "cannot use",
+    ) -> None:
+        """Check the connection string and schema name and connect.
+
+        ``what``, ``error`` and ``setting`` as for :class:`SQLiteDatabase`; ``refusal`` starts the
+        message of a server that cannot be reached (the words each store has always used).
+        """
         try:
             import psycopg
         except ImportError:
@@ -272,6 +332,8 @@ class PostgresDatabase:
         host, port, db = parts.get("host", "localhost"), parts.get("port", "5432"), parts.get("dbname", "")
         self.description = f"PostgreSQL {what} at postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
         self.schema = schema
+        self.setting = setting
+        self._error = error
         self._conninfo = conninfo
         self._kwargs: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in parts:
@@ -286,7 +348,9 @@ class PostgresDatabase:
             with self._lock:
                 self._connection()
         except psycopg.Error as exc:
-            raise SnapTradeConfigurationError(f"cannot use the {self.description}: {_one_line(exc)}") from None
+            raise SnapTradeConfigurationError(
+                redact(f"{refusal} the {self.description}: {_one_line(exc)}{_check(setting)}")
+            ) from None
 
     def ddl(self, statement: str) -> str:
         out = statement.replace("{id}", "BIGSERIAL PRIMARY KEY").replace("{real}", "DOUBLE PRECISION")
@@ -297,7 +361,7 @@ class PostgresDatabase:
 
     def _connection(self) -> Any:
         if self._closed:
-            raise SnapTradeStoreError(f"the {self.description} is closed")
+            raise self._error(f"the {self.description} is closed")
         conn = self._conn
         if conn is not None and self._pid == os.getpid() and not conn.closed and not conn.broken:
             return conn
@@ -315,7 +379,8 @@ class PostgresDatabase:
             if conn is not None and (conn.closed or conn.broken):
                 self._conn = None
             retryable = isinstance(exc, self._psycopg.OperationalError)
-            raise SnapTradeStoreError(f"the {self.description} failed: {_one_line(exc)}", retryable=retryable) from None
+            message = redact(f"the {self.description} failed: {_one_line(exc)}")
+            raise self._error(message, retryable=retryable) from None
 
     def setup(self, schema: StoreSchema) -> None:
         schema = schema.qualified(f'"{self.schema}".')

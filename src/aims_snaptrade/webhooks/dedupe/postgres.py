@@ -2,19 +2,19 @@
 
 A claim is one statement: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` the existing claim has
 expired, so taking a new id and taking over an expired one are both atomic under the row lock.
-Expiry uses the server's clock (``clock_timestamp()``), which every replica shares.
+Expiry uses the server's clock (``clock_timestamp()``), which every replica shares. Connections
+and errors: :mod:`aims_snaptrade._sql.database`.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from aims_snaptrade._sql.schema import PsycopgSession, StoreSchema, ensure_schema, permission_refusal
+from aims_snaptrade._sql.database import Cursor, PostgresDatabase, open_schema
+from aims_snaptrade._sql.schema import StoreSchema
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeWebhookDedupeStoreError
-from aims_snaptrade.redaction import redact
 from aims_snaptrade.webhooks.dedupe.protocol import ClaimOutcome
 
 __all__ = ["DEFAULT_SCHEMA", "DEFAULT_TABLE", "PostgresWebhookDedupeStore"]
@@ -44,147 +44,72 @@ class PostgresWebhookDedupeStore:
         for label, name in (("schema", schema), ("table", table)):
             if not _IDENTIFIER.match(name):
                 raise SnapTradeConfigurationError(f"invalid PostgreSQL {label} name {name!r} for the webhook store")
-        try:
-            import psycopg
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise SnapTradeConfigurationError(
-                "the PostgreSQL webhook dedupe store needs psycopg 3: pip install 'aims-snaptrade[postgres]'"
-            ) from None
-        self._psycopg: Any = psycopg
-        self._conninfo = conninfo
-        self._connect_timeout = connect_timeout
-        self._lock = threading.Lock()
-        self._conn: Any = None
         self.schema, self.table = schema, table
-        self._t = psycopg.sql.Identifier(schema, table)
-        try:
-            self._run(self._create)
-        except SnapTradeConfigurationError:  # a schema this release cannot use
-            self._drop()
-            raise
-        except SnapTradeWebhookDedupeStoreError as exc:
-            raise SnapTradeConfigurationError(
-                f"cannot open the PostgreSQL webhook dedupe store: {exc.message}"
-            ) from None
-
-    def _q(self, text: str) -> Any:
-        return self._psycopg.sql.SQL(text).format(t=self._t, schema=self._psycopg.sql.Identifier(self.schema))
-
-    def _create(self, conn: Any) -> None:
-        table = self._t.as_string(conn)
-        schema = StoreSchema(
-            store="webhook_claims",
-            table=self.table,
-            version=1,
-            create=(
-                f"CREATE TABLE IF NOT EXISTS {table} (webhook_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
-                "token TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL)",
-            ),
-            prefix=self._psycopg.sql.Identifier(self.schema).as_string(conn) + ".",
+        self._db = PostgresDatabase(
+            conninfo,
+            what="webhook dedupe store",
+            schema=schema,
+            connect_timeout=connect_timeout,
+            error=SnapTradeWebhookDedupeStoreError,
+            refusal="cannot open",
         )
-        try:
-            with conn.transaction():
-                # Replicas start at once: serialise the DDL (IF NOT EXISTS alone is not race-free).
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("aims_snaptrade:" + table,))
-                if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
-                    conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                ensure_schema(PsycopgSession(conn), schema, where="the PostgreSQL webhook dedupe store")
-        except self._psycopg.errors.InsufficientPrivilege as exc:
-            raise permission_refusal(
-                schema, "the PostgreSQL webhook dedupe store", " ".join(str(exc).split())
-            ) from None
+        self._t = self._db.table(table)
+        create = (
+            f"CREATE TABLE IF NOT EXISTS {self._t} (webhook_id TEXT PRIMARY KEY, state TEXT NOT NULL, "
+            "token TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL)"
+        )
+        open_schema(self._db, StoreSchema(store="webhook_claims", table=table, version=1, create=(create,)))
 
-    def _connection(self) -> Any:
-        if self._conn is None or self._conn.closed:
-            self._conn = self._psycopg.connect(
-                self._conninfo, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
-            )
-        return self._conn
-
-    def _run(self, op: Callable[[Any], _T]) -> _T:
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    return op(self._connection())
-                except self._psycopg.OperationalError as exc:
-                    # A dropped connection: every statement here is safe to run again once.
-                    self._drop()
-                    if attempt == 2:
-                        raise self._fail(exc) from None
-                except self._psycopg.Error as exc:
-                    raise self._fail(exc) from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _fail(self, exc: BaseException) -> SnapTradeWebhookDedupeStoreError:
-        text = " ".join(str(exc).split())
-        return SnapTradeWebhookDedupeStoreError(redact(f"the PostgreSQL webhook dedupe store failed: {text}"))
-
-    def _drop(self) -> None:
-        if self._conn is not None:
+    def _run(self, op: Callable[[Cursor], _T]) -> _T:
+        for attempt in (1, 2):
             try:
-                self._conn.close()
-            finally:
-                self._conn = None
+                with self._db.transaction(durable=True) as cur:
+                    return op(cur)
+            except SnapTradeWebhookDedupeStoreError as exc:
+                # A dropped connection (reopened on the next call): every statement here is safe
+                # to run again once.
+                if not exc.retryable or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def claim(self, webhook_id: str, token: str, lease_seconds: float) -> ClaimOutcome:
         """See :meth:`WebhookDedupeStore.claim`."""
 
-        def op(conn: Any) -> ClaimOutcome:
-            taken = conn.execute(
-                self._q(
-                    "INSERT INTO {t} AS c VALUES (%s, 'processing', %s, clock_timestamp() + make_interval(secs => %s)) "
-                    "ON CONFLICT (webhook_id) DO UPDATE SET state = 'processing', token = EXCLUDED.token, "
-                    "expires_at = EXCLUDED.expires_at WHERE c.expires_at <= clock_timestamp() RETURNING 1"
-                ),
+        def op(cur: Cursor) -> ClaimOutcome:
+            taken = cur.execute(
+                f"INSERT INTO {self._t} AS c VALUES (?, 'processing', ?, clock_timestamp() + make_interval(secs => ?)) "
+                "ON CONFLICT (webhook_id) DO UPDATE SET state = 'processing', token = EXCLUDED.token, "
+                "expires_at = EXCLUDED.expires_at WHERE c.expires_at <= clock_timestamp() RETURNING 1",
                 (webhook_id, token, lease_seconds),
             ).fetchone()
             if taken is not None:
                 return "claimed"
-            row = conn.execute(self._q("SELECT state FROM {t} WHERE webhook_id = %s"), (webhook_id,)).fetchone()
+            row = cur.execute(f"SELECT state FROM {self._t} WHERE webhook_id = ?", (webhook_id,)).fetchone()
             return "processed" if row is not None and row[0] == "done" else "in_progress"
 
         return self._run(op)
 
     def complete(self, webhook_id: str, token: str, retention_seconds: float) -> bool:
         """See :meth:`WebhookDedupeStore.complete`."""
-        return bool(
-            self._run(
-                lambda conn: (
-                    conn.execute(
-                        self._q(
-                            "UPDATE {t} SET state = 'done', expires_at = clock_timestamp() + make_interval(secs => %s) "
-                            "WHERE webhook_id = %s AND token = %s AND state = 'processing'"
-                        ),
-                        (retention_seconds, webhook_id, token),
-                    ).rowcount
-                    == 1
-                )
-            )
+        sql = (
+            f"UPDATE {self._t} SET state = 'done', expires_at = clock_timestamp() + make_interval(secs => ?) "
+            "WHERE webhook_id = ? AND token = ? AND state = 'processing'"
         )
+        return self._run(lambda cur: bool(cur.execute(sql, (retention_seconds, webhook_id, token)).rowcount == 1))
 
     def release(self, webhook_id: str, token: str) -> bool:
         """See :meth:`WebhookDedupeStore.release`."""
-        return bool(
-            self._run(
-                lambda conn: (
-                    conn.execute(
-                        self._q("DELETE FROM {t} WHERE webhook_id = %s AND token = %s AND state = 'processing'"),
-                        (webhook_id, token),
-                    ).rowcount
-                    == 1
-                )
-            )
-        )
+        sql = f"DELETE FROM {self._t} WHERE webhook_id = ? AND token = ? AND state = 'processing'"
+        return self._run(lambda cur: bool(cur.execute(sql, (webhook_id, token)).rowcount == 1))
 
     def purge_expired(self) -> int:
         """Delete expired rows (run it from a periodic job); returns how many."""
-        purge = self._q("DELETE FROM {t} WHERE expires_at <= clock_timestamp()")
-        return int(self._run(lambda conn: conn.execute(purge).rowcount))
+        purge = f"DELETE FROM {self._t} WHERE expires_at <= clock_timestamp()"
+        return self._run(lambda cur: int(cur.execute(purge).rowcount))
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
-        with self._lock:
-            self._drop()
+        self._db.close()
 
     def __repr__(self) -> str:
         return f"PostgresWebhookDedupeStore(table={self.schema}.{self.table})"

@@ -148,7 +148,7 @@ def traffic(session: nox.Session) -> None:
 # Each entry: module name -> (files to mutate, pytest arguments selecting its tests).
 MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "redaction": (
-        ("src/aims_snaptrade/redaction.py",),
+        ("src/aims_snaptrade/redaction.py", "src/aims_snaptrade/_masking.py"),
         ("tests/test_redaction.py", "tests/hardening/test_redaction_forms.py", "tests/test_redaction_properties.py"),
     ),
     "guardrails": (

@@ -8,7 +8,7 @@ import logging
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aims_snaptrade import redaction
+from aims_snaptrade import _masking, redaction
 from aims_snaptrade.redaction import install_log_redaction, redact, register_secret, scrub_exception
 
 
@@ -66,7 +66,7 @@ def test_every_registered_secret_is_masked_even_inside_other_text():
     assert cleaned.count("***") == 3
 
 
-CHARWISE_ALPHABET = "".join(sorted(redaction._CHARWISE))
+CHARWISE_ALPHABET = "".join(sorted(_masking._CHARWISE))
 
 
 @settings(max_examples=500, deadline=None)
@@ -79,12 +79,12 @@ CHARWISE_ALPHABET = "".join(sorted(redaction._CHARWISE))
 )
 def test_the_translation_tables_give_exactly_the_encoders_forms(value: str) -> None:
     """The fast path of encoded_forms (one translation per distinct table) equals its definition."""
-    assert redaction._CHARWISE.issuperset(value)
-    assert redaction.encoded_forms(value) == redaction._encoded(value)
+    assert _masking._CHARWISE.issuperset(value)
+    assert redaction.encoded_forms(value) == _masking._encoded(value)
 
 
 def test_a_value_with_other_characters_takes_the_encoders_themselves() -> None:
     value = 'it\'s a "secret" & <more>'
-    assert not redaction._CHARWISE.issuperset(value)
-    assert redaction.encoded_forms(value) == redaction._encoded(value)
+    assert not _masking._CHARWISE.issuperset(value)
+    assert redaction.encoded_forms(value) == _masking._encoded(value)
     assert "it%27s%20a%20%22secret%22%20%26%20%3Cmore%3E" in redaction.encoded_forms(value)

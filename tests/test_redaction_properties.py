@@ -20,14 +20,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from aims_snaptrade import redaction
+from aims_snaptrade import _masking, redaction
+from aims_snaptrade._masking import redact_all
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.redaction import (
     MASK,
     encoded_forms,
     isolated_registry,
     redact,
-    redact_all,
     register_secret,
     register_signature,
     scrub_exception,
@@ -167,11 +167,11 @@ def test_forgetting_a_signature_never_unmasks_another_with_the_same_beginning() 
         # The tables hold the kept values' forms only: memory stays bounded however many requests run.
         held = {
             form
-            for value in redaction._registry.pools["signature"]
-            for form in redaction._registry.pools["signature"][value]
+            for value in _masking._registry.pools["signature"]
+            for form in _masking._registry.pools["signature"][value]
         }
-        assert set(redaction._registry.forms) == held
-        assert sum(sum(lengths.values()) for lengths in redaction._registry.prefixes.values()) == len(held)
+        assert set(_masking._registry.forms) == held
+        assert sum(sum(lengths.values()) for lengths in _masking._registry.prefixes.values()) == len(held)
 
 
 def test_forgetting_signatures_empties_their_lookup_entries_and_keeps_the_neighbours() -> None:
@@ -183,10 +183,10 @@ def test_forgetting_signatures_empties_their_lookup_entries_and_keeps_the_neighb
             register_signature(f"{i:06d}-Sig")
         assert redact("SharedStartShort") == "SharedStartShort"  # forgotten
         assert redact("x SharedStartLonger-user-secret y") == f"x {MASK} y"
-        pools = redaction._registry.pools
+        pools = _masking._registry.pools
         held = {form for pool in pools.values() for forms in pool.values() for form in forms}
-        assert set(redaction._registry.prefixes) == {form[:6] for form in held}
-        assert all(redaction._registry.prefixes.values())
+        assert set(_masking._registry.prefixes) == {form[:6] for form in held}
+        assert all(_masking._registry.prefixes.values())
 
 
 @pytest.mark.parametrize("bad", [b"bytes-secret", 123456, ["a-list-secret"]])

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aims_snaptrade.redaction import redact
+from aims_snaptrade._masking import redact
 
 __all__ = [
     "SnapTradeAuditError",

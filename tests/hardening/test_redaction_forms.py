@@ -82,9 +82,9 @@ def test_registration_rejects_non_text_before_touching_state(bad):
 
 
 def test_the_least_recently_used_user_secrets_are_forgotten_never_the_keys(monkeypatch):
-    from aims_snaptrade import redaction
+    from aims_snaptrade import _masking
 
-    monkeypatch.setitem(redaction._LIMITS, "secret", 3)
+    monkeypatch.setitem(_masking._LIMITS, "secret", 3)
     register_secret("consumer-key-pinned", kind="key")
     users = [f"user-secret-{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     for secret in users:

@@ -18,16 +18,14 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeValidationError
-
-if TYPE_CHECKING:
-    from aims_snaptrade.settings import Settings
 
 __all__ = [
     "DATA_DIR_VARIABLE",
     "DEFAULT_FILES",
+    "StoreSettings",
     "check_store_locations",
     "data_dir_of",
     "default_data_dir",
@@ -35,6 +33,21 @@ __all__ = [
     "ensure_data_dir",
     "prepare_store_locations",
 ]
+
+
+class StoreSettings(Protocol):
+    """What the store-location checks read of :class:`~aims_snaptrade.settings.Settings` (which
+    imports this module for its defaults, so it is named here by shape, not imported)."""
+
+    @property
+    def model_fields_set(self) -> set[str]: ...
+
+    @property
+    def is_production(self) -> bool: ...
+
+    @property
+    def data_dir(self) -> str | None: ...
+
 
 DATA_DIR_VARIABLE = "SNAPTRADE_DATA_DIR"
 APP_NAME = "aims-snaptrade"
@@ -114,7 +127,7 @@ def ensure_data_dir(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def check_store_locations(settings: Settings, settings_names: Iterable[str]) -> list[str]:
+def check_store_locations(settings: StoreSettings, settings_names: Iterable[str]) -> list[str]:
     """The settings of ``settings_names`` left to their default; refused in production without a data directory.
 
     Changes nothing. Raises :class:`SnapTradeConfigurationError` naming each unset variable when
@@ -131,7 +144,7 @@ def check_store_locations(settings: Settings, settings_names: Iterable[str]) -> 
     return defaulted
 
 
-def prepare_store_locations(settings: Settings, settings_names: Iterable[str]) -> None:
+def prepare_store_locations(settings: StoreSettings, settings_names: Iterable[str]) -> None:
     """Before opening the stores ``settings_names`` name: refuse or prepare their default locations.
 
     Stores whose URL was set are left alone. For the others, production without an explicit

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sized
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.pipeline import Flow, StoreCall
@@ -36,17 +36,42 @@ from aims_snaptrade.sync.records import UserRecord
 from aims_snaptrade.sync.snapshot import PortfolioSnapshot, SyncFailure
 
 if TYPE_CHECKING:
-    from aims_snaptrade.client import AsyncSafeSnapTradeClient
+    from aims_snaptrade.pipeline import Core
+    from aims_snaptrade.settings import Settings
 
 __all__ = [
     "DEFAULT_SETTLE_SECONDS",
     "BatchSummary",
     "SyncProgress",
+    "SyncShell",
     "UserSyncResult",
     "due_user_ids",
     "stream_sync",
     "sync_users",
 ]
+
+_T = TypeVar("_T")
+
+
+class SyncShell(Protocol):
+    """What a batch needs of the shell that performs its flows: the core the flows are built on,
+    the settings and sync policy, and the shell's own ``_run`` (perform a flow's effects) and
+    ``_open_ledger``. :class:`~aims_snaptrade.AsyncSafeSnapTradeClient` is one; the batch never
+    imports it (flows and the runners over them are built from the core, docs/architecture.md).
+    """
+
+    _core: Core
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def sync_policy(self) -> SyncPolicy: ...
+
+    async def _run(self, flow: Flow[_T]) -> _T: ...
+
+    def _open_ledger(self) -> object: ...
+
 
 log = logging.getLogger("aims_snaptrade.sync")
 
@@ -151,7 +176,7 @@ async def _aiter_ids(user_ids: Iterable[str] | AsyncIterable[str]) -> AsyncItera
 
 
 async def stream_sync(
-    client: AsyncSafeSnapTradeClient,
+    client: SyncShell,
     user_ids: Iterable[str] | AsyncIterable[str],
     *,
     concurrency: int = 16,
@@ -287,7 +312,7 @@ async def stream_sync(
             await asyncio.gather(runner, return_exceptions=True)
 
 
-def cold_start_wait_for(client: AsyncSafeSnapTradeClient, batch_id: str | None, given: float | None) -> float:
+def cold_start_wait_for(client: SyncShell, batch_id: str | None, given: float | None) -> float:
     """Seconds a batch sends nothing before its first request (see :func:`stream_sync`'s ``cold_start_wait``)."""
     if given is not None:
         if isinstance(given, bool) or not isinstance(given, int | float) or not 0 <= given < float("inf"):
@@ -323,7 +348,7 @@ def _progress(counts: dict[str, int], total: int | None, started: float, budget:
 
 
 async def sync_users(
-    client: AsyncSafeSnapTradeClient,
+    client: SyncShell,
     user_ids: Iterable[str] | AsyncIterable[str],
     *,
     concurrency: int = 16,
@@ -402,7 +427,7 @@ def due_page(
 
 
 async def due_user_ids(
-    client: AsyncSafeSnapTradeClient,
+    client: SyncShell,
     *,
     page: int = 500,
     settle_seconds: float = 0.0,

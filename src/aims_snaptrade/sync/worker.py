@@ -14,14 +14,10 @@ import asyncio
 import contextlib
 import logging
 import threading
-from typing import TYPE_CHECKING
 
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.redaction import scrub_exception
-from aims_snaptrade.sync.batch import DEFAULT_SETTLE_SECONDS, BatchSummary, Sink
-
-if TYPE_CHECKING:
-    from aims_snaptrade.client import AsyncSafeSnapTradeClient
+from aims_snaptrade.sync.batch import DEFAULT_SETTLE_SECONDS, BatchSummary, Sink, SyncShell, due_user_ids, sync_users
 
 __all__ = ["DEFAULT_SYNC_INTERVAL", "SyncWorker"]
 
@@ -59,7 +55,7 @@ class SyncWorker:
 
     def __init__(
         self,
-        client: AsyncSafeSnapTradeClient,
+        client: SyncShell,
         *,
         interval: float = DEFAULT_SYNC_INTERVAL,
         settle_seconds: float = DEFAULT_SETTLE_SECONDS,
@@ -100,8 +96,6 @@ class SyncWorker:
 
     async def run_once(self) -> BatchSummary:
         """One pass: sync every user with something due or marked (and settled)."""
-        from aims_snaptrade.sync.batch import due_user_ids, sync_users
-
         deferred: list[str] = []
         self._client._open_ledger()
         summary = await sync_users(

@@ -33,7 +33,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from aims_snaptrade.observability.health import health_command
+    from aims_snaptrade.cli.health import health_command
 
     return health_command(as_json=args.json, probe=args.probe)
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
+import inspect
 import logging
 import threading
 import time
@@ -60,7 +60,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aims_snaptrade import errors as e
 from aims_snaptrade.models import ApiStatus
@@ -74,12 +74,12 @@ from aims_snaptrade.observability.metric_table import (
     UNUSUAL_ACTIVITY_MIN_CALLS,
     WINDOW_SECONDS,
 )
-from aims_snaptrade.observability.telemetry import CallRecord
+from aims_snaptrade.observability.telemetry import CallObserver, CallRecord
 from aims_snaptrade.operations import get_operation
 from aims_snaptrade.ratelimit.limiter import BudgetUsage
 
 if TYPE_CHECKING:
-    from aims_snaptrade.client import AsyncSafeSnapTradeClient, SafeSnapTradeClient
+    from aims_snaptrade.settings import Settings
 
 __all__ = [
     "PROBES",
@@ -89,8 +89,32 @@ __all__ = [
     "HealthMonitor",
     "HealthReport",
     "Probe",
-    "health_command",
+    "WatchedClient",
 ]
+
+
+class WatchedClient(Protocol):
+    """What the monitor reads of the client it watches; either shell
+    (:class:`~aims_snaptrade.SafeSnapTradeClient`, :class:`~aims_snaptrade.AsyncSafeSnapTradeClient`)
+    is one. On the async client ``rate_limit_usage``, ``api_status`` and ``call`` are coroutines.
+    """
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def add_call_observer(self, observer: CallObserver) -> Callable[[], None]: ...
+
+    def _store_probes(self) -> dict[str, Callable[[], object]]: ...
+
+    def rate_limit_usage(self) -> Any: ...
+
+    def api_status(self) -> Any: ...
+
+    def call(self, operation: str, /, **params: Any) -> Any: ...
+
 
 log = logging.getLogger("aims_snaptrade.observability.health")
 
@@ -250,7 +274,7 @@ class HealthMonitor:
 
     def __init__(
         self,
-        client: SafeSnapTradeClient | AsyncSafeSnapTradeClient | None = None,
+        client: WatchedClient | None = None,
         *,
         window: float = WINDOW_SECONDS,
         error_rate: float = ERROR_RATE_THRESHOLD,
@@ -339,7 +363,7 @@ class HealthMonitor:
         client = self._client
         if client is None or _is_async(client):
             return self._check(usage, None, None)
-        sync: SafeSnapTradeClient = client  # type: ignore[assignment]
+        sync = client
         error: str | None = None
         if usage is None:
             try:
@@ -366,7 +390,7 @@ class HealthMonitor:
         client = self._client
         if client is None or not _is_async(client):
             return self.check(probe=probe)
-        run: AsyncSafeSnapTradeClient = client  # type: ignore[assignment]
+        run = client
         usage: Sequence[BudgetUsage] | None = None
         error: str | None = None
         try:
@@ -422,7 +446,7 @@ class HealthMonitor:
     # --- probes ------------------------------------------------------------------------------
 
     @staticmethod
-    def _read_stores(client: SafeSnapTradeClient | AsyncSafeSnapTradeClient) -> dict[str, str]:
+    def _read_stores(client: WatchedClient) -> dict[str, str]:
         """Read each store once; the ones that failed, with the error's class (never its text,
         which may carry a connection string)."""
         unreachable: dict[str, str] = {}
@@ -713,61 +737,6 @@ def _subjects(record: CallRecord) -> list[str]:
     return subjects
 
 
-def _is_async(client: object) -> bool:
-    from aims_snaptrade.client import AsyncSafeSnapTradeClient
-
-    return isinstance(client, AsyncSafeSnapTradeClient)
-
-
-# --- aims-snaptrade health -------------------------------------------------------------------------
-
-
-def health_command(*, as_json: bool = False, probe: bool = True) -> int:
-    """``aims-snaptrade health``: probe SnapTrade from this configuration and print the monitor's state.
-
-    The client is built as a service builds it, with ``SafeSnapTradeClient.from_env()`` (so in
-    production with its consent and audit stores), and closed afterwards.
-
-    The probe sends two calls (the unsigned status check and a signed ``get_partner_info``), so an
-    outage, a timeout or a rejected consumer key raises its alert; the budgets are read from the
-    configured rate-limit storage, shared with every replica when it is Redis. Call-history alerts
-    (error rate, unusual activity) cover only this process: fleet-wide ones are the Prometheus
-    rules' job. Returns 0 when healthy, 1 otherwise.
-    """
-    from aims_snaptrade.client import SafeSnapTradeClient
-
-    probes: dict[str, str] = {}
-    with SafeSnapTradeClient.from_env() as client:
-        settings = client.settings
-        monitor = HealthMonitor(client)
-        if probe:
-            for name, run in (
-                ("api status", client.api_status),
-                ("signed call", lambda: client.call("get_partner_info")),
-            ):
-                try:
-                    run()
-                    probes[name] = "ok"
-                except e.SnapTradeError as exc:
-                    probes[name] = f"{type(exc).__name__}: {exc.message}"
-        report = monitor.check(probe=probe)
-        monitor.close()
-    failed = [name for name, outcome in probes.items() if outcome != "ok"]
-    if as_json:
-        print(json.dumps({**report.to_dict(), "probes": probes}, indent=2, default=str))
-    else:
-        state = "healthy" if report.healthy and report.ready and not failed else "UNHEALTHY"
-        print(f"health            {state} ({settings.environment}, {settings.base_url})")
-        print(f"{'live / ready':<17} {'yes' if report.live else 'NO'} / {'yes' if report.ready else 'NO'}")
-        for name, outcome in probes.items():
-            print(f"{'probe ' + name:<17} {outcome}")
-        for check in report.checks:
-            print(f"{check.probe[:5] + ' ' + check.name:<17} {'ok' if check.ok else 'FAILED'}: {check.detail}")
-        if report.budget_error:
-            print(f"budgets           UNAVAILABLE: {report.budget_error}")
-        for usage in report.budgets:
-            subject = usage.name if usage.subject is None else f"{usage.name}:{usage.subject}"
-            print(f"{'budget ' + subject:<17} {usage.used}/{usage.limit} per {usage.window} s ({usage.fraction:.0%})")
-        for alert in report.alerts:
-            print(f"{'ALERT ' + alert.severity:<17} {alert.name}: {alert.summary}")
-    return 0 if report.healthy and report.ready and not failed else 1
+def _is_async(client: WatchedClient) -> bool:
+    # By shape, not by class: the monitor never imports a client (docs/architecture.md).
+    return inspect.iscoroutinefunction(client.rate_limit_usage)

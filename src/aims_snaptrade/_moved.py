@@ -44,7 +44,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         new = MOVED[spec.name]
         warnings.warn(
-            f"{spec.name} moved to {new} in aims-snaptrade 0.2; the old path goes in 0.3",
+            f"{spec.name} moved to {new} in aims-snaptrade 0.2; the old path is removed in 0.4 at the earliest",
             DeprecationWarning,
             stacklevel=2,
         )

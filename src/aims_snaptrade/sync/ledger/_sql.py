@@ -1,8 +1,9 @@
 """The ledger's SQL, shared by the SQLite and PostgreSQL ledgers (both speak this dialect).
 
 Statements are written with ``?`` placeholders and ``{users}``/``{accounts}``/``{batches}`` table
-slots; a backend supplies the quoted table names, its placeholder and how to run a statement
-inside a transaction. Times are Unix seconds in ``DOUBLE PRECISION`` columns.
+slots; a backend supplies the quoted table names and its
+:class:`~aims_snaptrade._sql.database.Database` (connections, busy retries, durability, errors).
+Times are Unix seconds in ``DOUBLE PRECISION`` columns.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from aims_snaptrade import _ids
-from aims_snaptrade._sql.schema import Session, StoreSchema, ensure_schema
+from aims_snaptrade._sql.database import Cursor, Database, open_schema
+from aims_snaptrade._sql.schema import StoreSchema
 from aims_snaptrade.errors import SnapTradeValidationError
 from aims_snaptrade.sync.records import (
     AccountRecord,
@@ -129,55 +131,49 @@ _ALSO_LIST = frozenset({LedgerChange.CONNECTION_FIXED, LedgerChange.ACCOUNT_REMO
 """Changes that also ask for a new listing (a removed account: see what else changed)."""
 
 
+def _rowcount(cur: Cursor, sql: str, params: Sequence[Any]) -> int:
+    return int(cur.execute(sql, params).rowcount)
+
+
 def check_id(name: str, value: object) -> str:
     """A valid id (the library's one rule: bounded, no control characters), or a typed error naming it."""
     return _ids.check_id(value, name)
 
 
 class SQLLedger:
-    """The ledger's logic over three tables; subclasses provide the connection."""
+    """The ledger's logic over three tables of ``db``, named ``<prefix>users|accounts|batches``.
+
+    ``durable`` says whether each write is flushed to disk before it returns (see the backends).
+    """
 
     kind = "sql"
     persistent = True
 
-    _placeholder = "?"
-    _tables: dict[str, str]
+    def __init__(self, db: Database, *, prefix: str, durable: bool) -> None:
+        self._db = db
+        self._durable = durable
+        self._tables = {name: db.table(prefix + name) for name in ("users", "accounts", "batches")}
+        schema = StoreSchema(
+            store="sync_ledger",
+            table=f"{prefix}users",
+            version=1,
+            create=tuple(self._sql(statement) for statement in SCHEMA),
+        )
+        open_schema(db, schema)
 
     def _sql(self, template: str) -> str:
-        text = template.format(**self._tables)
-        return text if self._placeholder == "?" else text.replace("?", self._placeholder)
-
-    # --- backend hooks ---------------------------------------------------------------------------
+        return template.format(**self._tables)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        return self._db.query(sql, params)
 
     def _transaction(self, work: Callable[[Execute], T]) -> T:
-        raise NotImplementedError
+        with self._db.transaction(durable=self._durable) as cur:
+            return work(lambda sql, params: _rowcount(cur, sql, params))
 
     def close(self) -> None:
         """Release connections and files. Idempotent."""
-        raise NotImplementedError
-
-    def _session(self) -> Session:
-        """The open connection as a schema :class:`~aims_snaptrade._sql.schema.Session` (inside a transaction)."""
-        raise NotImplementedError
-
-    _schema_table = "sync_users"
-    _schema_prefix = ""
-    _where = "the sync ledger"
-
-    def _schema_spec(self) -> StoreSchema:
-        return StoreSchema(
-            store="sync_ledger",
-            table=self._schema_table,
-            version=1,
-            create=tuple(self._sql(statement) for statement in SCHEMA),
-            prefix=self._schema_prefix,
-        )
-
-    def _create(self, execute: Execute) -> None:
-        ensure_schema(self._session(), self._schema_spec(), where=self._where)
+        self._db.close()
 
     # --- the ledger ------------------------------------------------------------------------------
 
@@ -336,4 +332,6 @@ class SQLLedger:
             "DELETE FROM {batches} WHERE user_id = ?",
             "DELETE FROM {users} WHERE user_id = ?",
         )
-        return self._transaction(lambda execute: sum(execute(self._sql(sql), (user_id,)) for sql in statements))
+        removed = self._transaction(lambda execute: sum(execute(self._sql(sql), (user_id,)) for sql in statements))
+        self._db.checkpoint()  # SQLite's WAL still holds the erased rows' old pages
+        return removed

@@ -1,31 +1,24 @@
 """The server ledger for fleets: three PostgreSQL tables (psycopg 3, the ``postgres`` extra).
 
 Every worker of a fleet shares it: leases keep one user on one worker at a time, and batch
-progress lets any worker resume a batch another one started. Each method is one transaction.
+progress lets any worker resume a batch another one started. Each method is one transaction,
+durable (``synchronous_commit=on``, the server's default the ledger has always used).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import threading
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
 
-from aims_snaptrade._sql.schema import PsycopgSession, permission_refusal
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
-from aims_snaptrade.sync.ledger._sql import Execute, SQLLedger
+from aims_snaptrade._sql.database import PostgresDatabase
+from aims_snaptrade.errors import SnapTradeConfigurationError
+from aims_snaptrade.sync.ledger._sql import SQLLedger
 
 __all__ = ["DEFAULT_PREFIX", "PostgresSyncLedger"]
 
 DEFAULT_PREFIX = "aims_snaptrade_sync_"
 
-T = TypeVar("T")
+# 40, not 63: the prefix leaves room for the table names it starts.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 class PostgresSyncLedger(SQLLedger):
@@ -36,7 +29,6 @@ class PostgresSyncLedger(SQLLedger):
     """
 
     kind = "postgresql"
-    _placeholder = "%s"
 
     def __init__(
         self, conninfo: str, *, schema: str = "public", prefix: str = DEFAULT_PREFIX, connect_timeout: float = 5
@@ -51,94 +43,15 @@ class PostgresSyncLedger(SQLLedger):
                 raise SnapTradeConfigurationError(
                     f"PostgreSQL sync ledger {label} {name!r} must be a plain identifier (letters, digits, underscore)"
                 )
-        try:
-            import psycopg
-        except ImportError:
-            raise SnapTradeConfigurationError(
-                "the PostgreSQL sync ledger needs psycopg 3: pip install 'aims-snaptrade[postgres]'"
-            ) from None
-        self._psycopg = psycopg
-        self._conninfo = conninfo
-        self._connect_timeout = connect_timeout
         self.schema = schema
-        self._tables = {name: f'"{schema}"."{prefix}{name}"' for name in ("users", "accounts", "batches")}
-        self._schema_table, self._schema_prefix = f"{prefix}users", f'"{schema}".'
-        self._where = f"the PostgreSQL sync ledger (schema {schema!r})"
-        self._lock = threading.RLock()
-        self._conn: Any = None
-        self._pid = os.getpid()
-        self._closed = False
-        try:
-            self._transaction(self._create_schema)
-        except SnapTradeConfigurationError:  # a schema this release cannot use
-            self._drop()
-            raise
-        except SnapTradeStoreError as exc:
-            self._drop()
-            raise SnapTradeConfigurationError(
-                f"cannot use the PostgreSQL sync ledger: {exc.message}; check SNAPTRADE_SYNC_LEDGER_URL, that the "
-                "server is running and the role may create or use the tables"
-            ) from None
-
-    def _create_schema(self, execute: Execute) -> None:
-        # Concurrent first starts of many workers race on CREATE ... IF NOT EXISTS; serialise them.
-        execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._tables["users"],))
-        execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"', ())
-        try:
-            self._create(execute)
-        except self._psycopg.errors.InsufficientPrivilege as exc:
-            raise permission_refusal(self._schema_spec(), self._where, _one_line(exc)) from None
-
-    def _session(self) -> PsycopgSession:
-        return PsycopgSession(self._connection())
-
-    def _connection(self) -> Any:
-        if self._closed:
-            raise SnapTradeStoreError("the PostgreSQL sync ledger is closed")
-        if self._conn is not None and (self._pid != os.getpid() or self._conn.closed):
-            self._conn = None
-        if self._conn is None:
-            self._conn = self._psycopg.connect(
-                self._conninfo, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
-            )
-            self._pid = os.getpid()
-        return self._conn
-
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and self._pid == os.getpid():
-            conn.close()
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                with self._connection().cursor() as cursor:
-                    cursor.execute(sql, tuple(params))
-                    return list(cursor.fetchall())
-            except self._psycopg.Error as exc:
-                self._drop()
-                raise SnapTradeStoreError(f"PostgreSQL sync ledger failed: {_one_line(exc)}") from None
-
-    def _transaction(self, work: Callable[[Execute], T]) -> T:
-        with self._lock:
-            try:
-                conn = self._connection()
-                with conn.transaction(), conn.cursor() as cursor:
-
-                    def execute(sql: str, params: Sequence[Any]) -> int:
-                        cursor.execute(sql, tuple(params))
-                        return int(cursor.rowcount)
-
-                    return work(execute)
-            except self._psycopg.Error as exc:
-                self._drop()
-                raise SnapTradeStoreError(f"PostgreSQL sync ledger failed: {_one_line(exc)}") from None
-
-    def close(self) -> None:
-        """See :meth:`SyncLedger.close`."""
-        with self._lock:
-            self._closed = True
-            self._drop()
+        db = PostgresDatabase(
+            conninfo,
+            what="sync ledger",
+            schema=schema,
+            connect_timeout=connect_timeout,
+            setting="SNAPTRADE_SYNC_LEDGER_URL",
+        )
+        super().__init__(db, prefix=prefix, durable=True)
 
     def __repr__(self) -> str:
         return f"PostgresSyncLedger(schema={self.schema!r})"

@@ -10,7 +10,7 @@ the next start and settled by ``reconcile_pending()``.
   against your own store.
 * :class:`SQLiteOrderIntentStore` (default, one file, several processes on one host),
   :class:`PostgresOrderIntentStore` (fleets), both :class:`SQLOrderIntentStore` over the
-  compliance stores' database layer, and :class:`MemoryOrderIntentStore` (tests only).
+  SQL stores' database layer (:mod:`aims_snaptrade._sql.database`), and :class:`MemoryOrderIntentStore` (tests only).
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from aims_snaptrade._ids import check_id
-from aims_snaptrade._sql.database import Database, PostgresDatabase, SQLiteDatabase
+from aims_snaptrade._sql.database import Database, PostgresDatabase, SQLiteDatabase, open_schema
 from aims_snaptrade._sql.schema import StoreSchema
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeOrderIntentStoreError, SnapTradeStoreError
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeOrderIntentStoreError
 from aims_snaptrade.trading.models import OrderIntent
 
 __all__ = [
@@ -167,6 +165,7 @@ class MemoryOrderIntentStore:
 
 
 _TABLE = "aims_snaptrade_order_intents"
+_SETTING = "SNAPTRADE_ORDER_INTENT_STORE_URL"
 
 
 def _schema(table: str) -> StoreSchema:
@@ -190,12 +189,13 @@ def _schema(table: str) -> StoreSchema:
 
 
 class SQLOrderIntentStore:
-    """Intents in one SQL table, on the compliance stores' database layer (SQLite or PostgreSQL).
+    """Intents in one SQL table, on the SQL stores' database layer (SQLite or PostgreSQL).
 
     Every write is one durable transaction (SQLite ``synchronous=FULL`` under ``BEGIN IMMEDIATE``;
     PostgreSQL ``synchronous_commit=on``), so an intent recorded before a SIGKILL is there after
     the restart. ``record`` is one ``INSERT ... ON CONFLICT DO NOTHING``: of two processes
-    recording one ``client_order_id``, exactly one wins. Thread-safe and fork-safe.
+    recording one ``client_order_id``, exactly one wins. Thread-safe and fork-safe. ``db`` raises
+    :class:`~aims_snaptrade.errors.SnapTradeOrderIntentStoreError` (callers branch on it).
     """
 
     def __init__(self, db: Database, table: str = _TABLE) -> None:
@@ -203,29 +203,11 @@ class SQLOrderIntentStore:
         self.kind = db.kind
         self.persistent = db.persistent
         self._t = db.table(table)
-        try:
-            with self._errors():
-                db.setup(_schema(table))
-        except SnapTradeConfigurationError:  # a schema this release cannot use
-            db.close()
-            raise
-        except SnapTradeOrderIntentStoreError as exc:
-            db.close()
-            raise SnapTradeConfigurationError(f"cannot open the order-intent store: {exc.message}") from None
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        # The database layer raises the generic store error; callers branch on this store's own.
-        try:
-            yield
-        except SnapTradeOrderIntentStoreError:
-            raise
-        except SnapTradeStoreError as exc:
-            raise SnapTradeOrderIntentStoreError(exc.message, retryable=exc.retryable) from None
+        open_schema(db, _schema(table))
 
     def record(self, intent: OrderIntent) -> bool:
         """See :meth:`OrderIntentStore.record`."""
-        with self._errors(), self._db.transaction(durable=True) as cur:
+        with self._db.transaction(durable=True) as cur:
             inserted = cur.execute(
                 f"INSERT INTO {self._t} VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (client_order_id) DO NOTHING",
                 (
@@ -241,7 +223,7 @@ class SQLOrderIntentStore:
 
     def update(self, intent: OrderIntent) -> None:
         """See :meth:`OrderIntentStore.update`."""
-        with self._errors(), self._db.transaction(durable=True) as cur:
+        with self._db.transaction(durable=True) as cur:
             changed = cur.execute(
                 f"UPDATE {self._t} SET account_id = ?, status = ?, brokerage_order_id = ?, body = ? "
                 "WHERE client_order_id = ?",
@@ -252,23 +234,20 @@ class SQLOrderIntentStore:
 
     def get(self, client_order_id: str) -> OrderIntent | None:
         """See :meth:`OrderIntentStore.get`."""
-        with self._errors():
-            rows = self._db.query(f"SELECT body FROM {self._t} WHERE client_order_id = ?", (client_order_id,))
+        rows = self._db.query(f"SELECT body FROM {self._t} WHERE client_order_id = ?", (client_order_id,))
         return OrderIntent.from_json(rows[0][0]) if rows else None
 
     def pending(self) -> list[OrderIntent]:
         """See :meth:`OrderIntentStore.pending`."""
-        with self._errors():
-            rows = self._db.query(f"SELECT body FROM {self._t} WHERE status = 'pending' ORDER BY created_at")
+        rows = self._db.query(f"SELECT body FROM {self._t} WHERE status = 'pending' ORDER BY created_at")
         return [OrderIntent.from_json(body) for (body,) in rows]
 
     def claimed_order_ids(self, account_id: str) -> list[str]:
         """See :meth:`OrderIntentStore.claimed_order_ids`."""
-        with self._errors():
-            rows = self._db.query(
-                f"SELECT brokerage_order_id FROM {self._t} WHERE account_id = ? AND brokerage_order_id IS NOT NULL",
-                (account_id,),
-            )
+        rows = self._db.query(
+            f"SELECT brokerage_order_id FROM {self._t} WHERE account_id = ? AND brokerage_order_id IS NOT NULL",
+            (account_id,),
+        )
         return [str(order_id) for (order_id,) in rows]
 
     def export_user(self, user_id: str) -> list[dict[str, object]]:
@@ -278,7 +257,7 @@ class SQLOrderIntentStore:
     def forget_user(self, user_id: str) -> int:
         """Delete every intent of the user; the files keep no copy (SQLite: WAL truncated)."""
         doomed = [intent.client_order_id for intent in self._of_user(user_id)]
-        with self._errors(), self._db.transaction(durable=True) as cur:
+        with self._db.transaction(durable=True) as cur:
             for client_order_id in doomed:
                 cur.execute(f"DELETE FROM {self._t} WHERE client_order_id = ?", (client_order_id,))
         if doomed:
@@ -289,8 +268,7 @@ class SQLOrderIntentStore:
         # The user id lives in the journaled body only (no column, no schema change): an erasure
         # reads every intent once, which is rare enough to pay for.
         check_id(user_id)
-        with self._errors():
-            rows = self._db.query(f"SELECT body FROM {self._t} ORDER BY created_at")
+        rows = self._db.query(f"SELECT body FROM {self._t} ORDER BY created_at")
         return [intent for intent in (OrderIntent.from_json(body) for (body,) in rows) if intent.user_id == user_id]
 
     def close(self) -> None:
@@ -306,7 +284,15 @@ class SQLiteOrderIntentStore(SQLOrderIntentStore):
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
         self.path = Path(path)
-        super().__init__(SQLiteDatabase(path, what="order-intent store", busy_timeout=busy_timeout))
+        super().__init__(
+            SQLiteDatabase(
+                path,
+                what="order-intent store",
+                busy_timeout=busy_timeout,
+                error=SnapTradeOrderIntentStoreError,
+                setting=_SETTING,
+            )
+        )
 
 
 class PostgresOrderIntentStore(SQLOrderIntentStore):
@@ -318,11 +304,18 @@ class PostgresOrderIntentStore(SQLOrderIntentStore):
         if not _IDENTIFIER.match(table):
             raise SnapTradeConfigurationError(f"PostgreSQL order-intent table {table!r} must be a plain identifier")
         super().__init__(
-            PostgresDatabase(conninfo, what="order-intent store", schema=schema, connect_timeout=connect_timeout),
+            PostgresDatabase(
+                conninfo,
+                what="order-intent store",
+                schema=schema,
+                connect_timeout=connect_timeout,
+                error=SnapTradeOrderIntentStoreError,
+                setting=_SETTING,
+            ),
             table,
         )
 
     def drop(self) -> None:
         """Drop the table (tests that made their own)."""
-        with self._errors(), self._db.transaction(durable=True) as cur:
+        with self._db.transaction(durable=True) as cur:
             cur.execute(f"DROP TABLE IF EXISTS {self._t}")

@@ -274,9 +274,11 @@ def test_telemetry_uses_only_the_api_and_nothing_of_the_transport():
     import ast
     from pathlib import Path
 
-    src = Path(__file__).parents[2] / "src" / "aims_snaptrade"
+    import aims_snaptrade
+
+    src = Path(aims_snaptrade.__file__).parent
     for module in ("telemetry.py", "metric_table.py", "health.py", "alert_rules.py"):
-        tree = ast.parse((src / module).read_text())
+        tree = ast.parse((src / "observability" / module).read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
             a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
         }

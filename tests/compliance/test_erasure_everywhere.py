@@ -125,6 +125,9 @@ def test_erasing_one_user_leaves_no_byte_of_them_anywhere(backend: str, tmp_path
             "audit_key": AUDIT_SECRET,
             "trading_enabled": True,
             "rate_limit_storage_url": REDIS_URL,
+            # The customer budget's Redis key is the emulator's client id, shared with every other
+            # test on this Redis: room enough that they never starve this one.
+            "customer_limit": 100_000,
             # Per-account and per-user budgets: their Redis keys name accounts and users.
             "account_limit": 1000,
             "user_limit_per_minute": 1000,

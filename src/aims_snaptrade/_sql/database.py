@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from aims_snaptrade._sql.busy import is_busy, retry_busy
 from aims_snaptrade._sql.schema import PsycopgSession, SQLiteSession, StoreSchema, ensure_schema, permission_refusal
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError, SnapTradeStoreNotCreatedError
 from aims_snaptrade.redaction import redact, register_secret
 
 __all__ = ["Cursor", "Database", "PostgresDatabase", "SQLiteDatabase", "open_schema"]
@@ -66,12 +66,18 @@ class Database(Protocol):
         """The qualified name of one of our tables."""
         ...
 
-    def setup(self, schema: StoreSchema) -> None:
+    def setup(self, schema: StoreSchema, *, create: bool = True, then: Callable[[Cursor], None] | None = None) -> int:
         """Create ``schema``'s tables, or migrate them to its version, serialised against other processes.
 
-        Raises :class:`~aims_snaptrade.errors.SnapTradeSchemaVersionError` for tables this release
-        cannot use (see :mod:`aims_snaptrade._sql.schema`).
+        ``then`` runs in the same transaction (a store's own checks of what it found). With
+        ``create=False`` nothing is written: the version is only checked. Returns the version
+        found (0: no tables yet). Raises :class:`~aims_snaptrade.errors.SnapTradeSchemaVersionError`
+        for tables this release cannot use (see :mod:`aims_snaptrade._sql.schema`).
         """
+        ...
+
+    def connection(self) -> Any:
+        """This process's open connection (for checks that read its settings back)."""
         ...
 
     def transaction(self, *, durable: bool, lock: str | None = None) -> Any:
@@ -124,11 +130,14 @@ class SQLiteDatabase:
         busy_timeout: float = 10.0,
         error: type[SnapTradeStoreError] = SnapTradeStoreError,
         setting: str | None = None,
+        read_only: bool = False,
     ) -> None:
         """Open (creating if needed) the file at ``path``.
 
         ``what`` names the store in errors, ``error`` is the class its failures raise and
         ``setting`` the environment variable holding its URL (named in the fix of a refusal).
+        ``read_only`` (what ``aims-snaptrade verify`` uses) creates and changes nothing: a missing
+        file raises :class:`~aims_snaptrade.errors.SnapTradeStoreNotCreatedError`.
         """
         self.memory = str(path) == ":memory:"
         self.path = Path(path)
@@ -143,10 +152,15 @@ class SQLiteDatabase:
         self._pid = os.getpid()
         self._closed = False
         self._synchronous = ""
+        self._read_only = read_only
         if not self.memory:
             if not self.path.parent.is_dir():
                 raise SnapTradeConfigurationError(
                     f"the directory of the {self.description} does not exist; create it or fix {setting or 'its URL'}"
+                )
+            if not self.path.exists() and read_only:
+                raise SnapTradeStoreNotCreatedError(
+                    f"the {self.description} does not exist yet; the first client to start creates it"
                 )
             if not self.path.exists():
                 # Private before SQLite creates it with the umask's mode.
@@ -169,10 +183,18 @@ class SQLiteDatabase:
             raise self._error(f"the {self.description} is closed")
         if self._conn is None or self._pid != os.getpid():
             # After fork the inherited connection is the parent's: abandon it, never close it.
-            conn = sqlite3.connect(
-                ":memory:" if self.memory else self.path, timeout=0.002, isolation_level=None, check_same_thread=False
-            )
+            target, uri = (":memory:" if self.memory else str(self.path)), False
+            if self._read_only:
+                # A read-only connection to a WAL database creates (and leaves) -wal/-shm files
+                # unless they exist already (a live service): without them, read it as immutable.
+                live = self.path.with_name(self.path.name + "-wal").exists()
+                target, uri = self.path.resolve().as_uri() + ("?mode=ro" if live else "?mode=ro&immutable=1"), True
+            conn = sqlite3.connect(target, timeout=0.002, isolation_level=None, check_same_thread=False, uri=uri)
+            # SQLite's own handler only covers the first milliseconds; retry_busy does the rest.
             conn.execute("PRAGMA busy_timeout = 2")
+            if self._read_only:
+                self._conn, self._pid = conn, os.getpid()
+                return conn  # the file's journal mode and pragmas are the writers' business
             if not self.memory:
                 (mode,) = self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
                 if str(mode).lower() != "wal":
@@ -194,9 +216,20 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             raise self._error(f"the {self.description} failed: {exc}", retryable=is_busy(exc)) from None
 
-    def setup(self, schema: StoreSchema) -> None:
+    def setup(self, schema: StoreSchema, *, create: bool = True, then: Callable[[Cursor], None] | None = None) -> int:
+        if not create:
+            with self._lock, self._errors():
+                session = SQLiteSession(self._connection(), self.ddl)
+                return self._retry(lambda: ensure_schema(session, schema, where=self.description, create=False))
         with self.transaction(durable=True) as cur:
-            ensure_schema(SQLiteSession(cur, self.ddl), schema, where=self.description)
+            found = ensure_schema(SQLiteSession(cur, self.ddl), schema, where=self.description)
+            if then is not None:
+                then(cur)
+            return found
+
+    def connection(self) -> sqlite3.Connection:
+        with self._lock:
+            return self._connection()
 
     @contextmanager
     def transaction(self, *, durable: bool, lock: str | None = None) -> Iterator[Cursor]:
@@ -270,8 +303,10 @@ def _check(setting: str | None) -> str:
     return f"; check {setting}" if setting else ""
 
 
-def open_schema(db: Database, schema: StoreSchema) -> None:
-    """``db.setup(schema)``; a failure closes ``db`` and refuses the store as misconfigured.
+def open_schema(
+    db: Database, schema: StoreSchema, *, create: bool = True, then: Callable[[Cursor], None] | None = None
+) -> int:
+    """``db.setup(...)``, returning the version found; a failure closes ``db`` and refuses the store.
 
     A schema this release cannot use passes through as it is
     (:class:`~aims_snaptrade.errors.SnapTradeSchemaVersionError`); any other failure becomes a
@@ -279,7 +314,7 @@ def open_schema(db: Database, schema: StoreSchema) -> None:
     create its tables at start will not work later either.
     """
     try:
-        db.setup(schema)
+        return db.setup(schema, create=create, then=then)
     except SnapTradeConfigurationError:
         db.close()
         raise
@@ -307,11 +342,13 @@ class PostgresDatabase:
         error: type[SnapTradeStoreError] = SnapTradeStoreError,
         setting: str | None = None,
         refusal: str = "cannot use",
+        on_connect: Sequence[str] = (),
     ) -> None:
         """Check the connection string and schema name and connect.
 
         ``what``, ``error`` and ``setting`` as for :class:`SQLiteDatabase`; ``refusal`` starts the
-        message of a server that cannot be reached (the words each store has always used).
+        message of a server that cannot be reached (the words each store has always used);
+        ``on_connect`` statements run on every new connection (session settings).
         """
         try:
             import psycopg
@@ -333,6 +370,7 @@ class PostgresDatabase:
         self.description = f"PostgreSQL {what} at postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
         self.schema = schema
         self.setting = setting
+        self._on_connect = tuple(on_connect)
         self._error = error
         self._conninfo = conninfo
         self._kwargs: dict[str, Any] = {"autocommit": True}
@@ -366,9 +404,11 @@ class PostgresDatabase:
         if conn is not None and self._pid == os.getpid() and not conn.closed and not conn.broken:
             return conn
         self._conn = None  # after fork the socket is the parent's: abandon it, never close it
-        self._conn = self._psycopg.connect(self._conninfo, **self._kwargs)
-        self._pid = os.getpid()
-        return self._conn
+        conn = self._psycopg.connect(self._conninfo, **self._kwargs)
+        for statement in self._on_connect:
+            conn.execute(statement)
+        self._conn, self._pid = conn, os.getpid()
+        return conn
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -382,19 +422,46 @@ class PostgresDatabase:
             message = redact(f"the {self.description} failed: {_one_line(exc)}")
             raise self._error(message, retryable=retryable) from None
 
-    def setup(self, schema: StoreSchema) -> None:
+    def setup(self, schema: StoreSchema, *, create: bool = True, then: Callable[[Cursor], None] | None = None) -> int:
         schema = schema.qualified(f'"{self.schema}".')
         with self._lock, self._errors():
             conn = self._connection()
+            if not create:
+                return ensure_schema(PsycopgSession(conn, self.ddl), schema, where=self.description, create=False)
             try:
                 with conn.transaction():
                     # Several services start at once: serialise the DDL instead of racing on pg_type.
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("aims_snaptrade:" + self.schema,))
+                    # Check before creating: CREATE SCHEMA IF NOT EXISTS still demands the CREATE
+                    # privilege, which a least-privilege role using existing tables does not have.
                     if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
                         conn.execute(f'CREATE SCHEMA "{self.schema}"')
-                    ensure_schema(PsycopgSession(conn, self.ddl), schema, where=self.description)
+                    found = ensure_schema(PsycopgSession(conn, self.ddl), schema, where=self.description)
+                    if then is not None:
+                        then(_PostgresCursor(conn))
+                    return found
             except self._psycopg.errors.InsufficientPrivilege as exc:
                 raise permission_refusal(schema, self.description, _one_line(exc)) from None
+
+    def connection(self) -> Any:
+        with self._lock:
+            return self._connection()
+
+    def run(self, work: Callable[[Cursor], _T], *, retry_dropped: bool) -> _T:
+        """``work`` on the connection in autocommit (each statement its own transaction).
+
+        With ``retry_dropped`` a connection the server dropped is reopened and ``work`` run once
+        more: only for work whose answer stays right when it runs twice (reads, upserts,
+        compare-and-swap rewrites), since the first run may have committed before its reply was lost.
+        """
+        for attempt in (1, 2):
+            try:
+                with self._lock, self._errors():
+                    return work(_PostgresCursor(self._connection()))
+            except SnapTradeStoreError as exc:
+                if not (retry_dropped and attempt == 1 and exc.retryable and self._conn is None):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def transaction(self, *, durable: bool, lock: str | None = None) -> Iterator[Cursor]:

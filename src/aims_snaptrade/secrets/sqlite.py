@@ -8,6 +8,7 @@
   sleeps until ``busy_timeout``: SQLite's own busy handler backs off to 100 ms sleeps, which
   under steady contention starves one writer (measured: 30 ms per write instead of 1 ms).
 * The file is created ``0600``; SQLite gives its ``-wal``/``-shm`` files the same mode.
+* Connections, busy retries, pragmas and errors: :mod:`aims_snaptrade._sql.database`.
 * A ``store_meta`` row records whether the file is encrypted, so opening an encrypted file
   without the keyring fails at once instead of mixing plaintext rows into it.
 """
@@ -17,20 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from aims_snaptrade._sql.busy import is_busy, retry_busy
-from aims_snaptrade._sql.schema import SQLiteSession, StoreSchema, ensure_schema
-from aims_snaptrade.errors import (
-    SnapTradeConfigurationError,
-    SnapTradeSecretStoreError,
-    SnapTradeStoreNotCreatedError,
-)
+from aims_snaptrade._sql.database import Cursor, SQLiteDatabase, open_schema
+from aims_snaptrade._sql.schema import StoreSchema
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeSecretStoreError
 from aims_snaptrade.secrets._rows import (
     StoredRow,
     already_pending,
@@ -64,11 +58,6 @@ _SCHEMA = StoreSchema(
 _SCHEMA_VERSION = "1"  # the store_meta row of release 0.1.0, kept for readers of that release
 
 
-_T = TypeVar("_T")
-# SQLite's own handler only covers the first couple of milliseconds; our loop does the rest.
-_SQLITE_BUSY_MS = 2
-
-
 class SQLiteSecretStore:
     """User secrets in a SQLite file (stdlib ``sqlite3``), encrypted when a keyring is given.
 
@@ -100,182 +89,89 @@ class SQLiteSecretStore:
         """
         self.path = Path(path)
         self._codec = SecretCodec(keyring)
-        self._busy_timeout = busy_timeout
-        self._create = create
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = os.getpid()
-        self._closed = False
-        try:
-            self._open()
-        except BaseException as exc:
-            self._drop_connection()
-            if not isinstance(exc, sqlite3.Error):
-                raise
-            raise SnapTradeConfigurationError(
-                f"cannot open the SQLite secret store {str(self.path)!r}: {exc}; "
-                "check SNAPTRADE_SECRET_STORE_URL points at a writable SQLite file"
-            ) from None
-
-    @property
-    def encrypted(self) -> bool:
-        """``True`` when new secrets are encrypted (a keyring was given)."""
-        return self._codec.encrypted
-
-    # -- connection management -------------------------------------------------------------
-
-    def _open(self) -> None:
-        if not self.path.parent.is_dir():
-            raise SnapTradeConfigurationError(
-                f"the directory of the SQLite secret store {str(self.path)!r} does not exist; create it "
-                "or fix SNAPTRADE_SECRET_STORE_URL"
-            )
-        if not self.path.exists():
-            if not self._create:
-                raise SnapTradeStoreNotCreatedError(
-                    f"the SQLite secret store {str(self.path)!r} does not exist yet; the first client "
-                    "to start creates it"
-                )
-            # Create it private before SQLite does (SQLite would honour the umask, usually 0644).
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        conn = self._connect()
-        if not self._create:
-            self._check_read_only(conn)
+        self._db = SQLiteDatabase(
+            path,
+            what="secret store",
+            busy_timeout=busy_timeout,
+            error=SnapTradeSecretStoreError,
+            setting="SNAPTRADE_SECRET_STORE_URL",
+            read_only=not create,
+        )
+        if not create:
+            self._check_read_only()
             return
-        with self._transaction(conn):
-            ensure_schema(SQLiteSession(conn), _SCHEMA, where=self._where)
-            meta = dict(conn.execute("SELECT name, value FROM store_meta").fetchall())
-            mode = meta.get("mode")
-            wanted = "encrypted" if self.encrypted else "plaintext"
-            if mode == "encrypted" and not self.encrypted:
-                raise SnapTradeConfigurationError(
-                    f"the SQLite secret store {str(self.path)!r} is encrypted; set SNAPTRADE_ENCRYPTION_KEYS "
-                    "to its keyring (refusing to write unencrypted secrets into it)"
-                )
-            if mode is None:
-                conn.execute("INSERT INTO store_meta VALUES ('schema_version', ?)", (_SCHEMA_VERSION,))
-                conn.execute("INSERT INTO store_meta VALUES ('mode', ?)", (wanted,))
-            elif mode == "plaintext" and self.encrypted:
-                conn.execute("UPDATE store_meta SET value = 'encrypted' WHERE name = 'mode'")
-                (legacy,) = conn.execute(
-                    "SELECT count(*) FROM user_secrets WHERE key_version = ?", (PLAINTEXT_VERSION,)
-                ).fetchone()
-                if legacy:
-                    logger.warning(
-                        "SQLite secret store %s holds %d unencrypted secrets from before encryption was "
-                        "configured; run `aims-snaptrade rotate-keys` to encrypt them",
-                        self.path,
-                        legacy,
-                    )
+        open_schema(self._db, _SCHEMA, then=self._check_mode)
         if not self.encrypted:
             logger.warning(
                 "SQLite secret store %s is UNENCRYPTED (no SNAPTRADE_ENCRYPTION_KEYS): sandbox use only",
                 self.path,
             )
 
-    def _check_read_only(self, conn: sqlite3.Connection) -> None:
-        """The checks of :meth:`_open`, changing nothing."""
-        ensure_schema(SQLiteSession(conn), _SCHEMA, where=self._where, create=False)
-        try:
-            meta = dict(conn.execute("SELECT name, value FROM store_meta").fetchall())
-        except sqlite3.OperationalError:
-            raise SnapTradeConfigurationError(
-                f"{str(self.path)!r} is a SQLite file but not an aims-snaptrade secret store (no store_meta table)"
-            ) from None
-        if meta.get("mode") == "encrypted" and not self.encrypted:
-            raise SnapTradeConfigurationError(
-                f"the SQLite secret store {str(self.path)!r} is encrypted; set SNAPTRADE_ENCRYPTION_KEYS to its keyring"
-            )
-
     @property
-    def _where(self) -> str:
-        return f"the SQLite secret store {str(self.path)!r}"
+    def encrypted(self) -> bool:
+        """``True`` when new secrets are encrypted (a keyring was given)."""
+        return self._codec.encrypted
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._create:
-            target, uri = str(self.path), False
-        else:
-            # A read-only connection to a WAL database creates (and leaves) -wal/-shm files unless
-            # they exist already (a live service): without them, read the file as immutable.
-            live = self.path.with_name(self.path.name + "-wal").exists()
-            target, uri = self.path.resolve().as_uri() + ("?mode=ro" if live else "?mode=ro&immutable=1"), True
-        conn = sqlite3.connect(
-            target, timeout=_SQLITE_BUSY_MS / 1000, isolation_level=None, check_same_thread=False, uri=uri
-        )
-        self._conn = conn
-        self._pid = os.getpid()
-        conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
-        if not self._create:
-            return conn  # read-only: the file's journal mode and pragmas are the writers' business
-        (journal,) = self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
-        if str(journal).lower() != "wal":
+    def _check_mode(self, cur: Cursor) -> None:
+        """Record the file's mode on creation; refuse plaintext writes into an encrypted file."""
+        meta = dict(cur.execute("SELECT name, value FROM store_meta").fetchall())
+        mode = meta.get("mode")
+        wanted = "encrypted" if self.encrypted else "plaintext"
+        if mode == "encrypted" and not self.encrypted:
             raise SnapTradeConfigurationError(
-                f"the SQLite secret store {str(self.path)!r} cannot use WAL mode (got {journal!r}); "
-                "put it on a local filesystem, not a network share"
+                f"the SQLite secret store {str(self.path)!r} is encrypted; set SNAPTRADE_ENCRYPTION_KEYS "
+                "to its keyring (refusing to write unencrypted secrets into it)"
             )
-        conn.execute("PRAGMA synchronous = FULL")
-        # Zero freed space, so a deleted or re-encrypted row leaves no old bytes in the file.
-        conn.execute("PRAGMA secure_delete = ON")
-        return conn
+        if mode is None:
+            cur.execute("INSERT INTO store_meta VALUES ('schema_version', ?)", (_SCHEMA_VERSION,))
+            cur.execute("INSERT INTO store_meta VALUES ('mode', ?)", (wanted,))
+        elif mode == "plaintext" and self.encrypted:
+            cur.execute("UPDATE store_meta SET value = 'encrypted' WHERE name = 'mode'")
+            (legacy,) = cur.execute(
+                "SELECT count(*) FROM user_secrets WHERE key_version = ?", (PLAINTEXT_VERSION,)
+            ).fetchone()
+            if legacy:
+                logger.warning(
+                    "SQLite secret store %s holds %d unencrypted secrets from before encryption was "
+                    "configured; run `aims-snaptrade rotate-keys` to encrypt them",
+                    self.path,
+                    legacy,
+                )
+
+    def _check_read_only(self) -> None:
+        """The checks of opening for writes, changing nothing."""
+        try:
+            open_schema(self._db, _SCHEMA, create=False)
+            try:
+                meta = dict(self._query("SELECT name, value FROM store_meta"))
+            except SnapTradeSecretStoreError:
+                raise SnapTradeConfigurationError(
+                    f"{str(self.path)!r} is a SQLite file but not an aims-snaptrade secret store (no store_meta table)"
+                ) from None
+            if meta.get("mode") == "encrypted" and not self.encrypted:
+                raise SnapTradeConfigurationError(
+                    f"the SQLite secret store {str(self.path)!r} is encrypted; set SNAPTRADE_ENCRYPTION_KEYS to its "
+                    "keyring"
+                )
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        return self._db.connection()
 
     def _flush_journal(self) -> None:
         # The WAL still holds old page images (old ciphertexts, or plaintext from before keys were
         # configured) until a checkpoint; TRUNCATE copies them back and empties it. Best effort:
         # a long-lived reader elsewhere can make it return busy, and the next one will catch up.
-        self._query("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.checkpoint()
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._closed:
-            raise SnapTradeSecretStoreError(f"the SQLite secret store {str(self.path)!r} is closed")
-        if self._conn is None or self._pid != os.getpid():
-            # After fork the inherited connection belongs to the parent: abandon it without
-            # closing (closing could disturb the parent's locks) and open our own.
-            self._conn = None
-            self._connect()
-        assert self._conn is not None
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and self._pid == os.getpid():
-            conn.close()
-
-    def _retry_busy(self, attempt: Callable[[], _T]) -> _T:
-        return retry_busy(attempt, self._busy_timeout)
-
-    @contextmanager
-    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
-        # Only BEGIN is retried: nothing has happened yet when it reports busy.
-        self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
-        try:
-            yield
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._errors():
-            conn = self._connection()
-            with self._transaction(conn):
-                yield conn
+    def _write(self) -> Any:
+        # Every write durable (synchronous=FULL): a lost user secret cannot be recovered.
+        return self._db.transaction(durable=True)
 
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        # A read is one statement in autocommit: safe to retry whole when the lock is busy.
-        with self._lock, self._errors():
-            conn = self._connection()
-            return self._retry_busy(lambda: conn.execute(sql, params).fetchall())
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise SnapTradeSecretStoreError(
-                f"SQLite secret store {str(self.path)!r} failed: {exc}", retryable=is_busy(exc)
-            ) from None
+        return self._db.query(sql, params)
 
     # -- SecretStore -----------------------------------------------------------------------
 
@@ -291,8 +187,8 @@ class SQLiteSecretStore:
         """See :meth:`SecretStore.put`. The rotation marker, if any, is kept."""
         check_user_id(user_id)
         version, blob = self._codec.seal(user_id, check_secret(secret))
-        with self._write() as conn:
-            conn.execute(
+        with self._write() as cur:
+            cur.execute(
                 """INSERT INTO user_secrets (user_id, key_version, ciphertext, updated_at)
                    VALUES (?, ?, ?, ?)
                    ON CONFLICT (user_id) DO UPDATE SET key_version = excluded.key_version,
@@ -303,8 +199,8 @@ class SQLiteSecretStore:
     def delete(self, user_id: str) -> bool:
         """See :meth:`SecretStore.delete`."""
         check_user_id(user_id)
-        with self._write() as conn:
-            removed = conn.execute("DELETE FROM user_secrets WHERE user_id = ?", (user_id,)).rowcount > 0
+        with self._write() as cur:
+            removed = bool(cur.execute("DELETE FROM user_secrets WHERE user_id = ?", (user_id,)).rowcount > 0)
         if removed:
             self._flush_journal()
         return removed
@@ -316,22 +212,22 @@ class SQLiteSecretStore:
     def begin_rotation(self, user_id: str) -> None:
         """See :meth:`SecretStore.begin_rotation`."""
         check_user_id(user_id)
-        with self._write() as conn:
-            row = conn.execute(
+        with self._write() as cur:
+            row = cur.execute(
                 "SELECT rotation_pending_since FROM user_secrets WHERE user_id = ?", (user_id,)
             ).fetchone()
             if row is None:
                 raise SnapTradeSecretStoreError(f"no secret is stored for user {user_id!r}; nothing to rotate")
             if row[0] is not None:
                 raise already_pending(user_id)
-            conn.execute("UPDATE user_secrets SET rotation_pending_since = ? WHERE user_id = ?", (time.time(), user_id))
+            cur.execute("UPDATE user_secrets SET rotation_pending_since = ? WHERE user_id = ?", (time.time(), user_id))
 
     def complete_rotation(self, user_id: str, new_secret: str) -> None:
         """See :meth:`SecretStore.complete_rotation`. Stores the secret even if no marker exists."""
         check_user_id(user_id)
         version, blob = self._codec.seal(user_id, check_secret(new_secret))
-        with self._write() as conn:
-            conn.execute(
+        with self._write() as cur:
+            cur.execute(
                 """INSERT INTO user_secrets (user_id, key_version, ciphertext, updated_at)
                    VALUES (?, ?, ?, ?)
                    ON CONFLICT (user_id) DO UPDATE SET key_version = excluded.key_version,
@@ -343,8 +239,8 @@ class SQLiteSecretStore:
     def abort_rotation(self, user_id: str) -> None:
         """See :meth:`SecretStore.abort_rotation`."""
         check_user_id(user_id)
-        with self._write() as conn:
-            conn.execute("UPDATE user_secrets SET rotation_pending_since = NULL WHERE user_id = ?", (user_id,))
+        with self._write() as cur:
+            cur.execute("UPDATE user_secrets SET rotation_pending_since = NULL WHERE user_id = ?", (user_id,))
 
     def pending_rotations(self) -> list[str]:
         """See :meth:`SecretStore.pending_rotations`."""
@@ -355,8 +251,8 @@ class SQLiteSecretStore:
 
     def reencrypt_batch(self, after: str | None, limit: int) -> BatchOutcome:
         """See :meth:`KeyRotatable.reencrypt_batch`."""
-        with self._write() as conn:
-            fetched = conn.execute(
+        with self._write() as cur:
+            fetched = cur.execute(
                 "SELECT user_id, key_version, ciphertext FROM user_secrets WHERE user_id > ? ORDER BY user_id LIMIT ?",
                 ("" if after is None else after, limit),
             ).fetchall()
@@ -364,7 +260,7 @@ class SQLiteSecretStore:
             rewrites, already, failed, last = plan_reencrypt(self._codec, rows)
             applied = 0
             for rw in rewrites:
-                applied += conn.execute(
+                applied += cur.execute(
                     "UPDATE user_secrets SET key_version = ?, ciphertext = ? "
                     "WHERE user_id = ? AND key_version = ? AND ciphertext = ?",
                     (rw.new_version, rw.new_blob, rw.user_id, rw.old_version, rw.old_blob),
@@ -385,9 +281,7 @@ class SQLiteSecretStore:
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
-        with self._lock:
-            self._closed = True
-            self._drop_connection()
+        self._db.close()
 
     def __repr__(self) -> str:
         return f"SQLiteSecretStore(path={str(self.path)!r}, encrypted={self.encrypted})"

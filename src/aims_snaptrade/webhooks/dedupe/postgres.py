@@ -61,16 +61,8 @@ class PostgresWebhookDedupeStore:
         open_schema(self._db, StoreSchema(store="webhook_claims", table=table, version=1, create=(create,)))
 
     def _run(self, op: Callable[[Cursor], _T]) -> _T:
-        for attempt in (1, 2):
-            try:
-                with self._db.transaction(durable=True) as cur:
-                    return op(cur)
-            except SnapTradeWebhookDedupeStoreError as exc:
-                # A dropped connection (reopened on the next call): every statement here is safe
-                # to run again once.
-                if not exc.retryable or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        # Each call is one statement or a read after it: safe to run again once on a dropped connection.
+        return self._db.run(op, retry_dropped=True)
 
     def claim(self, webhook_id: str, token: str, lease_seconds: float) -> ClaimOutcome:
         """See :meth:`WebhookDedupeStore.claim`."""

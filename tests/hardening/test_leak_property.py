@@ -33,7 +33,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from aims_snaptrade import AsyncSafeSnapTradeClient, CallOptions, SafeSnapTradeClient, SnapTradeError, telemetry
+from aims_snaptrade import AsyncSafeSnapTradeClient, CallOptions, SafeSnapTradeClient, SnapTradeError
+from aims_snaptrade.observability import telemetry
 from aims_snaptrade.redaction import isolated_registry
 from aims_snaptrade.secrets import MemorySecretStore
 from aims_snaptrade.testing import Fault, SnapTradeEmulator

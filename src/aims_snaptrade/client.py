@@ -138,6 +138,16 @@ def _id_secret(settings: Settings) -> str:
     return key.get_secret_value()
 
 
+# What to configure when a flow names a store this client did not open.
+_MISSING_STORE_HINTS = {
+    INTENTS: "Order intents are journaled only when trading is enabled (SNAPTRADE_TRADING_ENABLED=true) "
+    "or an order_intent_store is passed to the client.",
+    "ledger": "Portfolio sync keeps its ledger in SNAPTRADE_SYNC_LEDGER_URL (or a sync_ledger passed to the client).",
+    "consent": "Consent is decided from SNAPTRADE_CONSENT_STORE_URL (or a consent store passed to the client).",
+    "audit": "Set SNAPTRADE_AUDIT_KEY (and SNAPTRADE_AUDIT_STORE_URL) or pass an audit trail to the client.",
+}
+
+
 class _Base:
     """Construction shared by both clients: settings, guardrails, store, policies. No network IO."""
 
@@ -358,9 +368,7 @@ class _Base:
         store = self._stores.get(effect.store)
         if store is None:
             raise e.SnapTradeConfigurationError(
-                f"This client has no {effect.store} store.",
-                hint="Order intents are journaled only when trading is enabled (SNAPTRADE_TRADING_ENABLED=true) "
-                "or an order_intent_store is passed to the client.",
+                f"This client has no {effect.store} store.", hint=_MISSING_STORE_HINTS.get(effect.store)
             )
         return getattr(store, effect.method), effect.args, {}
 

@@ -153,7 +153,7 @@ def test_retention_commands_purge_and_sweep(tmp_path: Path) -> None:
     consents.close()
 
     bad = _cli(db, "audit", "purge", "--before", "2026-01-01T00:00:00")  # a time without an offset
-    assert bad.returncode == 1 and "UTC offset" in bad.stderr
+    assert bad.returncode == 2 and "UTC offset" in bad.stderr  # bad usage, as the command documents
     done = _cli(db, "audit", "purge", "--older-than-days", "400", "--json")
     assert done.returncode == 0, done.stderr
     assert '"removed": 3' in done.stdout

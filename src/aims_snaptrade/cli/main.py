@@ -14,7 +14,7 @@ from typing import Any
 
 from aims_snaptrade.cli.compliance import add_compliance_commands
 from aims_snaptrade.cli.sync import add_sync_command
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeError
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeError, SnapTradeValidationError
 
 __all__ = ["main"]
 
@@ -228,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except SnapTradeConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SnapTradeValidationError as exc:  # a value given on the command line: bad usage
+        print(f"invalid input: {exc}", file=sys.stderr)
         return 2
     except SnapTradeError as exc:
         print(f"error: {exc}", file=sys.stderr)

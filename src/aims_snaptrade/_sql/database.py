@@ -362,12 +362,17 @@ class PostgresDatabase:
         try:
             parts = psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.Error:
-            raise SnapTradeConfigurationError(f"the PostgreSQL {what} URL is not a valid connection string") from None
+            raise SnapTradeConfigurationError(
+                f"the PostgreSQL {what} URL{f' ({setting})' if setting else ''} is not a valid connection string"
+            ) from None
         password = parts.get("password")
-        register_secret(None if password is None else str(password))
+        # A key, not a user secret: long-lived, so never evicted by the many user secrets registered.
+        register_secret(None if password is None else str(password), kind="key")
         user = str(parts.get("user", ""))
         host, port, db = parts.get("host", "localhost"), parts.get("port", "5432"), parts.get("dbname", "")
-        self.description = f"PostgreSQL {what} at postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
+        self.target = f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
+        """Where the database is, never with its password."""
+        self.description = f"PostgreSQL {what} at {self.target}"
         self.schema = schema
         self.setting = setting
         self._on_connect = tuple(on_connect)
@@ -447,8 +452,8 @@ class PostgresDatabase:
         with self._lock:
             return self._connection()
 
-    def run(self, work: Callable[[Cursor], _T], *, retry_dropped: bool) -> _T:
-        """``work`` on the connection in autocommit (each statement its own transaction).
+    def run(self, work: Callable[[Cursor], _T], *, retry_dropped: bool, transaction: bool = False) -> _T:
+        """Run ``work`` in autocommit (each statement its own transaction), or in one durable ``transaction``.
 
         With ``retry_dropped`` a connection the server dropped is reopened and ``work`` run once
         more: only for work whose answer stays right when it runs twice (reads, upserts,
@@ -456,6 +461,9 @@ class PostgresDatabase:
         """
         for attempt in (1, 2):
             try:
+                if transaction:
+                    with self.transaction(durable=True) as cur:
+                        return work(cur)
                 with self._lock, self._errors():
                     return work(_PostgresCursor(self._connection()))
             except SnapTradeStoreError as exc:

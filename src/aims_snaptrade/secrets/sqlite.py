@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aims_snaptrade._sql.database import Cursor, SQLiteDatabase, open_schema
 from aims_snaptrade._sql.schema import StoreSchema
@@ -35,6 +34,9 @@ from aims_snaptrade.secrets._rows import (
 )
 from aims_snaptrade.secrets.crypto import PLAINTEXT_VERSION, Keyring, SecretCodec
 from aims_snaptrade.secrets.protocol import BatchOutcome
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["SQLiteSecretStore"]
 
@@ -158,6 +160,7 @@ class SQLiteSecretStore:
             raise
 
     def _connection(self) -> sqlite3.Connection:
+        """This process's connection (tests read its pragmas back)."""
         return self._db.connection()
 
     def _flush_journal(self) -> None:

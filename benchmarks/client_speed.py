@@ -41,6 +41,7 @@ USER_ID = "bench-user"
 USER_SECRET = "bench-secret-0123456789"  # a made-up secret for a loopback server
 CLIENT_ID = "BENCH"
 CONSUMER_KEY = "bench-consumer-key"
+RATE_LIMIT = 1_000_000  # the customer budget of the library's benchmark settings
 
 ACCOUNT = {
     "kind": "investment",
@@ -70,11 +71,25 @@ BODY = json.dumps({"results": [{**ACCOUNT, "id": f"2ade4cc6-f16f-50a6-ba0f-f827a
 
 # The server: asyncio protocol, keep-alive, pipelining-safe, one canned answer. It parses only
 # what it must to find where each request ends (headers, then Content-Length bytes).
+# With a second argument (a limit), every answer also carries SnapTrade's customer-level
+# rate-limit headers, as the real API's do: the limit, what is left of it (the server counts the
+# requests it answered) and the seconds until the window resets.
 SERVER = r"""
 import asyncio, sys
 BODY = sys.argv[1].encode()
-ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-ID: bench\r\n"
-          b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+LIMIT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-ID: bench\r\n"
+TAIL = b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
+ANSWER = HEAD + TAIL
+ANSWERED = [0]
+
+def answer():
+    if not LIMIT:
+        return ANSWER
+    ANSWERED[0] += 1
+    left = max(0, LIMIT - ANSWERED[0])
+    return (HEAD + b"X-RateLimit-Limit: %d\r\nX-RateLimit-Remaining: %d\r\nX-RateLimit-Reset: 60\r\n"
+            % (LIMIT, left) + TAIL)
 
 class Http(asyncio.Protocol):
     def connection_made(self, transport):
@@ -92,7 +107,7 @@ class Http(asyncio.Protocol):
             if len(self.buffer) < end + 4 + length:
                 break
             self.buffer = self.buffer[end + 4 + length:]
-            out.append(ANSWER)
+            out.append(answer())
         if out:
             self.transport.write(b"".join(out))
 
@@ -146,7 +161,7 @@ def client_options(base_url: str) -> dict[str, Any]:
         "environment": "sandbox",
         "base_url": base_url,
         "secret_store": store,
-        "customer_limit": 1_000_000,
+        "customer_limit": RATE_LIMIT,
         "rate_limit_strategy": "sliding-window",
     }
 

@@ -20,10 +20,15 @@ def _instruction_counts() -> object:
     return module
 
 
+@pytest.mark.parametrize("shape", ["bench", "production"])
 @pytest.mark.parametrize("variant", ["raw", "transport", "call", "ours"])
-def test_each_counted_client_makes_its_calls(variant: str) -> None:
-    child = _instruction_counts().CHILD  # type: ignore[attr-defined]
+def test_each_counted_client_makes_its_calls(variant: str, shape: str) -> None:
+    module = _instruction_counts()
+    users = str(module.WARM_UP + 3)  # type: ignore[attr-defined]
     run = subprocess.run(
-        [sys.executable, "-c", child, variant, "3", str(BENCHMARKS)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", module.CHILD, variant, "3", str(BENCHMARKS), shape, users],  # type: ignore[attr-defined]
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr[-2000:]

@@ -374,7 +374,8 @@ class _Shared:
         return engine, planned
 
     def _plan_of(self, op: Operation, user_id: str | None, account_id: str | None) -> _Planned:
-        known = (op.name, user_id, account_id)
+        known = self._plan_key(op, user_id, account_id)
+        user_id, account_id = known[1], known[2]
         planned = self._plans.get(known)
         if planned is None:
             plan = self.policy.plan(op, user_id=self._subject(user_id), account_id=self._subject(account_id))
@@ -387,6 +388,29 @@ class _Shared:
                 self._plans.clear()
             self._plans[known] = planned
         return planned
+
+    def _plan_key(
+        self, op: Operation, user_id: str | None, account_id: str | None
+    ) -> tuple[str, str | None, str | None]:
+        """The ids a plan of ``op`` depends on: only those a budget key or pause scope holds.
+
+        Without a user budget, a call for a new user reuses the plan (keys, claims, the memory
+        storage's prepared take) of the users before it instead of building and hashing its own.
+        On shared storage the user stays beside an account in the key: :meth:`forget_user` finds
+        the accounts a user's calls drew on there.
+        """
+        policy = self.policy
+        if account_id is not None and not (
+            op.account_scoped or (policy.trade_budget is not None and op.trading and not op.idempotent)
+        ):
+            account_id = None
+        if (
+            user_id is not None
+            and not (policy.user_budget is not None and op.user_scoped)
+            and (account_id is None or self._hashed is None)
+        ):
+            user_id = None
+        return op.name, user_id, account_id
 
     def _prepared(self, take: Take, planned: _Planned | None) -> Prepared | None:
         """What the memory storage derived from the plan's claims, when ``take`` claims just those."""

@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "Account",
@@ -82,6 +82,7 @@ CurrencyCode = Annotated[str | None, BeforeValidator(_code)]
 
 
 _NO_ANSWER: Mapping[str, Any] = MappingProxyType({})
+_RAW = "_raw"
 
 
 class SnapTradeModel(BaseModel):
@@ -92,13 +93,18 @@ class SnapTradeModel(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-    _raw: dict[str, Any] | None = PrivateAttr(default=None)
+    # The answer is kept in pydantic's private-state slot (``__pydantic_private__``) without a
+    # declared ``PrivateAttr``: a declared one makes pydantic run a Python hook after every
+    # validation to fill in its default, a third of an Account's parsing. Pickling, copying,
+    # deep-copying and ``model_copy`` carry the slot all the same.
 
     @property
     def raw(self) -> Mapping[str, Any]:
         """The JSON object SnapTrade answered, as the SDK returned it (read-only; fields the model
         does not name, money as sent). Empty for a model built by the library or by hand."""
-        return _NO_ANSWER if self._raw is None else MappingProxyType(self._raw)
+        private = self.__pydantic_private__
+        answer = None if private is None else private.get(_RAW)
+        return _NO_ANSWER if answer is None else MappingProxyType(answer)
 
     @classmethod
     def from_answer(cls, answer: Mapping[str, Any], **derived: Any) -> Self:
@@ -106,7 +112,7 @@ class SnapTradeModel(BaseModel):
         model = cls.model_validate({**answer, **derived} if derived else answer)
         # The SDK's body is a fresh dict per answer, owned by no one else: kept, not copied (a
         # plain dict, so models still pickle and deep-copy); ``raw`` hands out a read-only view.
-        model._raw = answer if isinstance(answer, dict) else dict(answer)
+        object.__setattr__(model, "__pydantic_private__", {_RAW: answer if isinstance(answer, dict) else dict(answer)})
         return model
 
     def __eq__(self, other: object) -> bool:

@@ -366,6 +366,9 @@ class Core:
         An order sent without its intent journaled first cannot be reconciled when its answer is
         lost, so ``call()`` refuses every order write (:data:`~aims_snaptrade.operations.ORDER_WRITES`)
         with the method that sends it safely, before anything else is checked or sent.
+
+        Not a generator itself: it checks at once and hands back :meth:`call`'s flow, so every
+        effect of the call resumes one generator fewer.
         """
         if isinstance(name, str) and name in ORDER_WRITES:
             safe = ORDER_WRITES[name]
@@ -378,7 +381,7 @@ class Core:
                 else f"The library has no journaled flow for {name} yet, so it is refused; "
                 "equity orders go through preview_order / place_order / place_order_now.",
             )
-        return (yield from self.call(name, arguments, confirm=confirm, options=options))
+        return self.call(name, arguments, confirm=confirm, options=options)
 
     def _audit_call(
         self,
@@ -530,9 +533,9 @@ class Core:
         timeouts = self._timeouts if options.timeout is None else options.timeouts(self.settings)
         yield from self.admit(operation, args, confirm=confirm, exempt=exempt)
         user_id = args.get("user_id")
-        if operation.user_scoped and self.settings.key_type == "commercial":
-            _user_id(user_id)
-        if operation.needs_user_secret and self.settings.key_type == "commercial":
+        commercial = self.settings.key_type == "commercial"
+        checked_user = _user_id(user_id) if operation.user_scoped and commercial else None
+        if operation.needs_user_secret and commercial:
             given = args.get("user_secret")
             if given is not None and (not isinstance(given, str) or not given):
                 # Checked before registration for redaction: a bad value must change nothing.
@@ -540,7 +543,7 @@ class Core:
                     f"user_secret must be a non-empty string, got {type(given).__name__}.", operation=name
                 )
             if given is None:
-                user = _user_id(user_id)
+                user = _user_id(user_id) if checked_user is None else checked_user
                 args["user_secret"] = self.secrets.get(user) or (yield from self._stored_secret(name, user))
             register_secret(args["user_secret"])
         elif self.settings.key_type == "personal":

@@ -159,32 +159,37 @@ class _Registry:
             return
         forms = encoded_forms(value)
         pool[value] = forms
-        for form in forms:
-            self._count(form, +1)
+        self._count(forms, +1)
         limit = _LIMITS[kind]
         if limit is not None and len(pool) > limit:
-            for form in pool.popitem(last=False)[1]:
-                self._count(form, -1)
+            self._count(pool.popitem(last=False)[1], -1)
         if not all(map(self.chars.issuperset, forms)):  # without building the forms' alphabet
             self.chars = self.chars.union(*forms)
             escaped = "".join(re.escape(c) for c in sorted(self.chars))
             self.run_pattern = re.compile(f"[{escaped}]{{{_MIN_SECRET_LENGTH},}}")
 
-    def _count(self, form: str, delta: int) -> None:
-        held = self.forms.get(form, 0) + delta
-        lengths = self.prefixes.setdefault(form[:_MIN_SECRET_LENGTH], {})
-        size = len(form)
-        left = lengths.get(size, 0) + delta
-        if held:
-            self.forms[form] = held
-        else:
-            self.forms.pop(form, None)
-        if left:
-            lengths[size] = left
-        else:
-            lengths.pop(size, None)
-            if not lengths:
-                del self.prefixes[form[:_MIN_SECRET_LENGTH]]
+    def _count(self, forms: frozenset[str], delta: int) -> None:
+        # One pass over a value's forms with the tables bound once: a signature is registered,
+        # and another evicted, on every request.
+        held, prefixes = self.forms, self.prefixes
+        for form in forms:
+            count = held.get(form, 0) + delta
+            if count:
+                held[form] = count
+            else:
+                held.pop(form, None)
+            head = form[:_MIN_SECRET_LENGTH]
+            lengths = prefixes.get(head)
+            if lengths is None:
+                lengths = prefixes[head] = {}
+            size = len(form)
+            left = lengths.get(size, 0) + delta
+            if left:
+                lengths[size] = left
+            else:
+                lengths.pop(size, None)
+                if not lengths:
+                    del prefixes[head]
 
 
 _lock = threading.Lock()

@@ -8,30 +8,6 @@
 
 from __future__ import annotations
 
-from aims_snaptrade.ratelimit.limiter import (
-    ALERT_FRACTION,
-    NAMESPACE,
-    PLAN_PRESETS,
-    AsyncRateLimiter,
-    Budget,
-    BudgetKey,
-    BudgetUsage,
-    RateLimiter,
-    RateLimitPolicy,
-    Scope,
-    parse_retry_after,
-)
-
-__all__ = [
-    "ALERT_FRACTION",
-    "NAMESPACE",
-    "PLAN_PRESETS",
-    "AsyncRateLimiter",
-    "Budget",
-    "BudgetKey",
-    "BudgetUsage",
-    "RateLimitPolicy",
-    "RateLimiter",
-    "Scope",
-    "parse_retry_after",
-]
+# The limiters' public names are this package's: one list, kept in limiter.__all__.
+from aims_snaptrade.ratelimit.limiter import *  # noqa: F403
+from aims_snaptrade.ratelimit.limiter import __all__ as __all__

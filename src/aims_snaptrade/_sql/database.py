@@ -106,6 +106,23 @@ class Database(Protocol):
         ...
 
 
+class _OneConnectionPerProcess:
+    """What both databases share: one connection behind a lock, opened again in a forked child."""
+
+    _lock: threading.RLock
+    _conn: Any
+    _pid: int
+    _closed: bool
+
+    def close(self) -> None:
+        """Release the connection. Idempotent; a child never closes the connection it inherited."""
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+
+
 class _SQLiteCursor:
     __slots__ = ("_conn",)
 
@@ -116,7 +133,7 @@ class _SQLiteCursor:
         return self._conn.execute(sql, tuple(params))
 
 
-class SQLiteDatabase:
+class SQLiteDatabase(_OneConnectionPerProcess):
     """A SQLite file (WAL, ``0600``), or ``:memory:`` for tests (one process only)."""
 
     kind = "sqlite"
@@ -274,13 +291,6 @@ class SQLiteDatabase:
         """Copy the WAL back into the file and truncate it, so erased rows leave no old page copies."""
         self.query("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                conn.close()
-
     def __repr__(self) -> str:
         return f"SQLiteDatabase({str(self.path)!r})"
 
@@ -325,7 +335,7 @@ def open_schema(
         ) from None
 
 
-class PostgresDatabase:
+class PostgresDatabase(_OneConnectionPerProcess):
     """A PostgreSQL database (psycopg 3, the ``postgres`` extra); tables live in ``schema``."""
 
     kind = "postgresql"
@@ -505,13 +515,6 @@ class PostgresDatabase:
 
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL reclaims deleted rows with VACUUM."""
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                conn.close()
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({self.description!r}, schema={self.schema!r})"

@@ -508,7 +508,7 @@ def check_checkpoints(
 
 
 @runtime_checkable
-class AuditTrail(Protocol):
+class AuditTrail(Protocol):  # pragma: no mutate block (docs/testing.md: Protocols)
     """Where audit records go. Built-ins: :class:`SQLiteAuditTrail`, :class:`PostgresAuditTrail`.
 
     Contract: ``append`` returns once the record is committed (flushed to disk when

@@ -134,7 +134,7 @@ def check_time(value: object, name: str) -> datetime:
 
 
 @runtime_checkable
-class ConsentLookup(Protocol):
+class ConsentLookup(Protocol):  # pragma: no mutate block (docs/testing.md: Protocols)
     """What the road asks: a decision naming the reason and expiry (see :class:`ConsentDecision`)."""
 
     def decide(self, user_id: str, scope: str) -> ConsentDecision:
@@ -143,7 +143,7 @@ class ConsentLookup(Protocol):
 
 
 @runtime_checkable
-class ConsentStore(ConsentChecker, ConsentLookup, Protocol):
+class ConsentStore(ConsentChecker, ConsentLookup, Protocol):  # pragma: no mutate block (docs/testing.md: Protocols)
     """Durable consent records; implements :class:`~aims_snaptrade.guardrails.ConsentChecker`.
 
     Contract (checked by :class:`aims_snaptrade.testing.consent_store_conformance.ConsentStoreConformance`):

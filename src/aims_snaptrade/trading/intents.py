@@ -39,7 +39,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 @runtime_checkable
-class OrderIntentStore(Protocol):
+class OrderIntentStore(Protocol):  # pragma: no mutate block (docs/testing.md: Protocols)
     """Durable, thread-safe journal of order intents keyed by ``client_order_id``.
 
     Contract (checked by the conformance suite):

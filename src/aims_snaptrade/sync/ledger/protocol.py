@@ -18,7 +18,7 @@ __all__ = ["SyncLedger"]
 
 
 @runtime_checkable
-class SyncLedger(Protocol):
+class SyncLedger(Protocol):  # pragma: no mutate block (docs/testing.md: Protocols)
     """Durable per-user, per-account sync progress, leases and batch progress.
 
     Contract (checked by the conformance suite):

@@ -26,7 +26,7 @@ ClaimOutcome = Literal["claimed", "in_progress", "processed"]
 
 
 @runtime_checkable
-class WebhookDedupeStore(Protocol):
+class WebhookDedupeStore(Protocol):  # pragma: no mutate block (docs/testing.md: Protocols)
     """Atomic claims on webhook ids, thread-safe (the async receiver calls it from worker threads).
 
     Contract (checked by the conformance suite):

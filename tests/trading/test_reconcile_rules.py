@@ -262,86 +262,60 @@ def test_only_a_true_rival_makes_a_match_ambiguous(
 
 # --- the terms a listed order must share with the intent ----------------------------------------------
 
-_MAYBE_DECIMAL = st.sampled_from([None, Decimal(1), Decimal("1.00"), Decimal(2), Decimal("0.5")])
+_TYPES = {"Market": ["Market", "MARKET"], "Limit": ["Limit", "LIMIT"], "StopLimit": ["StopLimit", "STOP_LIMIT"],
+          "Stop": ["Stop", "STOP"]}  # fmt: skip
+_HOW = st.sampled_from(["same", "omitted", "other"])
 
 
-def _letters(order_type: str | None) -> str:
-    return "".join(c for c in (order_type or "") if c.isalpha()).casefold()
-
-
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     action=st.sampled_from(["BUY", "SELL"]),
-    listed_action=st.sampled_from([None, "BUY", "buy", "Sell", "SELL"]),
-    symbol=st.sampled_from([None, "AAPL", "MSFT"]),
-    universal=st.sampled_from([None, "u-aapl", "u-msft"]),
-    listed_symbol=st.sampled_from([None, "AAPL", "MSFT"]),
-    listed_universal=st.sampled_from([None, "u-aapl", "u-msft"]),
-    order_type=st.sampled_from([None, "Market", "Limit", "StopLimit", "Stop"]),
-    listed_type=st.sampled_from([None, "Market", "MARKET", "Limit", "limit", "STOP_LIMIT", "Stop-Limit", "Stop"]),
-    units=_MAYBE_DECIMAL,
-    quantity=_MAYBE_DECIMAL,
-    price=_MAYBE_DECIMAL,
-    limit_price=_MAYBE_DECIMAL,
-    stop=_MAYBE_DECIMAL,
-    stop_price=_MAYBE_DECIMAL,
+    symbols=st.sampled_from([("AAPL", None), (None, "u-aapl"), ("AAPL", "u-aapl")]),
+    order_type=st.sampled_from(sorted(_TYPES)),
+    numbers=st.tuples(*[st.sampled_from([None, Decimal(1), Decimal("2.5")])] * 3),
+    how=st.fixed_dictionaries({k: _HOW for k in ("action", "symbol", "type", "units", "price", "stop")}),
+    spelling=st.integers(min_value=0, max_value=1),
 )
 def test_a_listed_order_matches_when_every_field_it_carries_agrees(
     action: str,
-    listed_action: str | None,
-    symbol: str | None,
-    universal: str | None,
-    listed_symbol: str | None,
-    listed_universal: str | None,
-    order_type: str | None,
-    listed_type: str | None,
-    units: Decimal | None,
-    quantity: Decimal | None,
-    price: Decimal | None,
-    limit_price: Decimal | None,
-    stop: Decimal | None,
-    stop_price: Decimal | None,
+    symbols: tuple[str | None, str | None],
+    order_type: str,
+    numbers: tuple[Decimal | None, Decimal | None, Decimal | None],
+    how: dict[str, str],
+    spelling: int,
 ) -> None:
-    # docs/trading.md: account, symbol, side, quantity, type and prices; a field the record leaves
-    # out does not count against it; order types compare by their letters ("StopLimit" is
-    # "STOP_LIMIT"), sides ignoring case, numbers by value.
+    # docs/trading.md: symbol, side, quantity, type and prices must agree; a field the record
+    # leaves out does not count against it. Order types compare by their letters ("StopLimit" is
+    # "STOP_LIMIT"), sides ignoring case, numbers by value. Each field of the listed order is the
+    # intent's (in another spelling), left out, or another value.
     from aims_snaptrade.trading.models import Order
     from aims_snaptrade.trading.reconcile import matches
 
-    intent = make_intent(
-        action=action,
-        symbol=symbol,
-        universal_symbol_id=universal,
-        order_type=order_type,
-        units=units,
-        price=price,
-        stop=stop,
-    )
-    order = Order(
-        brokerage_order_id="o-1",
-        action=listed_action,
-        symbol=listed_symbol,
-        universal_symbol_id=listed_universal,
-        order_type=listed_type,
-        total_quantity=quantity,
-        limit_price=limit_price,
-        stop_price=stop_price,
-    )
-    wanted = {s for s in (symbol, universal) if s}
-    named = {s for s in (listed_symbol, listed_universal) if s}
-
-    def agree(mine: object, theirs: object) -> bool:
-        return mine is None or theirs is None or mine == theirs
-
-    expected = (
-        (listed_action is None or listed_action.upper() == action)
-        and (not wanted or not named or bool(wanted & named))
-        and (listed_type is None or _letters(listed_type) == _letters(order_type))
-        and agree(price, limit_price)
-        and agree(stop, stop_price)
-        and agree(units, quantity)
-    )
-    assert matches(intent, order) is expected
+    symbol, universal = symbols
+    units, price, stop = numbers
+    intent = make_intent(action=action, symbol=symbol, universal_symbol_id=universal, order_type=order_type,
+                         units=units, price=price, stop=stop)  # fmt: skip
+    same_number = {None: None, Decimal(1): Decimal("1.00"), Decimal("2.5"): Decimal("2.50")}
+    listed: dict[str, Any] = {
+        "action": {"same": action.lower() if spelling else action, "omitted": None,
+                   "other": "SELL" if action == "BUY" else "BUY"}[how["action"]],
+        "order_type": {"same": _TYPES[order_type][spelling], "omitted": None,
+                       "other": "Market" if order_type != "Market" else "Limit"}[how["type"]],
+    }  # fmt: skip
+    listed["symbol"], listed["universal_symbol_id"] = {
+        "same": (symbol, None) if symbol and (spelling or not universal) else (None, universal),  # one is enough
+        "omitted": (None, None),
+        "other": ("MSFT", "u-msft"),
+    }[how["symbol"]]
+    for field, wanted, key in (("total_quantity", units, "units"), ("limit_price", price, "price"),
+                               ("stop_price", stop, "stop")):  # fmt: skip
+        listed[field] = {"same": same_number[wanted], "omitted": None, "other": Decimal(7)}[how[key]]
+    order = Order(brokerage_order_id="o-1", **listed)
+    # A field counts against the match only when both sides carry it and they differ.
+    carried_by_intent = {"action": True, "symbol": True, "type": True, "units": units is not None,
+                         "price": price is not None, "stop": stop is not None}  # fmt: skip
+    expected = not any(how[k] == "other" and carried_by_intent[k] for k in how)
+    assert matches(intent, order) is expected, (intent, order)
 
 
 # --- when nothing is listed: settling, then not placed --------------------------------------------------

@@ -244,3 +244,44 @@ def test_an_impact_without_a_trade_id_is_an_error_naming_the_request(
     assert failed.value.operation == "get_order_impact"
     assert failed.value.message == "SnapTrade's order impact came back without a trade id."
     assert failed.value.request_id == emu.journal.last(operation="get_order_impact").request_id
+
+
+# --- the journal's left_by is bounded by the call's own deadline -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy_deadline", "call_deadline", "deadline"),
+    [(None, None, 120.0), (None, 600.0, 600.0), (10.0, 600.0, 10.0), (300.0, None, 300.0),
+     (300.0, 45.0, 45.0)],
+)  # fmt: skip
+def test_left_by_is_twice_the_calls_deadline_plus_the_connect_timeout(
+    make_client: Any,
+    alice: ConnectedUser,
+    intents: MemoryOrderIntentStore,
+    policy_deadline: float | None,
+    call_deadline: float | None,
+    deadline: float,
+) -> None:
+    # docs/trading.md: an order write's deadline is the call's CallOptions.deadline, else the retry
+    # policy's, else 120 s (the earlier of the two when both are set); it bounds every wait before
+    # the send, so left_by is journaled as twice that deadline plus the connect timeout. A longer
+    # deadline than 120 s is a longer possible wait: the bound must not be cut to 120 s.
+    from aims_snaptrade import CallOptions, RetryPolicy
+
+    client = make_client(retry=RetryPolicy(max_attempts=1, deadline=policy_deadline), connect_timeout=1.5)
+    options = CallOptions(deadline=call_deadline)
+    journaled: list[Any] = []
+    record = intents.record
+    intents.record = lambda intent: journaled.append(intent) or record(intent)  # type: ignore[method-assign]
+    account = alice.account_ids[0]
+    working = client.place_order_now(alice.user_id, account, confirm=True, options=options, action="BUY",
+                                     symbol="AAPL", units=1, order_type="Limit", price=1)  # fmt: skip
+    preview = client.preview_order(alice.user_id, account, options=options, **ORDER)
+    client.place_order(preview, confirmation=preview.confirmation, options=options)
+    new = client.replace_order(alice.user_id, account, working.brokerage_order_id, action="BUY", units=2,
+                               order_type="Limit", price=1, confirm=True, options=options)  # fmt: skip
+    client.cancel_order(alice.user_id, account, new.brokerage_order_id, options=options)
+    assert [i.kind for i in journaled] == ["force", "checked", "replace", "cancel"]
+    for intent in journaled:
+        assert intent.left_by is not None
+        assert (intent.left_by - intent.sent_at).total_seconds() == pytest.approx(2 * (deadline + 1.5)), intent.kind

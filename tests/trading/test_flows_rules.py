@@ -285,3 +285,295 @@ def test_left_by_is_twice_the_calls_deadline_plus_the_connect_timeout(
     for intent in journaled:
         assert intent.left_by is not None
         assert (intent.left_by - intent.sent_at).total_seconds() == pytest.approx(2 * (deadline + 1.5)), intent.kind
+
+
+# --- the call's options reach every request of a flow ------------------------------------------------------
+
+
+def test_the_calls_options_reach_every_read_of_a_flow(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    # The client retries nothing; the call's own retry policy retries each read once after a 503.
+    # A read sent without the call's options would fail the flow.
+    from aims_snaptrade import CallOptions, RetryPolicy
+    from aims_snaptrade.testing import Fault
+
+    client = make_client(max_order_notional=Decimal(10_000))
+    options = CallOptions(retry=RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.02, deadline=10.0))
+    account = alice.account_ids[0]
+
+    def flaky(*operations: str) -> None:
+        for operation in operations:
+            emu.faults.add(Fault.status(503), operation=operation, times=1)
+
+    flaky("get_symbols_by_ticker", "get_order_impact")
+    preview = client.preview_order(alice.user_id, account, options=options, **ORDER)
+    assert client.place_order(preview, confirmation=preview.confirmation, options=options).status == "EXECUTED"
+    flaky("get_user_account_quotes")  # the last price, to check the notional cap
+    assert client.place_order_now(alice.user_id, account, confirm=True, options=options, **ORDER).status
+    working = client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=1,
+                                     order_type="Limit", price=1)  # fmt: skip
+    flaky("get_user_account_order_detail")  # the order to replace
+    new = client.replace_order(alice.user_id, account, working.brokerage_order_id, action="BUY", units=2,
+                               order_type="Limit", price=1, confirm=True, options=options)  # fmt: skip
+    flaky("get_user_account_order_detail")  # the cancelled order, as the brokerage reports it
+    assert client.cancel_order(alice.user_id, account, new.brokerage_order_id, options=options).status == "CANCELED"
+    # A lost cancellation is looked up at once, with the call's options too.
+    other = client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=1,
+                                   order_type="Limit", price=1)  # fmt: skip
+    emu.faults.add(Fault.lost_response(), operation="cancel_order")
+    flaky("get_user_account_order_detail")
+    assert client.cancel_order(alice.user_id, account, other.brokerage_order_id, options=options).status == "CANCELED"
+    # And so does reconciliation: the journaled order's detail, the listing, the replaced order.
+    emu.faults.add(Fault.lost_response(), operation="place_force_order")
+    with pytest.raises(e.SnapTradeUnknownOutcomeError) as lost:
+        client.place_order_now(alice.user_id, account, confirm=True, **ORDER)
+    flaky("get_user_account_recent_orders", "get_user_account_order_detail")
+    assert client.reconcile_order(lost.value.intent, options=options).outcome == "placed"
+    flaky("get_user_account_order_detail")
+    assert client.reconcile_order(lost.value.intent, options=options).outcome == "placed"  # from the journal
+    assert intents.pending() == []
+
+
+def test_an_idempotent_write_policy_never_resends_an_order(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator
+) -> None:
+    # Whatever the policy says of writes that carry a client_order_id, an order is sent once: a 5xx
+    # after the request left is an unknown outcome for reconcile_order, never a retry.
+    from aims_snaptrade import RetryPolicy
+    from aims_snaptrade.testing import Fault
+
+    policy = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02, retry_idempotent_writes=True)
+    client = make_client(retry=policy)
+    emu.faults.add(Fault.status(503), operation="place_force_order", times=1)
+    with pytest.raises(e.SnapTradeUnknownOutcomeError) as lost:
+        client.place_order_now(alice.user_id, alice.account_ids[0], confirm=True, **ORDER)
+    assert emu.journal.count(operation="place_force_order") == 1
+    unknown = lost.value
+    last = emu.journal.last(operation="place_force_order")
+    assert (unknown.status, unknown.operation, unknown.request_id) == (503, "place_force_order", last.request_id)
+    intent = unknown.intent
+    assert unknown.message.startswith(f"Order {intent.client_order_id} (BUY 0.1 AAPL) was sent and its answer lost (")
+    assert unknown.hint.startswith("Do not resend it yourself: call reconcile_order(error.intent)")
+    assert unknown.hint.endswith("or when to look again.")
+
+
+def test_an_unknown_outcome_names_the_order_by_its_terms(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator
+) -> None:
+    from aims_snaptrade.testing import Fault
+
+    emu.faults.add(Fault.status(500, code="9999"), operation="place_force_order", times=1)
+    with pytest.raises(e.SnapTradeUnknownOutcomeError) as lost:
+        client.place_order_now(alice.user_id, alice.account_ids[0], confirm=True, action="SELL", symbol="AAPL",
+                               notional_value=Decimal(50))  # fmt: skip
+    intent = lost.value.intent
+    assert lost.value.message.startswith(f"Order {intent.client_order_id} (SELL 50 AAPL) was sent")
+    assert (lost.value.status, lost.value.code) == (500, "9999")
+
+
+# --- arguments, consent and the notional cap, before anything is journaled --------------------------------
+
+
+def test_a_missing_id_is_refused_naming_it(client: SafeSnapTradeClient, alice: ConnectedUser) -> None:
+    account = alice.account_ids[0]
+    calls = {
+        "user_id": [
+            lambda bad: client.cancel_order(bad, account, "order-1"),
+            lambda bad: client.preview_order(bad, account, **ORDER),
+            lambda bad: client.place_order_now(bad, account, confirm=True, **ORDER),
+        ],
+        "account_id": [lambda bad: client.cancel_order(alice.user_id, bad, "order-1")],
+        "brokerage_order_id": [
+            lambda bad: client.cancel_order(alice.user_id, account, bad),
+            lambda bad: client.replace_order(alice.user_id, account, bad, action="BUY", units=1, confirm=True),
+            lambda bad: client.get_order(alice.user_id, account, bad),
+        ],
+    }
+    for name, attempts in calls.items():
+        for attempt in attempts:
+            for bad in ("", "  ", None):
+                with pytest.raises(e.SnapTradeValidationError, match=f"^{name} must be a non-empty string"):
+                    attempt(bad)
+
+
+def test_trade_consent_is_checked_for_the_user_of_every_order_write(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    class NoTradeForAlice:
+        def has_consent(self, user_id: str, scope: str) -> bool:
+            return not (scope == "trade" and user_id == alice.user_id)
+
+    account = alice.account_ids[0]
+    allowed = make_client(confirmation_key="k" * 32)
+    preview = allowed.preview_order(alice.user_id, account, **ORDER)
+    client = make_client(consent=NoTradeForAlice(), confirmation_key="k" * 32)
+    for attempt in (
+        lambda: client.preview_order(alice.user_id, account, **ORDER),
+        lambda: client.place_order(preview, confirmation=preview.confirmation),
+        lambda: client.place_order_now(alice.user_id, account, confirm=True, **ORDER),
+        lambda: client.cancel_order(alice.user_id, account, "order-1"),
+        lambda: client.replace_order(alice.user_id, account, "order-1", action="BUY", units=1, confirm=True),
+    ):
+        with pytest.raises(e.SnapTradeConsentRequiredError):
+            attempt()
+    assert _sent(emu) == 0 and intents.pending() == []
+
+
+def test_orders_within_the_notional_cap_go_through(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    from aims_snaptrade.testing import Fault
+
+    client = make_client(max_order_notional=Decimal(1000))
+    account = alice.account_ids[0]
+    preview = client.preview_order(alice.user_id, account, action="BUY", symbol="AAPL", units=Decimal(2))
+    assert client.place_order(preview, confirmation=preview.confirmation).status == "EXECUTED"
+    by_value = client.preview_order(alice.user_id, account, action="BUY", symbol="AAPL", notional_value=500)
+    assert client.place_order(by_value, confirmation=by_value.confirmation).status == "EXECUTED"
+    working = client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=1,
+                                     order_type="Limit", price=1)  # fmt: skip
+    assert client.replace_order(alice.user_id, account, working.brokerage_order_id, action="BUY", units=2,
+                                order_type="Limit", price=1, confirm=True).total_quantity == 2  # fmt: skip
+    # A market order in units is valued at the last trade price (else the ask), by ticker or by
+    # SnapTrade's symbol id.
+    for quote, allowed in (({"last_trade_price": 100, "ask_price": 900}, True),
+                           ({"last_trade_price": None, "ask_price": 300}, True),
+                           ({"last_trade_price": None, "ask_price": 600}, False)):  # fmt: skip
+        emu.faults.add(Fault.answer([quote]), operation="get_user_account_quotes")
+        if allowed:
+            client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=2)
+        else:
+            with pytest.raises(e.SnapTradeOrderLimitError, match=r"worth about 1200\.00"):
+                client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=2)
+    universal = preview.universal_symbol_id
+    order = client.place_order_now(alice.user_id, account, confirm=True, action="BUY", universal_symbol_id=universal,
+                                   units=1)  # fmt: skip
+    assert order.symbol == "AAPL"
+    emu.faults.add(Fault.answer({"quotes": []}), operation="get_user_account_quotes")  # not a list: no price
+    with pytest.raises(e.SnapTradeOrderLimitError, match="cannot be bounded"):
+        client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=1)
+    assert intents.pending() == []
+
+
+# --- preview, confirm, place: the refusals say what happened ------------------------------------------------
+
+
+def test_confirmation_refusals_say_nothing_was_sent(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from aims_snaptrade.trading import flows
+
+    client = make_client()
+    account = alice.account_ids[0]
+    with pytest.raises(e.SnapTradeValidationError, match="needs the OrderPreview from preview_order, got dict"):
+        client.place_order({"trade_id": "t"}, confirmation="x")  # type: ignore[arg-type]
+    preview = client.preview_order(alice.user_id, account, **ORDER)
+    changed = preview.model_copy(update={"units": Decimal(2)})
+    refusals = []
+    with pytest.raises(e.SnapTradeConfirmationError) as mismatch:
+        client.place_order(changed, confirmation=preview.confirmation)
+    refusals.append(mismatch.value)
+    # At the expiry instant itself the preview has expired.
+    real_now = flows._now
+    monkeypatch.setattr(flows, "_now", lambda: preview.expires_at)
+    with pytest.raises(e.SnapTradeConfirmationError) as expired:
+        client.place_order(preview, confirmation=preview.confirmation)
+    refusals.append(expired.value)
+    monkeypatch.setattr(flows, "_now", lambda: preview.expires_at - timedelta(microseconds=1))
+    client.place_order(preview, confirmation=preview.confirmation)
+    monkeypatch.setattr(flows, "_now", real_now)
+    with pytest.raises(e.SnapTradeConfirmationError) as used:
+        client.place_order(preview, confirmation=preview.confirmation)
+    refusals.append(used.value)
+    assert [r.reason for r in refusals] == ["mismatch", "expired", "used"]
+    for refused in refusals:
+        assert refused.operation == "place_order"
+        assert refused.message[0].isupper() and refused.message.endswith("; nothing was sent."), refused.message
+    assert preview.client_order_id in used.value.message
+    assert used.value.hint and "reconcile_order(client_order_id)" in used.value.hint
+    assert used.value.hint.startswith("To learn what became of it")
+    assert emu.journal.count(operation="place_order") == 1
+
+
+def test_an_unknown_ticker_is_refused_before_the_impact_check(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator
+) -> None:
+    from aims_snaptrade.testing import Fault
+
+    for answer in ({}, {"id": ""}, {"id": 7}):
+        emu.faults.add(Fault.answer(answer), operation="get_symbols_by_ticker")
+        with pytest.raises(e.SnapTradeNotFoundError) as unknown:
+            client.preview_order(alice.user_id, alice.account_ids[0], action="BUY", symbol="ZZZZ", units=1)
+        assert (unknown.value.message, unknown.value.operation) == (
+            "SnapTrade knows no symbol 'ZZZZ'.",
+            "preview_order",
+        )
+    assert emu.journal.count(operation="get_order_impact") == 0
+
+
+# --- cancel and replace ----------------------------------------------------------------------------------
+
+
+def test_cancellations_are_journaled_as_settled_with_the_cancelled_order(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    from datetime import UTC, datetime
+
+    from aims_snaptrade.testing import Fault
+
+    account = alice.account_ids[0]
+    limit = {"action": "BUY", "symbol": "AAPL", "units": 1, "order_type": "Limit", "price": 1, "confirm": True}
+    answered, lost = (client.place_order_now(alice.user_id, account, **limit) for _ in range(2))
+    journaled: list[Any] = []
+    update = intents.update
+    intents.update = lambda intent: journaled.append(intent) or update(intent)  # type: ignore[method-assign]
+    order = client.cancel_order(alice.user_id, account, answered.brokerage_order_id)
+    assert (order.status, order.account_id) == ("CANCELED", account)
+    settled = journaled[-1]
+    assert (settled.kind, settled.status, settled.brokerage_order_id, settled.detail) == (
+        "cancel",
+        "placed",
+        answered.brokerage_order_id,
+        "answered",
+    )
+    emu.faults.add(Fault.lost_response(), operation="cancel_order")
+    order = client.cancel_order(alice.user_id, account, lost.brokerage_order_id)
+    assert (order.status, order.account_id, order.brokerage_order_id) == ("CANCELED", account, lost.brokerage_order_id)
+    settled = journaled[-1]
+    assert (settled.status, settled.brokerage_order_id, settled.detail) == (
+        "placed",
+        lost.brokerage_order_id,
+        "the order says CANCELED",
+    )
+    # Settled on the intent as journaled when the call ended: nothing of it can leave any more.
+    assert settled.left_by is not None and settled.left_by <= settled.settled_at <= datetime.now(UTC)
+    assert intents.pending() == []
+
+
+def test_a_replacement_keeps_the_replaced_orders_security_and_refuses_what_it_cannot_replace(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    account = alice.account_ids[0]
+    limit = {"action": "BUY", "symbol": "MSFT", "units": 1, "order_type": "Limit", "price": 1, "confirm": True}
+    working = client.place_order_now(alice.user_id, account, **limit)
+    new = client.replace_order(alice.user_id, account, working.brokerage_order_id, action="BUY", units=3,
+                               order_type="Limit", price=2, confirm=True)  # fmt: skip
+    (intent,) = [i for i in intents._rows.values() if i.kind == "replace"]
+    assert (intent.symbol, intent.universal_symbol_id) == (working.symbol, working.universal_symbol_id)
+    assert intent.replaces == working.brokerage_order_id and intent.brokerage_order_id == new.brokerage_order_id
+    assert new.symbol == "MSFT"
+    with pytest.raises(e.SnapTradeValidationError, match="only an open order can be replaced") as closed:
+        client.replace_order(alice.user_id, account, working.brokerage_order_id, action="BUY", units=4,
+                             order_type="Limit", price=2, confirm=True)  # fmt: skip
+    assert closed.value.operation == "replace_order"
+    # The client's replace_order takes units only; the flow itself refuses a notional value too.
+    terms = {"action": "BUY", "notional_value": Decimal(10), "order_type": "Limit", "price": Decimal(2)}
+    with pytest.raises(e.SnapTradeValidationError) as by_value:
+        client._run(client._trading.replace_order(alice.user_id, account, new.brokerage_order_id, terms, confirm=True))
+    assert (by_value.value.message, by_value.value.operation) == (
+        "replace_order needs units (not notional_value).",
+        "replace_order",
+    )

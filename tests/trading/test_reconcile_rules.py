@@ -379,7 +379,7 @@ def test_an_answer_that_proves_nothing_is_looked_at_again_a_second_later_or_when
     open_ = _intent(alice, account, at=now - timedelta(seconds=500), left_by=now - timedelta(seconds=40))
     _journal(intents, over, open_)
     for intent, earliest, latest in (
-        (over, timedelta(seconds=1), timedelta(seconds=3)),
+        (over, timedelta(seconds=1), timedelta(seconds=1)),
         (open_, timedelta(seconds=60), timedelta(seconds=60)),
     ):
         emu.faults.add(Fault.answer([]), operation="get_user_account_recent_orders")
@@ -617,3 +617,108 @@ def test_an_older_intent_is_looked_up_in_the_order_list_far_enough_back(
     assert (verdict.outcome, verdict.unknown_reason, verdict.source) == ("unknown", "stale_source", "orders")
     assert asked == [days]
     assert emu.journal.count(operation="get_user_account_recent_orders") == 0
+
+
+# --- cancellations and replacements: the order's own detail is the evidence ------------------------------
+
+
+def _set_status(emu: SnapTradeEmulator, account: str, order_id: str, status: str) -> None:
+    with emu.state.lock:
+        (order,) = [o for o in emu.state.get_account(account).orders if o.brokerage_order_id == order_id]
+        order.status = status
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [("CANCELED", "placed"), ("PARTIAL_CANCELED", "placed"), ("CANCEL_PENDING", "placed"), ("ACCEPTED", "not_placed"),
+     ("EXECUTED", "not_placed")],
+)  # fmt: skip
+def test_a_cancellation_is_settled_by_what_the_order_says(
+    client: SafeSnapTradeClient,
+    alice: ConnectedUser,
+    emu: SnapTradeEmulator,
+    intents: MemoryOrderIntentStore,
+    status: str,
+    outcome: str,
+) -> None:
+    account = alice.account_ids[0]
+    now = datetime.now(UTC)
+    order_id = _book(emu, account, at=now)
+    _set_status(emu, account, order_id, status)
+    cancel = _intent(alice, account, at=now, kind="cancel", cancels=order_id, action=None, symbol=None, units=None,
+                     order_type=None)  # fmt: skip
+    _journal(intents, cancel)
+    emu.journal.clear()
+    verdict = client.reconcile_order(cancel)
+    assert (verdict.outcome, verdict.source, verdict.stale) == (outcome, "order_detail", False), verdict
+    journaled = intents.get(cancel.client_order_id)
+    if outcome == "placed":
+        assert verdict.reason == f"the order says {status}" and verdict.order.status == status
+        assert (journaled.status, journaled.brokerage_order_id) == ("placed", order_id)
+    else:
+        assert verdict.reason == f"the order is still {status}" and verdict.order is None
+        assert (journaled.status, journaled.brokerage_order_id) == ("not_placed", None)
+    assert journaled.detail == verdict.reason
+    assert emu.journal.count(operation="get_user_account_order_detail") == 1  # the detail is the evidence
+    assert emu.journal.count(operation="get_user_account_recent_orders") == 0
+
+
+@pytest.mark.parametrize("replaced", ["REPLACED", "REPLACE_PENDING", "ACCEPTED", "gone", "malformed"])
+def test_a_replacement_is_looked_for_only_once_the_old_order_says_replaced(
+    client: SafeSnapTradeClient,
+    alice: ConnectedUser,
+    emu: SnapTradeEmulator,
+    intents: MemoryOrderIntentStore,
+    replaced: str,
+) -> None:
+    from aims_snaptrade.testing import Fault
+
+    account = alice.account_ids[0]
+    now = datetime.now(UTC)
+    old = _book(emu, account, at=now - timedelta(seconds=30), units=Decimal(1))
+    if replaced not in ("gone", "malformed"):
+        _set_status(emu, account, old, replaced)
+    replaces = str(uuid.uuid4()) if replaced == "gone" else old
+    intent = _intent(alice, account, at=now - timedelta(seconds=5), kind="replace", replaces=replaces)
+    _journal(intents, intent)
+    if replaced == "malformed":
+        emu.faults.add(Fault.answer({"status": "REPLACED"}), operation="get_user_account_order_detail")
+    verdict = client.reconcile_order(intent)
+    expected = {
+        "REPLACED": ("unknown", "replacement_pending", "recent_orders",
+                     "the old order says REPLACED but its replacement is not listed yet"),
+        "REPLACE_PENDING": ("unknown", "replacement_pending", "recent_orders",
+                            "the old order says REPLACED but its replacement is not listed yet"),
+        "ACCEPTED": ("not_placed", None, "order_detail", "the order to replace is still ACCEPTED"),
+        "gone": ("unknown", "replacement_pending", "order_detail",
+                 f"the replaced order {replaces} is no longer listed"),
+    }  # fmt: skip
+    if replaced == "malformed":
+        assert (verdict.outcome, verdict.unknown_reason, verdict.source) == ("unknown", "malformed_answer",
+                                                                             "order_detail")  # fmt: skip
+        assert verdict.reason
+    else:
+        assert (verdict.outcome, verdict.unknown_reason, verdict.source, verdict.reason) == expected[replaced]
+    if replaced in ("REPLACED", "REPLACE_PENDING"):
+        new = _book(emu, account, at=now)  # the replacement appears
+        placed = client.reconcile_order(intent)
+        assert (placed.outcome, placed.source, placed.order.brokerage_order_id) == ("placed", "recent_orders", new)
+
+
+def test_a_listed_order_without_a_detail_is_placed_as_listed(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    # Order detail only knows single-leg orders placed through SnapTrade: a 404 there leaves the
+    # listing as the order.
+    from aims_snaptrade.testing import Fault
+
+    account = alice.account_ids[0]
+    now = datetime.now(UTC)
+    intent = _intent(alice, account, at=now)
+    _journal(intents, intent)
+    order_id = _book(emu, account, at=now)
+    emu.faults.add(Fault.status(404, code="1011"), operation="get_user_account_order_detail")
+    verdict = client.reconcile_order(intent)
+    assert (verdict.outcome, verdict.order.brokerage_order_id, verdict.order.account_id) == ("placed", order_id,
+                                                                                             account)  # fmt: skip
+    assert intents.get(intent.client_order_id).status == "placed"

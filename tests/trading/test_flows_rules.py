@@ -577,3 +577,45 @@ def test_a_replacement_keeps_the_replaced_orders_security_and_refuses_what_it_ca
         "replace_order needs units (not notional_value).",
         "replace_order",
     )
+
+
+def test_an_answer_without_an_order_id_is_an_unknown_outcome(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    from datetime import UTC, datetime
+
+    from aims_snaptrade.testing import Fault
+
+    account = alice.account_ids[0]
+    order = client.place_order_now(alice.user_id, account, confirm=True, **ORDER)
+    assert order.account_id == account and order.brokerage_order_id
+    for answer in ({}, {"brokerage_order_id": ""}, {"brokerage_order_id": 7}, []):
+        emu.faults.add(Fault.answer(answer), operation="place_force_order")  # placed; the answer says nothing
+        with pytest.raises(e.SnapTradeUnknownOutcomeError) as lost:
+            client.place_order_now(alice.user_id, account, confirm=True, **ORDER)
+        assert "the answer carried no brokerage_order_id" in lost.value.message
+        assert lost.value.request_id == emu.journal.last(operation="place_force_order").request_id
+        intent = lost.value.intent
+        assert intent.status == "pending" and intents.get(intent.client_order_id) == intent
+        assert intent.left_by is not None and intent.left_by <= datetime.now(UTC)  # the call is over
+        assert client.reconcile_order(intent).outcome == "placed"
+
+
+def test_the_notional_cap_is_inclusive_and_an_unbounded_order_is_refused_with_a_way_out(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator
+) -> None:
+    from aims_snaptrade.testing import Fault
+
+    client = make_client(max_order_notional=Decimal(100))
+    account = alice.account_ids[0]
+    client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", notional_value=100)
+    with pytest.raises(e.SnapTradeOrderLimitError) as above:
+        client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL",
+                               notional_value=Decimal("100.01"))  # fmt: skip
+    assert above.value.message == "The order is worth about 100.01, above the maximum of 100 per order."
+    emu.faults.add(Fault.answer([]), operation="get_user_account_quotes")
+    with pytest.raises(e.SnapTradeOrderLimitError) as unbounded:
+        client.place_order_now(alice.user_id, account, confirm=True, **ORDER)
+    assert unbounded.value.message == "The order's value cannot be bounded, and orders are capped at 100."
+    assert unbounded.value.hint == "Give a limit price or a notional_value so the cap can be checked."
+    assert unbounded.value.operation == "place_force_order"

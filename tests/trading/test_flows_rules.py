@@ -450,9 +450,10 @@ def test_orders_within_the_notional_cap_go_through(
     order = client.place_order_now(alice.user_id, account, confirm=True, action="BUY", universal_symbol_id=universal,
                                    units=1)  # fmt: skip
     assert order.symbol == "AAPL"
-    emu.faults.add(Fault.answer({"quotes": []}), operation="get_user_account_quotes")  # not a list: no price
-    with pytest.raises(e.SnapTradeOrderLimitError, match="cannot be bounded"):
-        client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=1)
+    for not_a_list in ({"quotes": []}, None):  # no price to value the order at
+        emu.faults.add(Fault.answer(not_a_list), operation="get_user_account_quotes")
+        with pytest.raises(e.SnapTradeOrderLimitError, match="cannot be bounded"):
+            client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=1)
     assert intents.pending() == []
 
 
@@ -619,3 +620,59 @@ def test_the_notional_cap_is_inclusive_and_an_unbounded_order_is_refused_with_a_
     assert unbounded.value.message == "The order's value cannot be bounded, and orders are capped at 100."
     assert unbounded.value.hint == "Give a limit price or a notional_value so the cap can be checked."
     assert unbounded.value.operation == "place_force_order"
+
+
+def test_the_last_price_is_read_only_to_check_the_cap_of_an_order_in_units(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator
+) -> None:
+    account = alice.account_ids[0]
+    uncapped, capped = make_client(), make_client(max_order_notional=Decimal(10_000))
+    by_value = {"action": "BUY", "symbol": "AAPL", "notional_value": Decimal(50)}
+    for client, terms, quotes in ((uncapped, ORDER, 0), (capped, by_value, 0), (capped, ORDER, 1)):
+        emu.journal.clear()
+        client.place_order_now(alice.user_id, account, confirm=True, **terms)
+        assert emu.journal.count(operation="get_user_account_quotes") == quotes, (terms, quotes)
+
+
+def test_a_client_order_id_already_journaled_is_refused_and_nothing_is_sent(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    import uuid
+
+    from aims_snaptrade.testing.order_intent_store_conformance import make_intent
+
+    mine = str(uuid.uuid4())
+    intents.record(make_intent(client_order_id=mine, user_id=alice.user_id, account_id=alice.account_ids[0]))
+    with pytest.raises(e.SnapTradeConflictError) as taken:
+        client.place_order_now(alice.user_id, alice.account_ids[0], confirm=True, client_order_id=mine, **ORDER)
+    assert taken.value.operation == "place_force_order"
+    assert taken.value.message == f"An order with client_order_id {mine} is already journaled; nothing was sent."
+    assert taken.value.hint == "Call reconcile_order(client_order_id) to learn what became of it."
+    assert _sent(emu) == 0
+
+
+def test_the_calls_options_reach_the_order_write_itself(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    # One order write per account per second, and the client fails fast for budget; the call's
+    # own options say wait. Each write right after another gets its slot only by waiting.
+    from aims_snaptrade import CallOptions
+    from aims_snaptrade.testing.order_intent_store_conformance import make_intent
+
+    client = make_client(trade_limit_per_account=1, trade_limit_window=1, rate_limit_mode="fail")
+    wait = CallOptions(rate_limit_mode="wait", max_wait=5.0)
+    account = alice.account_ids[0]
+    preview = client.preview_order(alice.user_id, account, **ORDER)
+    working = client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=1,
+                                     order_type="Limit", price=1)  # fmt: skip
+    client.place_order(preview, confirmation=preview.confirmation, options=wait)
+    new = client.replace_order(alice.user_id, account, working.brokerage_order_id, action="BUY", units=2,
+                               order_type="Limit", price=1, confirm=True, options=wait)  # fmt: skip
+    client.cancel_order(alice.user_id, account, new.brokerage_order_id, options=wait)
+    never_sent = make_intent(user_id=alice.user_id, account_id=account, units=Decimal(3), order_type="Market",
+                             price=None)  # fmt: skip
+    intents.record(never_sent)
+    assert client.reconcile_order(never_sent, resend=True, options=wait).resent
+    with pytest.raises(e.SnapTradeBudgetExhaustedError):
+        client.place_order_now(alice.user_id, account, confirm=True, **ORDER)  # the client's own mode: fail
+    assert intents.pending() == []

@@ -184,3 +184,32 @@ def test_a_busy_sqlite_journal_waits_only_its_busy_timeout(tmp_path: Path) -> No
         holder.execute("ROLLBACK")
         holder.close()
         store.close()
+
+
+def test_a_journal_records_its_schema_version_under_the_key_earlier_releases_wrote(tmp_path: Path) -> None:
+    # The versions table is on-disk format: a journal written by an earlier release is found by
+    # this key, so renaming it would make an upgraded service re-create or refuse its journal.
+    import sqlite3
+
+    SQLiteOrderIntentStore(tmp_path / "intents.db").close()
+    with sqlite3.connect(tmp_path / "intents.db") as conn:
+        rows = conn.execute("SELECT store, version FROM aims_snaptrade_schema_versions").fetchall()
+    assert rows == [("order_intents:aims_snaptrade_order_intents", 1)]
+
+
+def test_a_postgres_journal_url_chooses_its_schema(tmp_path: Path) -> None:
+    import uuid
+
+    import psycopg
+
+    schema, table = f"intents_{uuid.uuid4().hex[:12]}", _table(tmp_path)
+    store = open_order_intent_store(f"{POSTGRES_URL}?schema={schema}&table={table}")
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            (found,) = conn.execute("SELECT to_regclass(%s)::text", (f'{schema}."{table}"',)).fetchone()
+            (public,) = conn.execute("SELECT to_regclass(%s)::text", (f'public."{table}"',)).fetchone()
+        assert found is not None and public is None
+    finally:
+        store.close()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

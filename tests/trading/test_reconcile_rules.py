@@ -248,12 +248,14 @@ def test_only_a_true_rival_makes_a_match_ambiguous(
     # second exactly then): which one it is cannot be known, so neither is settled on it.
     one = _intent(alice, account, at=now - timedelta(seconds=10), units=Decimal("0.7"))
     two = _intent(alice, account, at=placed_at, units=Decimal("0.7"))
-    _journal(intents, one, two)
-    _book(emu, account, at=placed_at, units=Decimal("0.7"))
-    for intent, rival in ((one, two), (two, one)):
+    three = _intent(alice, account, at=placed_at - timedelta(seconds=1), units=Decimal("0.7"))
+    _journal(intents, one, two, three)
+    contested = _book(emu, account, at=placed_at, units=Decimal("0.7"))
+    for intent in (one, two, three):
         verdict = client.reconcile_order(intent)
         assert (verdict.outcome, verdict.unknown_reason) == ("unknown", "ambiguous"), verdict
-        assert rival.client_order_id in verdict.reason
+        others = [i.client_order_id for i in (one, three, two) if i is not intent]  # oldest first
+        assert verdict.reason == f"order {contested} could also be intent(s) {', '.join(others)}"
         assert verdict.retry_at is not None and verdict.retry_at > datetime.now(UTC)
         assert intents.get(intent.client_order_id).status == "pending"
     again = client.reconcile_order(one, resend=True)
@@ -577,9 +579,12 @@ def test_a_full_page_of_recent_orders_is_completed_from_the_order_list(
     for n in range(100):
         _book(emu, account, at=now - timedelta(minutes=50) + timedelta(seconds=n), ticker="MSFT")
     asked = _days_asked(emu, monkeypatch)
+    from aims_snaptrade.testing import Fault
+
+    emu.faults.add(Fault.status(404, code="1011"), operation="get_user_account_order_detail")  # no detail: as listed
     verdict = client.reconcile_order(mine)
     assert (verdict.outcome, verdict.source, verdict.stale) == ("placed", "orders", True), verdict
-    assert verdict.order.brokerage_order_id == order_id
+    assert (verdict.order.brokerage_order_id, verdict.order.account_id) == (order_id, account)
     unknown = client.reconcile_order(lost, resend=True)
     assert (unknown.outcome, unknown.unknown_reason, unknown.source, unknown.stale) == (
         "unknown",
@@ -590,11 +595,27 @@ def test_a_full_page_of_recent_orders_is_completed_from_the_order_list(
     assert unknown.reason == "no matching order in SnapTrade's cached order list, which proves nothing"
     assert asked == [2, 2]  # two hours old: the last two days
     assert emu.journal.count(operation="get_user_account_recent_orders") == 2
+    # A journal clock ahead of this one: the order list of the last day still.
+    ahead = _intent(alice, account, at=now + timedelta(days=2), units=Decimal(5))
+    _journal(intents, ahead)
+    assert client.reconcile_order(ahead).unknown_reason == "stale_source" and asked[-1] == 1
+    # The cached list is checked like any answer, and read with the call's options.
+    from aims_snaptrade import CallOptions, RetryPolicy
+    from aims_snaptrade.testing import Fault
+
+    for malformed in ({}, None):
+        emu.faults.add(Fault.answer(malformed), operation="get_user_account_orders")
+        verdict = client.reconcile_order(lost)
+        assert (verdict.outcome, verdict.unknown_reason, verdict.source) == ("unknown", "malformed_answer", "orders")
+    emu.faults.add(Fault.status(503), operation="get_user_account_orders", times=1)
+    retry = CallOptions(retry=RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.02, deadline=10.0))
+    assert client.reconcile_order(lost, options=retry).unknown_reason == "stale_source"
     # Fewer orders, and the page is no longer full: recent orders are the whole truth.
     with emu.state.lock:
         del emu.state.get_account(account).orders[-50:]
+    calls = len(asked)
     assert client.reconcile_order(lost).outcome == "not_placed"
-    assert asked == [2, 2]
+    assert len(asked) == calls  # the order list was not read
 
 
 @pytest.mark.parametrize(("age", "days"), [(timedelta(hours=23, minutes=1), 2), (timedelta(days=3, hours=1), 5),
@@ -722,3 +743,30 @@ def test_a_listed_order_without_a_detail_is_placed_as_listed(
     assert (verdict.outcome, verdict.order.brokerage_order_id, verdict.order.account_id) == ("placed", order_id,
                                                                                              account)  # fmt: skip
     assert intents.get(intent.client_order_id).status == "placed"
+
+
+def test_an_intent_23_hours_old_is_looked_up_in_the_order_list(
+    client: SafeSnapTradeClient,
+    alice: ConnectedUser,
+    emu: SnapTradeEmulator,
+    intents: MemoryOrderIntentStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Recent orders cover 24 hours; with an hour's margin, an intent 23 hours old (to the
+    # microsecond) is looked up in the order list only.
+    from aims_snaptrade.trading import reconcile
+
+    frozen = datetime.now(UTC)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return frozen
+
+    monkeypatch.setattr(reconcile, "datetime", Clock)
+    for age, recent in ((timedelta(hours=23), 0), (timedelta(hours=23) - timedelta(microseconds=1), 1)):
+        intent = _intent(alice, alice.account_ids[0], at=frozen - age)
+        _journal(intents, intent)
+        emu.journal.clear()
+        client.reconcile_order(intent)
+        assert emu.journal.count(operation="get_user_account_recent_orders") == recent, age

@@ -494,6 +494,10 @@ def test_confirmation_refusals_say_nothing_was_sent(
     for refused in refusals:
         assert refused.operation == "place_order"
         assert refused.message[0].isupper() and refused.message.endswith("; nothing was sent."), refused.message
+    assert mismatch.value.message == (
+        "The confirmation does not match this preview (another order, account, user or expiry, "
+        "or a preview changed after it was issued); nothing was sent."
+    )
     assert preview.client_order_id in used.value.message
     assert used.value.hint and "reconcile_order(client_order_id)" in used.value.hint
     assert used.value.hint.startswith("To learn what became of it")

@@ -539,8 +539,12 @@ def test_reconcile_pending_reads_a_failed_look_up_as_unknown_and_says_when_to_lo
         assert result.reason
         assert before + timedelta(seconds=wait) <= result.retry_at <= after + timedelta(seconds=wait)
     assert intents.pending() == [first, second]
-    # Settled at the next round, never resent.
-    assert [r.outcome for r in client.reconcile_pending()] == ["not_placed", "not_placed"]
+    # Settled at the next round (with the call's options: here a retry past one 503), never resent.
+    from aims_snaptrade import CallOptions, RetryPolicy
+
+    emu.faults.add(Fault.status(503), operation="get_user_account_recent_orders", times=1)
+    retry = CallOptions(retry=RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.02, deadline=10.0))
+    assert [r.outcome for r in client.reconcile_pending(options=retry)] == ["not_placed", "not_placed"]
     assert emu.journal.count(operation="place_force_order") == 0
 
 
@@ -770,3 +774,24 @@ def test_an_intent_23_hours_old_is_looked_up_in_the_order_list(
         emu.journal.clear()
         client.reconcile_order(intent)
         assert emu.journal.count(operation="get_user_account_recent_orders") == recent, age
+
+
+def test_an_order_detail_its_schema_does_not_allow_proves_nothing(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator
+) -> None:
+    # About the right order, with a status, and readable as an Order: but SnapTrade's schema does
+    # not allow it (a list given as text), so it settles nothing.
+    from aims_snaptrade import errors as e
+    from aims_snaptrade.testing import Fault
+
+    account = alice.account_ids[0]
+    working = client.place_order_now(alice.user_id, account, confirm=True, action="BUY", symbol="AAPL", units=1,
+                                     order_type="Limit", price=1)  # fmt: skip
+    odd = {"brokerage_order_id": working.brokerage_order_id, "status": "CANCELED", "child_brokerage_order_ids": "x"}
+    emu.faults.add(Fault.lost_response(), operation="cancel_order")
+    emu.faults.add(Fault.answer(odd), operation="get_user_account_order_detail", times=2)
+    with pytest.raises(e.SnapTradeUnknownOutcomeError) as lost:
+        client.cancel_order(alice.user_id, account, working.brokerage_order_id)
+    verdict = client.reconcile_order(lost.value.intent)
+    assert (verdict.outcome, verdict.unknown_reason, verdict.source) == ("unknown", "malformed_answer", "order_detail")
+    assert client.reconcile_order(lost.value.intent).outcome == "placed"

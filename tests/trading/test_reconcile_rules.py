@@ -795,3 +795,27 @@ def test_an_order_detail_its_schema_does_not_allow_proves_nothing(
     verdict = client.reconcile_order(lost.value.intent)
     assert (verdict.outcome, verdict.unknown_reason, verdict.source) == ("unknown", "malformed_answer", "order_detail")
     assert client.reconcile_order(lost.value.intent).outcome == "placed"
+
+
+def test_a_pending_cancellation_never_competes_for_a_listed_order(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    # A record that leaves out its side and type matches any intent without terms, such as a
+    # cancellation: a cancellation is no order, so it is never a rival.
+    from aims_snaptrade.testing import Fault
+    from aims_snaptrade.testing.render import render_order
+
+    account = alice.account_ids[0]
+    now = datetime.now(UTC)
+    mine = _intent(alice, account, at=now - timedelta(seconds=5))
+    cancel = _intent(alice, account, at=now - timedelta(seconds=5), kind="cancel", cancels="order-x", action=None,
+                     symbol=None, units=None, order_type=None)  # fmt: skip
+    _journal(intents, mine, cancel)
+    order_id = _book(emu, account, at=now)
+    with emu.state.lock:
+        (record,) = [render_order(o) for o in emu.state.get_account(account).orders if o.brokerage_order_id == order_id]
+    for field in ("action", "order_type"):
+        del record[field]
+    emu.faults.add(Fault.answer({"orders": [record]}), operation="get_user_account_recent_orders")
+    verdict = client.reconcile_order(mine)
+    assert (verdict.outcome, verdict.order.brokerage_order_id) == ("placed", order_id), verdict

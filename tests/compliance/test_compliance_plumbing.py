@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from compliance_helpers import Tamperer
 
 from aims_snaptrade._sql.database import SQLiteDatabase
 from aims_snaptrade.compliance import (
@@ -106,9 +107,12 @@ def test_the_postgres_stores_open_their_schema_with_their_settings(opened: list[
     def clock() -> datetime:
         return datetime(2026, 1, 1, tzinfo=UTC)
 
+    seen: list[int] = []
     consents = PostgresConsentStore("postgresql://db/test", max_age_days=30, clock=clock)
     default = PostgresConsentStore("postgresql://db/test")
-    trail = PostgresAuditTrail("postgresql://db/test", KEY, schema="tenant_a", clock=lambda: 5.0)
+    trail = PostgresAuditTrail(
+        "postgresql://db/test", KEY, schema="tenant_a", on_record=lambda r: seen.append(r.seq), clock=lambda: 5.0
+    )
     default_trail = PostgresAuditTrail("postgresql://db/test", KEY)
     try:
         assert opened == [
@@ -121,6 +125,7 @@ def test_the_postgres_stores_open_their_schema_with_their_settings(opened: list[
         assert default.max_age == timedelta(days=365)
         assert consents.grant("u1", "read", "v1", "test").granted_at == clock()
         assert trail.append(audit_module.AuditEvent("call", "check")).ts == 5.0
+        assert seen == [1]
         assert trail.key is KEY
     finally:
         for store in (consents, default, trail, default_trail):
@@ -129,8 +134,46 @@ def test_the_postgres_stores_open_their_schema_with_their_settings(opened: list[
 
 def test_reprs_name_the_store_and_its_maximum_age(tmp_path: Path) -> None:
     store = SQLiteConsentStore(tmp_path / "c.db", max_age_days=90)
+    trail = SQLiteAuditTrail(tmp_path / "a.db", KEY)
     try:
-        assert repr(store) == f"SQLiteConsentStore({store.db.description!r}, max_age_days=90)"
-        assert str(tmp_path / "c.db") in repr(store)
+        description = f"SQLite consent store {str(tmp_path / 'c.db')!r}"
+        assert repr(store) == f"SQLiteConsentStore({description!r}, max_age_days=90)"
+        trail_description = f"SQLite audit trail {str(tmp_path / 'a.db')!r}"
+        assert repr(trail) == f"SQLiteAuditTrail({trail_description!r})"
     finally:
         store.close()
+        trail.close()
+
+
+def test_the_sqlite_stores_use_their_clock_and_hook(tmp_path: Path) -> None:
+    def clock() -> datetime:
+        return datetime(2026, 5, 1, tzinfo=UTC)
+
+    seen: list[Any] = []
+    store = SQLiteConsentStore(tmp_path / "c.db", max_age_days=7, clock=clock)
+    trail = SQLiteAuditTrail(tmp_path / "a.db", KEY, on_record=seen.append, clock=lambda: 42.5)
+    try:
+        record = store.grant("u1", "read", "v1", "web")
+        assert (record.granted_at, record.expires_at) == (clock(), clock() + timedelta(days=7))
+        appended = trail.append(audit_module.AuditEvent("call", "check"))
+        assert appended.ts == 42.5 and seen == [appended]
+    finally:
+        store.close()
+        trail.close()
+
+
+def test_a_record_as_json_shows_its_time_and_parsed_detail(tmp_path: Path) -> None:
+    trail = SQLiteAuditTrail(tmp_path / "a.db", KEY, clock=lambda: 1767225600.5)
+    try:
+        record = trail.append(audit_module.AuditEvent("call", "check", user_id="u1", detail={"n": 1}))
+        document = record.to_json()
+        assert document == {
+            **{name: getattr(record, name) for name in record.__dataclass_fields__},
+            "time": "2026-01-01T00:00:00.500000+00:00",
+            "detail": {"n": 1},
+        }
+        Tamperer(trail).sql("UPDATE {t} SET detail = 'not json'")
+        assert trail.tail(1)[0].to_json()["detail"] == "not json"  # shown as stored; verify reports the record
+        assert trail.verify().problem == "altered"
+    finally:
+        trail.close()

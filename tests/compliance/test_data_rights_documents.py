@@ -23,7 +23,7 @@ import pytest
 from compliance_helpers import AUDIT_SECRET
 
 from aims_snaptrade import SafeSnapTradeClient, SnapTradeGuardrailError
-from aims_snaptrade.errors import SnapTradeError
+from aims_snaptrade.errors import SnapTradeError, SnapTradeValidationError
 from aims_snaptrade.pipeline import CallOptions
 from aims_snaptrade.retry import RetryPolicy
 from aims_snaptrade.secrets import MemorySecretStore
@@ -219,3 +219,15 @@ def test_an_erased_users_secret_is_not_used_from_the_cache_afterwards() -> None:
             with pytest.raises(SnapTradeError):
                 client.list_accounts(user.user_id)
             assert emu.journal.count() == sent  # refused locally: no secret, cached or stored
+
+
+def test_a_malformed_user_id_is_refused_before_anything_is_sent(world: Any) -> None:
+    emu, _, client = world
+    sent = emu.journal.count()
+    with pytest.raises(SnapTradeValidationError) as exporting:
+        client.export_user(" ")
+    assert exporting.value.message == "user_id must be a non-empty identifier."
+    with pytest.raises(SnapTradeValidationError) as erasing:
+        client.erase_user(7, confirm=True)
+    assert erasing.value.message == "user_id must be a string, got int."
+    assert emu.journal.count() == sent

@@ -231,3 +231,25 @@ def test_a_malformed_user_id_is_refused_before_anything_is_sent(world: Any) -> N
         client.erase_user(7, confirm=True)
     assert erasing.value.message == "user_id must be a string, got int."
     assert emu.journal.count() == sent
+
+
+def test_the_export_keeps_what_snaptrade_answered_whatever_its_shape(world: Any) -> None:
+    """Odd answers are exported as they came: entries without a text id are skipped (the rest still
+    read), a page that is not an object ends the activities, a total that is not a number is ignored."""
+    emu, user, client = world
+    first, second = user.account_ids
+    odd_accounts = {"results": [{"id": 7}, "junk", {"id": first}, {"id": second}]}
+    emu.faults.add(Fault.answer(odd_accounts), operation="list_all_user_accounts", times=1)
+    full_page = {"data": [{"id": f"x{i}"} for i in range(1000)], "pagination": {"total": "1000"}}
+    emu.faults.add(Fault.answer(full_page), path=f"/accounts/{first}/activities", times=1)
+    emu.faults.add(Fault.answer(["not", "a", "page"]), path=f"/accounts/{second}/activities", times=1)
+    document = client.export_user(user.user_id)
+    remote = document["snaptrade"]
+    assert remote["accounts"] == odd_accounts
+    assert list(remote["account_data"]) == [first, second]
+    activities = remote["account_data"][first]["activities"]
+    assert len(activities) == 1200 and activities[999] == {"id": "x999"}  # the page after the odd one was read
+    assert remote["account_data"][second]["activities"] == []
+    for body in (["a", "list"], {"results": None}, None):
+        emu.faults.add(Fault.answer(body), operation="list_all_user_accounts", times=1)
+        assert client.export_user(user.user_id)["snaptrade"]["account_data"] == {}

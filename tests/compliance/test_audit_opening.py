@@ -53,7 +53,9 @@ def test_a_deleted_head_row_is_not_recreated_over_remaining_records(
     with caplog.at_level(logging.ERROR, logger="aims_snaptrade.audit"):
         reopened = SQLiteAuditTrail(tmp_path / "a.db", KEY)
     try:
-        assert "the audit head row is missing while records remain" in caplog.text
+        assert [r.getMessage() for r in caplog.records] == [
+            "the audit head row is missing while records remain; run `aims-snaptrade audit verify`"
+        ]
         assert reopened.verify().problem == "deleted"
         with pytest.raises(SnapTradeAuditError) as refused:
             reopened.append(AuditEvent("call", "check"))
@@ -122,7 +124,31 @@ def test_a_forged_anchor_of_an_old_chain_stays_visible(tmp_path: Path) -> None:
     trail = SQLiteAuditTrail(tmp_path / "old.db", KEY)
     try:
         assert trail.head().anchor_sig == "f" * 64  # not re-signed: that would launder the forgery
-        report = trail.verify()
-        assert (report.ok, report.problem, report.position) == (False, "checkpoint", 2)
+        assert trail.verify() == VerifyReport(
+            False,
+            0,
+            2,
+            5,
+            "checkpoint",
+            2,
+            "the checkpoint at seq 2 is not signed by this key (a wrong SNAPTRADE_AUDIT_KEY, or a forged purge)",
+        )
+    finally:
+        trail.close()
+
+
+def test_a_failing_record_hook_is_logged_naming_the_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def hook(record: object) -> None:
+        raise RuntimeError("the log pipeline is down")
+
+    trail = SQLiteAuditTrail(tmp_path / "a.db", KEY, on_record=hook)
+    try:
+        with caplog.at_level(logging.ERROR, logger="aims_snaptrade.audit"):
+            record = trail.append(AuditEvent("call", "check"))
+        assert [r.getMessage() for r in caplog.records] == [
+            "the audit on_record hook failed for record 1 (the record is stored)"
+        ]
+        assert caplog.records[0].exc_info is not None
+        assert trail.tail(1) == [record]
     finally:
         trail.close()

@@ -125,12 +125,15 @@ def test_a_first_record_with_a_text_sequence_number_is_located_at_the_anchor(tmp
         trail.close()
 
 
-def test_a_record_before_the_anchor_is_inserted(chain: tuple[SQLiteAuditTrail, Tamperer]) -> None:
+@pytest.mark.parametrize("seq", [2, 6])
+def test_a_record_at_or_before_the_anchor_is_inserted(seq: int, chain: tuple[SQLiteAuditTrail, Tamperer]) -> None:
     trail, t = chain
     trail.purge(datetime.now(UTC) + timedelta(seconds=1))  # anchor 6, one record (the purge's) at 7
-    t.sql("INSERT INTO {t} SELECT 2, ts, kind, action, user_ref, user_id, account_ref, account_id, outcome, status, "
-          "request_id, attempts, duration_ms, detail, prev_mac, mac FROM {t} WHERE seq = 7")  # fmt: skip
-    assert trail.verify() == VerifyReport(False, 0, 6, 7, "inserted", 2, "record 2 sits before the checkpoint at 6")
+    t.sql("INSERT INTO {t} SELECT ?, ts, kind, action, user_ref, user_id, account_ref, account_id, outcome, status, "
+          "request_id, attempts, duration_ms, detail, prev_mac, mac FROM {t} WHERE seq = 7", (seq,))  # fmt: skip
+    assert trail.verify() == VerifyReport(
+        False, 0, 6, 7, "inserted", seq, f"record {seq} sits before the checkpoint at 6"
+    )
 
 
 def test_a_missing_head_row_is_deleted_at_the_last_record(chain: tuple[SQLiteAuditTrail, Tamperer]) -> None:

@@ -214,7 +214,9 @@ def test_an_erased_users_secret_is_not_used_from_the_cache_afterwards() -> None:
         }
         with SafeSnapTradeClient(**settings) as client:
             assert client.list_accounts(user.user_id)  # the secret is now cached
-            assert client.erase_user(user.user_id, confirm=True).local["secret_removed"] is True
+            receipt = client.erase_user(user.user_id, confirm=True)
+            assert receipt.local["secret_removed"] is True
+            assert receipt.user_ref is None  # no audit trail: no pseudonym
             sent = emu.journal.count()
             with pytest.raises(SnapTradeError):
                 client.list_accounts(user.user_id)
@@ -253,3 +255,13 @@ def test_the_export_keeps_what_snaptrade_answered_whatever_its_shape(world: Any)
     for body in (["a", "list"], {"results": None}, None):
         emu.faults.add(Fault.answer(body), operation="list_all_user_accounts", times=1)
         assert client.export_user(user.user_id)["snaptrade"]["account_data"] == {}
+
+
+@pytest.mark.parametrize("body", [{"status": 5, "detail": ["queued"]}, ["deleted"], None])
+def test_the_receipt_keeps_only_text_from_snaptrades_answer(world: Any, body: Any) -> None:
+    emu, user, client = world
+    emu.faults.add(Fault.answer(body), operation="delete_snap_trade_user", times=1)
+    receipt = client.erase_user(user.user_id, confirm=True)
+    last = emu.journal.last(operation="delete_snap_trade_user")
+    assert last is not None
+    assert receipt.snaptrade == {"deleted": True, "status": None, "detail": None, "request_id": last.request_id}

@@ -23,6 +23,7 @@ import pytest
 from compliance_helpers import AUDIT_SECRET
 
 from aims_snaptrade import SafeSnapTradeClient, SnapTradeGuardrailError
+from aims_snaptrade._transport import SyncTransport
 from aims_snaptrade.errors import SnapTradeError, SnapTradeValidationError
 from aims_snaptrade.pipeline import CallOptions
 from aims_snaptrade.retry import RetryPolicy
@@ -69,7 +70,9 @@ def _near_now(iso: str) -> bool:
     return moment.tzinfo is not None and abs(datetime.now(UTC) - moment) < timedelta(minutes=1)
 
 
-def test_the_export_holds_every_page_of_snaptrade_data_and_every_store(world: Any) -> None:
+def test_the_export_holds_every_page_of_snaptrade_data_and_every_store(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     emu, user, client = world
     first, second = (emu.state.get_account(a) for a in user.account_ids)
     assert len(first.activities) == 1200  # two pages
@@ -77,8 +80,17 @@ def test_the_export_holds_every_page_of_snaptrade_data_and_every_store(world: An
     for operation in READS:  # every call fails once: only the export's own retry options get past it
         emu.faults.add(Fault.status(503), operation=operation, times=1)
     options = CallOptions(retry=RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.01))
+    pages: list[tuple[str, int, int]] = []  # what each activities request asked for
+    send = SyncTransport.send
 
+    def spy(transport: SyncTransport, operation: Any, arguments: Any, timeouts: Any) -> Any:
+        if operation.name == "get_account_activities":
+            pages.append((arguments["account_id"], arguments["offset"], arguments["limit"]))
+        return send(transport, operation, arguments, timeouts)
+
+    monkeypatch.setattr(SyncTransport, "send", spy)
     document = client.export_user(user.user_id, options=options)
+    assert sorted(set(pages)) == sorted([(first.id, 0, 1000), (first.id, 1000, 1000), (second.id, 0, 1000)])
 
     assert set(document) == {"user_id", "exported_at", "local", "snaptrade"}
     assert document["user_id"] == user.user_id and _near_now(document["exported_at"])

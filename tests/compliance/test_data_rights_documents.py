@@ -264,6 +264,10 @@ def test_the_export_keeps_what_snaptrade_answered_whatever_its_shape(world: Any)
     activities = remote["account_data"][first]["activities"]
     assert len(activities) == 1200 and activities[999] == {"id": "x999"}  # the page after the odd one was read
     assert remote["account_data"][second]["activities"] == []
+    short_page = {"data": [{"id": "y1"}, {"id": "y2"}]}  # no total: a page short of 1,000 is the last
+    emu.faults.add(Fault.answer(short_page), path=f"/accounts/{second}/activities", times=1)
+    again = client.export_user(user.user_id)["snaptrade"]["account_data"]
+    assert again[second]["activities"] == short_page["data"]
     for body in (["a", "list"], {"results": None}, None):
         emu.faults.add(Fault.answer(body), operation="list_all_user_accounts", times=1)
         assert client.export_user(user.user_id)["snaptrade"]["account_data"] == {}

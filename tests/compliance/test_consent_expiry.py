@@ -24,8 +24,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from aims_snaptrade._sql.database import SQLiteDatabase
 from aims_snaptrade.compliance import SQLiteConsentStore
-from aims_snaptrade.compliance.consent import ConsentDecision, as_consent_lookup
+from aims_snaptrade.compliance.consent import ConsentDecision, SQLConsentStore, as_consent_lookup
 from aims_snaptrade.errors import SnapTradeValidationError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -138,37 +139,46 @@ def grants(draw: st.DrawFn) -> tuple[int, int | None, int | None]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(age=_AGE, history=st.lists(grants(), min_size=1, max_size=6), before=st.integers(-900 * DAY, 900 * DAY))
-@example(age=30, history=[(0, None, None)], before=30 * DAY)  # ends exactly at the cut-off: kept
-@example(age=30, history=[(0, None, None)], before=30 * DAY + 1)
-@example(age=30, history=[(0, 10 * DAY, None)], before=10 * DAY + 1)
-@example(age=30, history=[(0, None, 5 * DAY)], before=5 * DAY + 1)
-@example(age=30, history=[(0, None, 5 * DAY)], before=5 * DAY)
-@example(age=30, history=[(0, None, None), (-40 * DAY, None, None)], before=0)
+@given(
+    age=_AGE,
+    sweeping_age=_AGE,
+    history=st.lists(grants(), min_size=1, max_size=6),
+    before=st.integers(-900 * DAY, 900 * DAY),
+)
+@example(age=30, sweeping_age=30, history=[(0, None, None)], before=30 * DAY)  # ends exactly at the cut-off: kept
+@example(age=30, sweeping_age=30, history=[(0, None, None)], before=30 * DAY + 1)
+@example(age=30, sweeping_age=30, history=[(0, 10 * DAY, None)], before=10 * DAY + 1)
+@example(age=30, sweeping_age=30, history=[(0, None, 5 * DAY)], before=5 * DAY + 1)
+@example(age=30, sweeping_age=30, history=[(0, None, 5 * DAY)], before=5 * DAY)
+@example(age=30, sweeping_age=30, history=[(0, None, None), (-40 * DAY, None, None)], before=0)
+@example(age=365, sweeping_age=30, history=[(0, None, None)], before=30 * DAY + 1)  # the setting shortened since
 def test_the_sweep_removes_exactly_the_grants_that_lapsed_before_the_cut_off(
-    age: int, history: list[tuple[int, int | None, int | None]], before: int
+    age: int, sweeping_age: int, history: list[tuple[int, int | None, int | None]], before: int
 ) -> None:
     clock = Clock()
-    store = SQLiteConsentStore(":memory:", max_age_days=age, clock=clock)  # the sweep counts every user's rows
+    db = SQLiteDatabase(":memory:", what="consent store")  # the sweep counts every user's rows: one per example
+    store = SQLConsentStore(db, max_age_days=age, clock=clock)
+    sweeper = SQLConsentStore(db, max_age_days=sweeping_age, clock=clock)  # the setting as the sweep runs
     try:
         run = uuid.uuid4().hex
         ends: dict[str, int] = {}
         for i, (granted, asked, revoked) in enumerate(history):
             user = f"u-{run}-{i}"
-            expiry = min(asked if asked is not None else granted + age * DAY, granted + age * DAY)
+            recorded = min(asked if asked is not None else granted + age * DAY, granted + age * DAY)
             asked_at = None if asked is None else _at(asked)
             store.grant(user, "read", "v1", "test", granted_at=_at(granted), expires_at=asked_at)
+            end = min(recorded, granted + sweeping_age * DAY)
             if revoked is not None:
                 clock.now = _at(revoked)
-                in_force = revoked < expiry
-                assert store.revoke(user, "read", source="test") == int(in_force)
-                expiry = min(expiry, revoked)
-            ends[user] = expiry
+                assert store.revoke(user, "read", source="test") == int(revoked < recorded)
+                if revoked < recorded:
+                    end = min(end, revoked)
+            ends[user] = end
         lapsed = {user for user, end in ends.items() if end < before}
-        assert store.sweep(_at(before)) == len(lapsed)
+        assert sweeper.sweep(_at(before)) == len(lapsed)
         assert {user for user in ends if store.records(user)} == set(ends) - lapsed
     finally:
-        store.close()
+        db.close()
 
 
 def test_the_sweep_refuses_a_naive_cut_off(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from compliance_helpers import AUDIT_SECRET
 
 from aims_snaptrade import SafeSnapTradeClient, SnapTradeGuardrailError
 from aims_snaptrade._transport import SyncTransport
+from aims_snaptrade.compliance import AuditEvent, AuditKey, SQLiteAuditTrail
 from aims_snaptrade.errors import SnapTradeError, SnapTradeValidationError
 from aims_snaptrade.pipeline import CallOptions
 from aims_snaptrade.retry import RetryPolicy
@@ -281,3 +282,40 @@ def test_the_receipt_keeps_only_text_from_snaptrades_answer(world: Any, body: An
     last = emu.journal.last(operation="delete_snap_trade_user")
     assert last is not None
     assert receipt.snaptrade == {"deleted": True, "status": None, "detail": None, "request_id": last.request_id}
+
+
+class AskedTrail(SQLiteAuditTrail):
+    """An audit trail noting every event it is asked to append."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, AuditKey(AUDIT_SECRET))
+        self.asked: list[AuditEvent] = []
+
+    def append(self, event: AuditEvent) -> Any:
+        self.asked.append(event)
+        return super().append(event)
+
+
+def test_the_erasure_is_recorded_as_pseudonymous_whatever_the_trail_remembers(tmp_path: Path) -> None:
+    with SnapTradeEmulator() as emu:
+        user = emu.connect("asked-4d1f", brokerage="ALPACA")
+        trail = AskedTrail(tmp_path / "audit.db")
+        settings = {
+            "client_id": emu.client_id,
+            "consumer_key": emu.consumer_key,
+            "environment": "sandbox",
+            "base_url": emu.base_url,
+            "secret_store_url": "memory://",
+            "consent_required": False,
+            "sync_ledger_url": "memory://",
+            "audit": trail,
+            "retry": "none",
+        }
+        try:
+            with SafeSnapTradeClient(**settings) as client:
+                client.secret_store.put(user.user_id, user.user_secret)
+                client.erase_user(user.user_id, confirm=True)
+            erased = [e for e in trail.asked if e.action == "data_rights.erase"]
+            assert [(e.user_id, e.pseudonymous) for e in erased] == [(user.user_id, True)]
+        finally:
+            trail.close()

@@ -383,3 +383,45 @@ def test_the_redis_store_without_redis_py_names_the_extra(monkeypatch: pytest.Mo
         match=r"^the Redis webhook dedupe store needs redis-py: pip install 'aims-snaptrade\[redis\]'",
     ):
         RedisWebhookDedupeStore(REDIS_URL)
+
+
+# --- memory and query strings --------------------------------------------------------------------
+
+
+def test_memory_expired_claims_are_forgotten_as_claims_arrive() -> None:
+    """The memory store's size stays bounded: within every run of its purge period, expired entries go."""
+    from aims_snaptrade.webhooks.dedupe.memory import _PURGE_EVERY as MEMORY_PURGE_EVERY
+
+    clock = Clock(1_000.0)
+    store = MemoryWebhookDedupeStore(clock=clock)
+    for n in range(10):
+        store.claim(f"lapsed-{n}", "a", 1.0)
+    store.claim("done", "a", 1.0)
+    store.complete("done", "a", 5.0)
+    clock.now += 10.0
+    for n in range(MEMORY_PURGE_EVERY - 11):
+        assert store.claim(f"live-{n}", "a", 1_000.0) == "claimed"
+    assert repr(store) == f"MemoryWebhookDedupeStore({MEMORY_PURGE_EVERY - 11} entries)"
+
+
+def test_a_store_url_keeps_the_drivers_query_parameters_and_takes_empty_values_as_given(
+    fresh_schema: str, raw_redis: redis.Redis
+) -> None:
+    name = f"aims-test-{uuid.uuid4().hex[:12]}"
+    store = open_webhook_dedupe_store(f"{POSTGRES_URL}?application_name={name}&schema={fresh_schema}&table=q_t")
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            seen = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)).fetchone()
+        assert seen == (1,)  # the driver got the parameter the store does not read itself
+    finally:
+        store.close()
+    with pytest.raises(SnapTradeConfigurationError, match="invalid PostgreSQL table name ''"):
+        open_webhook_dedupe_store(f"{POSTGRES_URL}?schema={fresh_schema}&table=")
+    bare = open_webhook_dedupe_store(f"{REDIS_URL}?prefix=")  # an empty prefix: the claim key alone
+    webhook_id = _id()
+    try:
+        assert bare.claim(webhook_id, "tok", 60) == "claimed"
+        assert raw_redis.get(webhook_id) == b"processing:tok"
+    finally:
+        raw_redis.delete(webhook_id)
+        bare.close()

@@ -61,6 +61,14 @@ def test_memory_urls_without_a_path_open_the_memory_store(url: str) -> None:
     assert isinstance(open_webhook_dedupe_store(url), MemoryWebhookDedupeStore)
 
 
+def test_a_url_without_a_scheme_names_the_setting() -> None:
+    with pytest.raises(SnapTradeConfigurationError) as refused:
+        open_webhook_dedupe_store("claims.db")
+    assert refused.value.message == (
+        "the webhook dedupe store URL 'claims.db' has no scheme; write it as scheme://..., e.g. sqlite:///path/to/file.db"
+    )
+
+
 @pytest.mark.parametrize("url", ["memory://x", "memory://X", "memory:///X/", "memory:// ", "memory://a://"])
 def test_memory_urls_with_anything_but_slashes_are_refused(url: str) -> None:
     with pytest.raises(SnapTradeConfigurationError, match="memory webhook dedupe store URL takes no path"):
@@ -116,7 +124,7 @@ def test_sqlite_expired_claims_are_deleted_as_claims_arrive(tmp_path: Path) -> N
             assert store.claim(f"lapsed-{n}", "a", 1.0) == "claimed"
         store.claim("done", "a", 1.0)
         store.complete("done", "a", 5.0)
-        clock.now += 10.0  # every one of those has expired
+        clock.now += 5.0  # every one of those has expired, "done" at this very instant
         for n in range(_PURGE_EVERY - 11):
             assert store.claim(f"live-{n}", "a", 1_000.0) == "claimed"
         with sqlite3.connect(tmp_path / "claims.db") as reader:
@@ -385,6 +393,30 @@ def test_the_redis_store_without_redis_py_names_the_extra(monkeypatch: pytest.Mo
         RedisWebhookDedupeStore(REDIS_URL)
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_claim_and_a_record_expire_at_the_exact_instant_their_time_runs_out(kind: str, tmp_path: Path) -> None:
+    """Like the PostgreSQL store (``expires_at <= clock_timestamp()``): at ``lease_seconds`` the claim is over."""
+    clock = Clock(1_000.0)
+    store = (
+        MemoryWebhookDedupeStore(clock=clock)
+        if kind == "memory"
+        else SQLiteWebhookDedupeStore(tmp_path / "claims.db", clock=clock)
+    )
+    try:
+        assert store.claim("w", "a", 10.0) == "claimed"
+        clock.now = 1_009.5
+        assert store.claim("w", "b", 10.0) == "in_progress"
+        clock.now = 1_010.0
+        assert store.claim("w", "b", 10.0) == "claimed"
+        assert store.complete("w", "b", 20.0) is True
+        clock.now = 1_029.5
+        assert store.claim("w", "c", 10.0) == "processed"
+        clock.now = 1_030.0
+        assert store.claim("w", "c", 10.0) == "claimed"
+    finally:
+        store.close()
+
+
 # --- memory and query strings --------------------------------------------------------------------
 
 
@@ -398,7 +430,7 @@ def test_memory_expired_claims_are_forgotten_as_claims_arrive() -> None:
         store.claim(f"lapsed-{n}", "a", 1.0)
     store.claim("done", "a", 1.0)
     store.complete("done", "a", 5.0)
-    clock.now += 10.0
+    clock.now += 5.0  # "done" expires at this very instant: expired
     for n in range(MEMORY_PURGE_EVERY - 11):
         assert store.claim(f"live-{n}", "a", 1_000.0) == "claimed"
     assert repr(store) == f"MemoryWebhookDedupeStore({MEMORY_PURGE_EVERY - 11} entries)"

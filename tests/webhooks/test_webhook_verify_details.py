@@ -215,6 +215,7 @@ def test_the_signature_header_is_found_in_any_form_and_trimmed() -> None:
         ({"X-Signature": "abc"}, "The webhook has no Signature header."),
         ([(b"signature", b"\xe9\xff")], "The webhook signature does not match its payload."),
         ({"Signature": "é😀"}, "The webhook signature does not match its payload."),
+        ({"Signature": "abc\ud800"}, "The webhook signature does not match its payload."),  # a lone surrogate
     ],
 )
 def test_a_missing_or_undecodable_signature_is_refused_not_crashed_on(headers: Any, message: str) -> None:

@@ -242,6 +242,9 @@ def test_a_signature_differing_only_in_letter_case_is_refused(capsys: pytest.Cap
     report(capsys, "case-changed signatures refused", len(seen))
 
 
+SEVERAL = r"^The webhook has several Signature headers\.(\s|$)"
+
+
 def test_several_signature_headers_are_refused_even_when_the_first_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     """One ``Signature`` header, whatever its name's case: two are ambiguous (which did the proxy check?)."""
     seen: list[int] = []
@@ -262,10 +265,10 @@ def test_several_signature_headers_are_refused_even_when_the_first_is_valid(caps
             assert check([pairs[0], pairs[1]], raw).webhook_id  # one of them alone verifies
         else:
             assert check(dict([pairs[0], pairs[1]]), raw).webhook_id  # type: ignore[arg-type]
-        with pytest.raises(SnapTradeWebhookSignatureError, match="several Signature headers"):
+        with pytest.raises(SnapTradeWebhookSignatureError, match=SEVERAL):
             check(pairs, raw)
         if first != second and not raw_pairs:  # a mapping can hold both spellings of the name
-            with pytest.raises(SnapTradeWebhookSignatureError, match="several Signature headers"):
+            with pytest.raises(SnapTradeWebhookSignatureError, match=SEVERAL):
                 check({"Content-Type": "application/json", first: valid, second: extra}, raw)
         seen.append(1)
 

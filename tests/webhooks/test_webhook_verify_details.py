@@ -257,3 +257,23 @@ def test_canonical_json_is_sorted_compact_ascii_and_refuses_non_json_numbers() -
             canonical_json({"a": bad})
     assert sign_webhook({"b": 1, "a": 2}, "k") == sign_webhook({"a": 2, "b": 1}, "k")
     assert sign_webhook({"a": 1}, "k") == "w6kv+eJ0zczieljBWnjsbcu9vQA4qH56EbrvICj9i/8="
+
+
+def test_the_keys_stay_masked_however_many_user_secrets_are_registered_after_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys are registered as keys (never evicted), not as user secrets (evicted oldest first)."""
+    from aims_snaptrade import _masking
+    from aims_snaptrade.redaction import register_secret
+
+    monkeypatch.setitem(_masking._LIMITS, "secret", 3)  # the registry's bound on user secrets, made small
+    old = "previous-key-" + "r" * 20
+    headers, raw = signed(body_at(NOW))
+    verify_webhook(headers, raw, consumer_key=KEY, previous_consumer_keys=[old], now=lambda: NOW)
+    for n in range(10):
+        register_secret(f"user-secret-{n:02d}-" + "s" * 16)
+    newest, oldest = "user-secret-09-" + "s" * 16, "user-secret-00-" + "s" * 16
+    assert newest not in redact(f"a log line quoting {newest}")  # the newest is masked...
+    assert oldest in redact(f"a log line quoting {oldest}")  # ...the oldest was evicted
+    for key in (KEY, old):
+        assert key not in redact(f"a log line quoting {key}")

@@ -100,6 +100,29 @@ def test_every_delivery_on_the_retry_schedule_is_processed_once_and_replays_are_
     assert handler.processed == [body["webhookId"]]
 
 
+@settings(max_examples=30, deadline=None, database=None)
+@given(lease=st.floats(1, 3600), extra=st.floats(0, 30 * 24 * 3600))
+def test_a_processed_id_is_remembered_for_the_retention_not_the_lease(lease: float, extra: float) -> None:
+    """The claim protects the handler for ``lease_seconds``; the processed id is then kept ``retention_seconds``."""
+    clock = Clock(T0)
+    store = MemoryWebhookDedupeStore(clock=clock)
+    retention = DEFAULT_TOLERANCE_SECONDS + MAX_AHEAD_SECONDS + extra
+    handler = FailingFirst(0)
+    receiver = WebhookReceiver(
+        handler, consumer_key=KEY, dedupe=store, now=clock, lease_seconds=lease, retention_seconds=retention
+    )
+    body = payload(when=T0)
+    assert receiver.handle(*signed(body)).outcome == "processed"
+    claim_key = receiver.claim_key(body["webhookId"])
+    clock.now = T0 + lease + 1  # the lease is over, the window still accepts the payload: a duplicate
+    assert receiver.handle(*signed(body)).outcome == "duplicate"
+    clock.now = T0 + retention - 1
+    assert store.claim(claim_key, "probe", 1.0) == "processed"
+    clock.now = T0 + retention + 1
+    assert store.claim(claim_key, "probe", 1.0) == "claimed"
+    assert handler.processed == [body["webhookId"]]
+
+
 def test_a_payload_stamped_ahead_of_the_clock_is_held_to_the_clock_skew_only() -> None:
     clock = Clock(T0)
     receiver = WebhookReceiver(FailingFirst(0), consumer_key=KEY, now=clock)

@@ -219,3 +219,58 @@ def test_value_preserving_respellings_are_refused(canonical: str, respelled: str
     check(headers, raw)
     with pytest.raises(SnapTradeWebhookSignatureError, match="spells a value differently"):
         check(headers, raw.replace(canonical[1:-1].encode(), respelled[1:-1].encode()))
+
+
+def test_a_signature_differing_only_in_letter_case_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """Base64 is case-sensitive: the comparison is exact, so a case-folded signature is another signature."""
+    seen: list[int] = []
+
+    @PROPERTY
+    @given(payloads(), st.data())
+    def prop(body: dict[str, Any], data: st.DataObject) -> None:
+        headers, raw = signed(body)
+        signature = headers["Signature"]
+        letters = [i for i, c in enumerate(signature) if c.isalpha()]
+        index = data.draw(st.sampled_from(letters))
+        flipped = signature[:index] + signature[index].swapcase() + signature[index + 1 :]
+        for changed in (flipped, signature.lower(), signature.upper()):
+            with pytest.raises(SnapTradeWebhookSignatureError, match="does not match"):
+                check({**headers, "Signature": changed}, raw)
+        seen.append(1)
+
+    prop()
+    report(capsys, "case-changed signatures refused", len(seen))
+
+
+SEVERAL = r"^The webhook has several Signature headers\.(\s|$)"
+
+
+def test_several_signature_headers_are_refused_even_when_the_first_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    """One ``Signature`` header, whatever its name's case: two are ambiguous (which did the proxy check?)."""
+    seen: list[int] = []
+    names = st.sampled_from(["Signature", "signature", "SIGNATURE", "sIgNaTuRe"])
+
+    @PROPERTY
+    @given(payloads(), names, names, st.sampled_from(["same", "forged", "empty"]), st.booleans())
+    def prop(body: dict[str, Any], first: str, second: str, other: str, raw_pairs: bool) -> None:
+        headers, raw = signed(body)
+        valid = headers["Signature"]
+        extra = {"same": valid, "forged": signed(body, KEY + "-other")[0]["Signature"], "empty": ""}[other]
+        pairs: list[tuple[str | bytes, str | bytes]] = [("Content-Type", "application/json"), (first, valid)]
+        pairs.append((second, extra))
+        if raw_pairs:  # ASGI's raw headers: bytes
+            pairs = [
+                (k.encode() if isinstance(k, str) else k, v.encode() if isinstance(v, str) else v) for k, v in pairs
+            ]
+            assert check([pairs[0], pairs[1]], raw).webhook_id  # one of them alone verifies
+        else:
+            assert check(dict([pairs[0], pairs[1]]), raw).webhook_id  # type: ignore[arg-type]
+        with pytest.raises(SnapTradeWebhookSignatureError, match=SEVERAL):
+            check(pairs, raw)
+        if first != second and not raw_pairs:  # a mapping can hold both spellings of the name
+            with pytest.raises(SnapTradeWebhookSignatureError, match=SEVERAL):
+                check({"Content-Type": "application/json", first: valid, second: extra}, raw)
+        seen.append(1)
+
+    prop()
+    report(capsys, "several Signature headers refused", len(seen))

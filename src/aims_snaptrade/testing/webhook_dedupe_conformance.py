@@ -120,6 +120,14 @@ class WebhookDedupeStoreConformance:
         time.sleep(_PAST_SHORT)
         assert store.claim(webhook_id, "b", _LONG) == "claimed"
 
+    def test_processed_ids_are_kept_for_the_retention_not_the_lease(self, store: WebhookDedupeStore) -> None:
+        """``complete`` replaces the lease's expiry by the retention: a short lease does not forget a processed id."""
+        webhook_id = _id()
+        assert store.claim(webhook_id, "a", _SHORT) == "claimed"
+        assert store.complete(webhook_id, "a", _LONG) is True
+        time.sleep(_PAST_SHORT)
+        assert store.claim(webhook_id, "b", _SHORT) == "processed"
+
     def test_concurrent_claims_have_exactly_one_winner(self, store: WebhookDedupeStore) -> None:
         """Threads racing for one id: one ``claimed``, the rest ``in_progress``."""
         webhook_id = _id()

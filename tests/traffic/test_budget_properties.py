@@ -3,7 +3,8 @@
 - slots go to callers in arrival order: a call that arrives while others are queued asks room for
   itself and every earlier caller, so it never goes ahead of them, fast path or not;
 - every budget of a call is taken atomically under one lock: threads racing for the last slots
-  are admitted exactly as many times as there are slots, however the interpreter interleaves them;
+  are admitted exactly as many times as there are slots, however the interpreter interleaves them,
+  and no two checks of one storage overlap, first attempts or calls made through the queue;
 - a pause SnapTrade asked for lasts until the latest end asked: a later, shorter pause never
   shortens a longer one.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -385,3 +387,46 @@ def test_snaptrade_feedback_is_recorded_alike_in_memory_and_redis(
     on_memory = _answers_with_feedback("memory://", clock, steps, limit, queued)
     clock.now = start
     assert _answers_with_feedback(redis_url, clock, steps, limit, queued) == on_memory
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window"])
+@pytest.mark.parametrize("queued", [False, True], ids=["nobody-queued", "a-call-queued"])
+def test_no_two_composed_checks_of_one_storage_overlap(strategy: str, queued: bool) -> None:
+    """A composed check is atomic: while one runs, however long it takes, no other check of the
+    same storage starts, whether calls make it as their first attempt or, with a call queued
+    (here one waiting on another budget), through the queue."""
+    lim = _limiter(1000, FakeClock(), strategy)
+    memory = lim._memory
+    assert memory is not None
+    check = memory._take
+    running: list[int] = []
+    overlaps: list[int] = []
+
+    def slow_check(*args: Any) -> Any:
+        running.append(1)
+        overlaps.append(len(running))
+        time.sleep(0.0005)  # lets every other thread run: one that is not kept out enters now
+        try:
+            return check(*args)
+        finally:
+            running.pop()
+
+    memory._take = slow_check  # type: ignore[method-assign]
+    waiting = lim._queue.arrive(("a call waiting on another budget",)) if queued else None
+    barrier = threading.Barrier(4)
+
+    def racer() -> None:
+        barrier.wait()
+        for _ in range(10):
+            assert _admitted(lim)
+
+    threads = [threading.Thread(target=racer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if waiting is not None:
+        lim._queue.leave(waiting)
+    lim.close()
+    assert len(overlaps) == 40
+    assert max(overlaps) == 1, f"{sum(n > 1 for n in overlaps)} of 40 checks ran beside another"

@@ -182,6 +182,7 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "tests/traffic/test_traffic_waiting.py",
             "tests/traffic/test_traffic_composed.py",
             "tests/traffic/test_budget_properties.py",
+            "tests/traffic/test_policy_contract.py",
         ),
     ),
     "ratelimit-limiter": (
@@ -191,6 +192,7 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "tests/traffic/test_traffic_waiting.py",
             "tests/traffic/test_traffic_composed.py",
             "tests/traffic/test_budget_properties.py",
+            "tests/traffic/test_policy_contract.py",
         ),
     ),
     "telemetry": (

@@ -183,6 +183,7 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "tests/traffic/test_traffic_composed.py",
             "tests/traffic/test_budget_properties.py",
             "tests/traffic/test_policy_contract.py",
+            "tests/traffic/test_acquire_engine.py",
         ),
     ),
     "ratelimit-limiter": (
@@ -193,6 +194,7 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "tests/traffic/test_traffic_composed.py",
             "tests/traffic/test_budget_properties.py",
             "tests/traffic/test_policy_contract.py",
+            "tests/traffic/test_acquire_engine.py",
         ),
     ),
     "telemetry": (

@@ -195,6 +195,7 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "tests/traffic/test_budget_properties.py",
             "tests/traffic/test_policy_contract.py",
             "tests/traffic/test_acquire_engine.py",
+            "tests/traffic/test_limiter_contract.py",
         ),
     ),
     "telemetry": (

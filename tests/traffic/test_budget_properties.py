@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 import threading
@@ -27,7 +28,7 @@ from traffic_helpers import FakeClock, policy_for
 from aims_snaptrade.errors import SnapTradeBudgetExhaustedError
 from aims_snaptrade.operations import get_operation
 from aims_snaptrade.ratelimit._policy import PauseBook
-from aims_snaptrade.ratelimit.limiter import Budget, RateLimiter, RateLimitPolicy
+from aims_snaptrade.ratelimit.limiter import AsyncRateLimiter, Budget, RateLimiter, RateLimitPolicy
 
 ACCOUNTS = get_operation("list_all_user_accounts")
 
@@ -430,3 +431,124 @@ def test_no_two_composed_checks_of_one_storage_overlap(strategy: str, queued: bo
     lim.close()
     assert len(overlaps) == 40
     assert max(overlaps) == 1, f"{sum(n > 1 for n in overlaps)} of 40 checks ran beside another"
+
+
+BALANCE = get_operation("get_user_account_balance")
+# (gap before the attempt, wait for a slot?, SnapTrade's Remaining (and Reset) or None, answer delay, a 429's
+# Retry-After or None)
+Round = tuple[float, bool, tuple[int, int | None] | None, float, int | None]
+
+
+def _rounds_policy(client_id: str, limit: int) -> RateLimitPolicy:
+    return policy_for(
+        client_id,
+        Budget("customer", "customer", limit + 3, 5),
+        account_budget=Budget("account", "account", limit + 3, 5),
+        user_budget=Budget("user", "user", limit, 5),
+    )
+
+
+def _verdict(error: SnapTradeBudgetExhaustedError) -> tuple[Any, ...]:
+    return "refused", round(error.retry_after or -1.0, 6), error.limit_scope
+
+
+def _usage_figures(usage: list[Any]) -> list[Any]:
+    return sorted((u.name, u.subject, u.used, u.remaining, u.paused_until, u.alert) for u in usage)
+
+
+def _feedback_headers(remaining: tuple[int, int | None] | None) -> dict[str, str]:
+    if remaining is None:
+        return {}
+    headers = {"X-RateLimit-Account-Remaining": str(remaining[0])}
+    if remaining[1] is not None:
+        headers["X-RateLimit-Account-Reset"] = str(remaining[1])
+    return headers
+
+
+def _sync_rounds(url: str, clock: FakeClock, rounds: list[Round], limit: int) -> list[Any]:
+    lim = RateLimiter(_rounds_policy(f"props-{uuid.uuid4().hex}", limit), url, clock=clock.time, sleep=clock.sleep)
+    answers: list[Any] = []
+    try:
+        for gap, wait, remaining, delay, throttle in rounds:
+            clock.advance(gap)
+            try:
+                stamp = lim.acquire(
+                    BALANCE, user_id="u", account_id="acc-1", mode="wait" if wait else "fail", max_wait=3
+                )
+            except SnapTradeBudgetExhaustedError as refused:
+                answers.append(_verdict(refused))
+                continue
+            answers.append(("admitted", stamp))
+            clock.advance(delay)
+            if throttle is not None:
+                answers.append(
+                    lim.observe(
+                        BALANCE, account_id="acc-1", status=429, headers={"Retry-After": str(throttle)}, sent_at=stamp
+                    )
+                )
+            else:
+                headers = _feedback_headers(remaining)
+                lim.observe(BALANCE, account_id="acc-1", status=200, headers=headers, sent_at=stamp, user_id="u")
+        clock.advance(0.001)  # usage off the lattice (see _answers_with_feedback)
+        answers.append(_usage_figures(lim.usage()))
+    finally:
+        lim.close()
+    return answers
+
+
+async def _async_rounds(url: str, clock: FakeClock, rounds: list[Round], limit: int) -> list[Any]:
+    policy = _rounds_policy(f"props-{uuid.uuid4().hex}", limit)
+    lim = AsyncRateLimiter(policy, url, clock=clock.time, sleep=clock.asleep)
+    answers: list[Any] = []
+    try:
+        for gap, wait, remaining, delay, throttle in rounds:
+            clock.advance(gap)
+            try:
+                stamp = await lim.acquire(
+                    BALANCE, user_id="u", account_id="acc-1", mode="wait" if wait else "fail", max_wait=3
+                )
+            except SnapTradeBudgetExhaustedError as refused:
+                answers.append(_verdict(refused))
+                continue
+            answers.append(("admitted", stamp))
+            clock.advance(delay)
+            if throttle is not None:
+                answers.append(
+                    await lim.observe(
+                        BALANCE, account_id="acc-1", status=429, headers={"Retry-After": str(throttle)}, sent_at=stamp
+                    )
+                )
+            else:
+                headers = _feedback_headers(remaining)
+                await lim.observe(BALANCE, account_id="acc-1", status=200, headers=headers, sent_at=stamp, user_id="u")
+        clock.advance(0.001)
+        answers.append(_usage_figures(await lim.usage()))
+    finally:
+        await lim.close()
+    return answers
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rounds=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 0.3, 1.3, 4.9]),
+            st.booleans(),
+            st.one_of(st.none(), st.tuples(st.integers(0, 6), st.sampled_from([None, 2]))),
+            st.sampled_from([0.0, 0.8]),
+            st.sampled_from([None, None, None, 1, 4]),
+        ),
+        min_size=3,
+        max_size=10,
+    ),
+    limit=st.integers(1, 3),
+)
+def test_the_async_limiter_answers_and_reports_as_the_sync_one(
+    rounds: list[Round], limit: int, clock: FakeClock, storage_url: str
+) -> None:
+    """The same calls and the same answers from SnapTrade (counts, late answers, 429s), sync or
+    async: the same verdicts, waits, stamps and usage (pauses and alerts included)."""
+    start = clock.now
+    sync = _sync_rounds(storage_url, clock, rounds, limit)
+    clock.now = start
+    assert asyncio.run(_async_rounds(storage_url, clock, rounds, limit)) == sync

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aims_snaptrade.errors import (
@@ -39,6 +39,9 @@ values = st.one_of(
 
 @settings(max_examples=80)
 @given(limit=values, window=values)
+@example(limit=1, window=1)
+@example(limit=True, window=1)
+@example(limit=1, window=0)
 def test_a_budget_is_whole_requests_per_whole_seconds(limit: Any, window: Any) -> None:
     """A budget takes whole numbers >= 1 (not booleans, not floats) and says which field is wrong."""
     whole = {
@@ -97,7 +100,17 @@ def test_every_wrong_policy_value_is_named_at_once() -> None:
     )
 
 
-@pytest.mark.parametrize("edge", [{"max_wait": 0}, {"safety_margin": 0.0}, {"default_pause": 0}, {"alert_fraction": 1}])
+@pytest.mark.parametrize(
+    "edge",
+    [
+        {"max_wait": 0},
+        {"safety_margin": 0.0},
+        {"default_pause": 0},
+        {"alert_fraction": 1},
+        {"mode": "fail"},
+        {"strategy": "sliding-window"},
+    ],
+)
 def test_the_edges_of_the_policy_values_are_allowed(edge: dict[str, Any]) -> None:
     policy = RateLimitPolicy(client_id="AIMS-TEST", budgets=(CUSTOMER,), **edge)
     [(name, value)] = edge.items()

@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from traffic_helpers import REDIS_URL, FakeClock, free_port, policy_for
 
 from aims_snaptrade._ids import keyed_ids
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeRateLimiterUnavailableError
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeRateLimiterUnavailableError, UpstreamCause
 from aims_snaptrade.operations import OPERATIONS, Operation, get_operation
 from aims_snaptrade.ratelimit import limiter as limiter_module
 from aims_snaptrade.ratelimit.limiter import AsyncRateLimiter, Budget, RateLimiter, RateLimitPolicy
@@ -404,3 +404,85 @@ def test_an_async_limiter_takes_the_same_hashed_keys(client_id: str, redis_url: 
     keys = " ".join(asyncio.run(scenario()))
     hashed = keyed_ids("the-consumer-key", "rate-limit ids")
     assert hashed("alice") in keys and hashed("acc-a1") in keys and "alice" not in keys
+
+
+# --- when Redis goes away, and what the limiter leaves open ---------------------------------------------------
+
+
+def _connected_clients(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("clients")["connected_clients"]) - 1  # less this one
+    finally:
+        client.close()
+
+
+def test_the_limiter_leaves_no_connection_open(client_id: str, redis_process: Any) -> None:
+    """The start-up check's connection and the limiter's pool are closed (sync and async)."""
+    url = redis_process.url
+    policy = _policy(client_id, True, True, False)
+    assert _connected_clients(url) == 0
+    lim = RateLimiter(policy, url)
+    assert _connected_clients(url) == 0  # the start-up check closed its own
+    lim.acquire(BALANCE, user_id="u", account_id="a")
+    assert _connected_clients(url) == 1
+    lim.close()
+    assert _connected_clients(url) == 0
+
+    async def run_async() -> None:
+        alim = AsyncRateLimiter(policy, url)
+        assert _connected_clients(url) == 0
+        await alim.acquire(BALANCE, user_id="u", account_id="a")
+        await alim.close()
+
+    asyncio.run(run_async())
+    assert _connected_clients(url) == 0
+
+
+def test_a_storage_failure_says_which_storage_doing_what_and_the_driver_error(
+    client_id: str, redis_process: Any
+) -> None:
+    url = redis_process.url
+    lim = RateLimiter(_policy(client_id, True, True, False), url, id_secret="the-consumer-key")
+    alim = AsyncRateLimiter(_policy(client_id, True, True, False), url)
+    lim.acquire(BALANCE, user_id="u", account_id="a")
+    redis_process.kill()
+
+    def check(error: SnapTradeRateLimiterUnavailableError, doing: str) -> None:
+        assert error.message == (
+            f"The rate-limit storage {url} failed while {doing} (ConnectionError); the call was not sent."
+        )
+        cause = error.__cause__  # docs/errors.md: a redacted stand-in, never the driver's exception
+        assert type(cause) is UpstreamCause and error.__suppress_context__
+        assert str(cause).startswith("redis.exceptions.ConnectionError: ")
+        assert cause.__traceback__ is not None  # where the driver failed
+
+    with pytest.raises(SnapTradeRateLimiterUnavailableError) as failed:
+        lim.acquire(BALANCE, user_id="u", account_id="a")
+    check(failed.value, "taking budget")
+    with pytest.raises(SnapTradeRateLimiterUnavailableError) as failed:
+        lim.usage()
+    check(failed.value, "reading usage")
+    lim.observe(BALANCE, account_id="a", status=200, headers={"X-RateLimit-Remaining": "0"})
+    with pytest.raises(SnapTradeRateLimiterUnavailableError) as failed:
+        lim.usage()  # the pending report is recorded first
+    check(failed.value, "recording feedback")
+    with pytest.raises(SnapTradeRateLimiterUnavailableError) as failed:
+        lim.forget_user("u")
+    check(failed.value, "forgetting a user's budgets")
+
+    async def run_async() -> None:
+        with pytest.raises(SnapTradeRateLimiterUnavailableError) as failed:
+            await alim.acquire(BALANCE, user_id="u", account_id="a")
+        check(failed.value, "taking budget")
+        with pytest.raises(SnapTradeRateLimiterUnavailableError) as failed:
+            await alim.usage()
+        check(failed.value, "reading usage")
+        await alim.observe(BALANCE, account_id="a", status=200, headers={"X-RateLimit-Remaining": "0"})
+        with pytest.raises(SnapTradeRateLimiterUnavailableError) as failed:
+            await alim.usage()
+        check(failed.value, "recording feedback")
+        await alim.close()
+
+    asyncio.run(run_async())
+    lim.close()

@@ -58,6 +58,7 @@ def test_a_storage_url_is_shown_with_its_password_masked(scheme: str, user: str,
         ("async+rediss://cache:6380/1", ("rediss", "rediss://cache:6380/1")),
         ("redis+unix:///run/redis.sock", ("redis+unix", "redis+unix:///run/redis.sock")),
         ("redis://h:1/0?x=async+", ("redis", "redis://h:1/0?x=async+")),
+        ("redis://h:1/0?next=memcached://m", ("redis", "redis://h:1/0?next=memcached://m")),
     ],
 )
 def test_supported_storage_urls(url: str, expected: tuple[str, str]) -> None:
@@ -111,6 +112,8 @@ def test_the_redis_connection_is_bounded(asynchronous: bool) -> None:
     socket = limiter_module._redis_options("redis+unix:///run/redis-unix.sock?db=2", asynchronous=asynchronous)
     unix = socket["connection_pool"].connection_kwargs
     assert (unix["path"], unix["db"], unix["socket_timeout"]) == ("/run/redis-unix.sock", 2, 2.0)
+    odd = limiter_module._redis_options("redis+unix:///tmp/redis+unix://x.sock", asynchronous=asynchronous)
+    assert odd["connection_pool"].connection_kwargs["path"] == "/tmp/redis+unix://x.sock"  # only the scheme is ours
 
 
 def test_a_malformed_redis_url_is_refused_without_its_password() -> None:

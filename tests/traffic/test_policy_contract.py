@@ -457,6 +457,19 @@ def _expected_feedback(
 
 
 @settings(max_examples=300, deadline=None)
+@example(  # the customer budget has room: the account-scoped call was refused by its account
+    op=FEEDBACK_OPERATIONS[0],
+    account_id="acc-1",
+    account_budget=True,
+    customer_budget=True,
+    sliding=False,
+    status=429,
+    customer=("250", "3", None),
+    account=(None, None, "12"),
+    retry_after=None,
+    sent=None,
+    with_keys=False,
+)
 @given(
     op=st.sampled_from(FEEDBACK_OPERATIONS),
     account_id=st.sampled_from([None, "acc-1"]),

@@ -7,6 +7,7 @@ forgotten on erasure."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from typing import Any
 
@@ -489,3 +490,17 @@ def test_a_storage_failure_says_which_storage_doing_what_and_the_driver_error(
 
     asyncio.run(run_async())
     lim.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_redis_url_without_the_redis_package_says_what_to_install(
+    asynchronous: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [name for name in sys.modules if name == "redis" or name.startswith("redis.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # type: ignore[arg-type]
+    with pytest.raises(SnapTradeConfigurationError) as missing:
+        limiter_module._redis_options("redis://:s3cret@cache:6379/0", asynchronous=asynchronous)
+    assert missing.value.message == (
+        "SNAPTRADE_RATE_LIMIT_STORAGE_URL is redis://:***@cache:6379/0 but the redis package is not installed."
+    )
+    assert missing.value.hint == "pip install 'aims-snaptrade[redis]'."

@@ -552,3 +552,32 @@ def test_the_async_limiter_answers_and_reports_as_the_sync_one(
     sync = _sync_rounds(storage_url, clock, rounds, limit)
     clock.now = start
     assert asyncio.run(_async_rounds(storage_url, clock, rounds, limit)) == sync
+
+
+def test_on_memory_a_call_that_finds_nobody_queued_skips_the_queue(client_id: str, redis_url: str) -> None:
+    """docs/traffic-control.md: on memory a call that finds nobody queued and no pause of its
+    scopes makes the composed check its first attempt, without queueing; refused, it is queued;
+    on Redis every call queues first (the check is a round trip)."""
+    clock = FakeClock()
+    for url in ("memory://", redis_url):
+        lim = RateLimiter(policy_for(client_id, Budget("customer", "customer", 2, 60)), url, clock=clock.time)
+        arrivals: list[tuple[str, ...]] = []
+        arrive = lim._queue.arrive
+
+        def counting(names: tuple[str, ...], arrive: Any = arrive, arrivals: list[Any] = arrivals) -> int:
+            arrivals.append(names)
+            return int(arrive(names))
+
+        lim._queue.arrive = counting  # type: ignore[method-assign]
+        on_memory = url == "memory://"
+        assert _admitted(lim)
+        assert len(arrivals) == (0 if on_memory else 1)
+        lim.observe(ACCOUNTS, account_id=None, status=429, headers={"Retry-After": "5"})
+        assert not _admitted(lim)  # paused: the call goes through the queue
+        assert len(arrivals) == (1 if on_memory else 2)
+        clock.advance(5)
+        assert _admitted(lim)
+        assert not _admitted(lim)  # refused: queued, then it left
+        assert len(arrivals) == (2 if on_memory else 4)
+        assert not lim._queue._waiting
+        lim.close()

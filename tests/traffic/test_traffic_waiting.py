@@ -59,7 +59,9 @@ def check_fifo(arrivals: list[Arrival]) -> None:
     for a in refused:
         assert a.error is not None and a.error.retry_after is not None
         assert a.elapsed < AT_ONCE, f"waiter {a.index} was refused after waiting {a.elapsed:.2f} s"
-        assert a.error.retry_after > MAX_WAIT, states
+        # Refused because its slot frees past max_wait from its start: the time it took to reach
+        # its check (sizeable on a loaded machine) counts, so retry_after alone may be a little less.
+        assert a.error.retry_after + a.elapsed > MAX_WAIT - 0.001, states
 
 
 def test_threads_are_served_first_come_first_served(client_id: str, storage_url: str) -> None:

@@ -470,6 +470,19 @@ def _expected_feedback(
     sent=None,
     with_keys=False,
 )
+@example(  # no customer headers at all: the account's still count
+    op=FEEDBACK_OPERATIONS[0],
+    account_id="acc-1",
+    account_budget=True,
+    customer_budget=True,
+    sliding=False,
+    status=200,
+    customer=(None, None, "5"),
+    account=("10", "0", "12"),
+    retry_after=None,
+    sent=0.2,
+    with_keys=True,
+)
 @given(
     op=st.sampled_from(FEEDBACK_OPERATIONS),
     account_id=st.sampled_from([None, "acc-1"]),

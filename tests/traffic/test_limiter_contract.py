@@ -23,6 +23,8 @@ from aims_snaptrade._ids import keyed_ids
 from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeRateLimiterUnavailableError, UpstreamCause
 from aims_snaptrade.operations import OPERATIONS, Operation, get_operation
 from aims_snaptrade.ratelimit import limiter as limiter_module
+from aims_snaptrade.ratelimit._policy import Take
+from aims_snaptrade.ratelimit._take import MemoryBudgets, script_call
 from aims_snaptrade.ratelimit.limiter import AsyncRateLimiter, Budget, RateLimiter, RateLimitPolicy
 
 ACCOUNTS = get_operation("list_all_user_accounts")
@@ -213,25 +215,26 @@ calls = st.lists(
 @pytest.fixture(scope="module")
 def hashed_limiters() -> Any:
     """Limiters on Redis with ids hashed (one per budget set; building one pings Redis)."""
-    made: dict[tuple[bool, bool, bool], RateLimiter] = {}
+    made: dict[tuple[bool, ...], RateLimiter] = {}
 
-    def get(account: bool, user: bool, trade: bool) -> RateLimiter:
-        if (account, user, trade) not in made:
-            made[(account, user, trade)] = RateLimiter(
-                _policy(f"keys-{uuid.uuid4().hex[:10]}", account, user, trade),
+    def get(account: bool, user: bool, trade: bool, sliding: bool = False) -> RateLimiter:
+        if (account, user, trade, sliding) not in made:
+            made[(account, user, trade, sliding)] = RateLimiter(
+                _policy(f"keys-{uuid.uuid4().hex[:10]}", account, user, trade, sliding),
                 REDIS_URL,
                 id_secret="consumer-key-for-hashing",
             )
-        return made[(account, user, trade)]
+        return made[(account, user, trade, sliding)]
 
     yield get
     for lim in made.values():
         lim.close()
 
 
-def _policy(client_id: str, account: bool, user: bool, trade: bool) -> RateLimitPolicy:
+def _policy(client_id: str, account: bool, user: bool, trade: bool, sliding: bool = False) -> RateLimitPolicy:
     return RateLimitPolicy(
         client_id=client_id,
+        strategy="sliding-window" if sliding else "moving-window",
         budgets=(Budget("customer", "customer", 250, 60),),
         account_budget=Budget("account", "account", 10, 60) if account else None,
         user_budget=Budget("user", "user", 30, 60) if user else None,
@@ -240,12 +243,18 @@ def _policy(client_id: str, account: bool, user: bool, trade: bool) -> RateLimit
 
 
 @settings(max_examples=80, deadline=None)
-@given(calls=calls, budgets=st.tuples(st.booleans(), st.booleans(), st.booleans()), shared=st.booleans())
+@given(
+    calls=calls,
+    budgets=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    shared=st.booleans(),
+)
 def test_every_call_draws_on_its_own_buckets_whatever_came_before(
     hashed_limiters: Any, calls: list[tuple[Operation, str | None, str | None]], budgets: Any, shared: bool
 ) -> None:
     """Plans are reused between calls that draw on the same buckets, never between others: each
-    call's buckets are the policy's for its own user and account (keyed hashes on Redis)."""
+    call's buckets are the policy's for its own user and account (keyed hashes on Redis), and what
+    the storage derives from them once is what it would derive for the call (the script's KEYS
+    and budget fields on Redis, the prepared take on memory), for moving and sliding windows."""
     if shared:
         lim = hashed_limiters(*budgets)
         hashed = keyed_ids("consumer-key-for-hashing", "rate-limit ids")
@@ -261,10 +270,13 @@ def test_every_call_draws_on_its_own_buckets_whatever_came_before(
         expected = lim.policy.plan(op, user_id=subject(user), account_id=subject(account))
         assert planned.plan.keys == expected.keys
         assert planned.plan.scopes == expected.scopes
+        assert planned.plan.sliding is budgets[3]
         if shared:
-            assert planned.memory is None and planned.script is not None
+            keys, args = script_call(Take(planned.plan.claims, 0.0, budgets[3]), "LIMITS")
+            assert planned.memory is None and planned.script == (keys, args[1])
         else:
-            assert planned.script is None and planned.memory is not None
+            prepared = MemoryBudgets.prepare(planned.plan.claims, budgets[3])
+            assert planned.script is None and planned.memory == prepared
     if not shared:
         lim.close()
 
@@ -348,8 +360,9 @@ def _redis_keys(client: redis.Redis, client_id: str) -> list[str]:
 def test_user_and_account_ids_on_redis_are_keyed_hashes_and_erasure_removes_them(
     client_id: str, redis_url: str
 ) -> None:
-    lim = RateLimiter(_policy(client_id, True, True, False), redis_url, id_secret="the-consumer-key")
-    hashed = keyed_ids("the-consumer-key", "rate-limit ids")
+    secret = f"consumer-key-{client_id}"  # erasure finds a user's keys under any client id: ours only
+    lim = RateLimiter(_policy(client_id, True, True, False), redis_url, id_secret=secret)
+    hashed = keyed_ids(secret, "rate-limit ids")
     client = redis.Redis.from_url(redis_url)
     try:
         lim.acquire(BALANCE, user_id="alice", account_id="acc-a1")
@@ -368,7 +381,7 @@ def test_user_and_account_ids_on_redis_are_keyed_hashes_and_erasure_removes_them
         assert hashed("bob") in left and hashed("acc-b1") in left and "customer" in left
         assert lim.forget_user("alice") == 0
         assert lim.forget_user("carol") == 0
-        clear = RateLimiter(_policy(client_id, True, True, False), "memory://", id_secret="the-consumer-key")
+        clear = RateLimiter(_policy(client_id, True, True, False), "memory://", id_secret=secret)
         assert clear.forget_user("alice") == 0  # memory budgets never leave the process
         clear.close()
     finally:

@@ -436,3 +436,26 @@ def test_usage_records_pending_feedback_without_taking() -> None:
     ]
     assert list(take.claims) == expected
     assert reports.empty()
+
+
+def test_a_report_the_check_did_not_hold_pauses_nothing() -> None:
+    """SnapTrade's 'Remaining: 0' is a hold only when the check found it beyond our own count."""
+    policy, clock, queue, pauses, reports = _policy(), Clock(), WaitQueue(), PauseBook(), ReportBook()
+    plan = policy.plan(BALANCE, user_id="u", account_id="acc-1")
+    account = next(k.storage_key for k in plan.keys if k.budget.name == "account")
+    reports.put(account, Report(START - 1, 10, 2, hold_until=START + 30.0))
+    answers = iter([_refused((0.5, 0.5), START), _taken(2, START + 0.5)])
+    engine = policy.acquire_steps(
+        BALANCE,
+        plan,
+        pauses=pauses,
+        queue=queue,
+        reports=reports,
+        mode="wait",
+        max_wait=5.0,
+        deadline=None,
+        clock=clock,
+    )
+    steps, stamp = drive(engine, lambda take: next(answers), clock)
+    assert steps[1] == Pause(0.5) and stamp == START + 0.5
+    assert pauses._until == {}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from redis.backoff import NoBackoff
@@ -242,7 +242,23 @@ def _policy(client_id: str, account: bool, user: bool, trade: bool, sliding: boo
     )
 
 
+PLACE_ORDER = get_operation("place_order")  # an order write that is not account-scoped
+
+
 @settings(max_examples=80, deadline=None)
+@example(
+    calls=[(PLACE_ORDER, "user-1", "acc-1"), (PLACE_ORDER, "user-1", "acc-2")],
+    budgets=(True, True, True, False),
+    shared=True,
+)
+@example(
+    calls=[(PLACE_ORDER, "user-1", "acc-1"), (PLACE_ORDER, "user-2", "acc-2")],
+    budgets=(False, False, True, True),
+    shared=False,
+)
+@example(
+    calls=[(BALANCE, "user-1", "acc-1"), (BALANCE, "user-2", "acc-1")], budgets=(True, True, False, False), shared=True
+)
 @given(
     calls=calls,
     budgets=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
@@ -368,7 +384,7 @@ def test_user_and_account_ids_on_redis_are_keyed_hashes_and_erasure_removes_them
         lim.acquire(BALANCE, user_id="alice", account_id="acc-a1")
         lim.acquire(BALANCE, user_id="alice", account_id="acc-a2")
         lim.acquire(BALANCE, user_id="bob", account_id="acc-b1")
-        lim.acquire(ACCOUNTS, user_id="alice", account_id="acc-a3")  # not account-scoped: no account bucket
+        lim.acquire(ACCOUNTS, user_id="alice", account_id="acc-b1")  # not account-scoped: bob's bucket is not hers
         keys = _redis_keys(client, client_id)
         text = " ".join(keys)
         for clear in ("alice", "bob", "acc-a1", "acc-a2", "acc-b1"):
@@ -381,6 +397,13 @@ def test_user_and_account_ids_on_redis_are_keyed_hashes_and_erasure_removes_them
         assert hashed("bob") in left and hashed("acc-b1") in left and "customer" in left
         assert lim.forget_user("alice") == 0
         assert lim.forget_user("carol") == 0
+        # Without a user budget the accounts a user drew on are still found.
+        solo = RateLimiter(_policy(client_id, True, False, False), redis_url, id_secret=secret)
+        solo.acquire(BALANCE, user_id="dora", account_id="acc-d1")
+        solo.acquire(ACCOUNTS, user_id="dora", account_id="acc-b1")
+        assert solo.forget_user("dora") == 1
+        assert hashed("acc-b1") in " ".join(_redis_keys(client, client_id))
+        solo.close()
         clear = RateLimiter(_policy(client_id, True, True, False), "memory://", id_secret=secret)
         assert clear.forget_user("alice") == 0  # memory budgets never leave the process
         clear.close()

@@ -408,7 +408,7 @@ FEEDBACK_OPERATIONS = [
     get_operation("refresh_brokerage_authorization"),  # its 429 is a cool-down
 ]
 LIMITS = st.sampled_from([None, "5", "250", "300", "many"])
-REMAINING = st.sampled_from([None, "0", "-1", "3", "248"])
+REMAINING = st.sampled_from([None, "0", "-1", "1", "3", "248"])
 RESETS = st.sampled_from([None, "0", "12", str(int(NOW) + 30)])
 RETRY_AFTER = st.sampled_from([None, "7", "0", "", email.utils.formatdate(NOW + 9, usegmt=True)])
 

@@ -29,6 +29,7 @@ from aims_snaptrade.ratelimit.limiter import AsyncRateLimiter, Budget, RateLimit
 
 ACCOUNTS = get_operation("list_all_user_accounts")
 BALANCE = get_operation("get_user_account_balance")
+REGISTER = get_operation("register_snap_trade_user")
 
 # --- storage URLs ------------------------------------------------------------------------------------
 
@@ -347,6 +348,11 @@ def test_usage_figures(client_id: str, clock: FakeClock) -> None:
     for figure in lim.usage():
         assert (figure.used, figure.remaining, figure.fraction) == (0, figure.limit, 0.0)
         assert figure.reset_at == clock.now
+    lim.observe(
+        BALANCE, account_id="acc-1", status=429, headers={"X-RateLimit-Account-Remaining": "0", "Retry-After": "20"}
+    )
+    paused = {(u.name, u.subject): u for u in lim.usage()}[("account", "acc-1")]
+    assert (paused.paused_until, paused.alert) == (clock.now + 20, True)
     lim.close()
 
 
@@ -377,7 +383,7 @@ def test_user_and_account_ids_on_redis_are_keyed_hashes_and_erasure_removes_them
     client_id: str, redis_url: str
 ) -> None:
     secret = f"consumer-key-{client_id}"  # erasure finds a user's keys under any client id: ours only
-    lim = RateLimiter(_policy(client_id, True, True, False), redis_url, id_secret=secret)
+    lim = RateLimiter(_policy(client_id, True, True, True), redis_url, id_secret=secret)
     hashed = keyed_ids(secret, "rate-limit ids")
     client = redis.Redis.from_url(redis_url)
     try:
@@ -385,6 +391,7 @@ def test_user_and_account_ids_on_redis_are_keyed_hashes_and_erasure_removes_them
         lim.acquire(BALANCE, user_id="alice", account_id="acc-a2")
         lim.acquire(BALANCE, user_id="bob", account_id="acc-b1")
         lim.acquire(ACCOUNTS, user_id="alice", account_id="acc-b1")  # not account-scoped: bob's bucket is not hers
+        lim.acquire(REGISTER, user_id="alice", account_id="acc-b1")  # a write, not account-scoped: nor here
         keys = _redis_keys(client, client_id)
         text = " ".join(keys)
         for clear in ("alice", "bob", "acc-a1", "acc-a2", "acc-b1"):

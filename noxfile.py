@@ -182,6 +182,8 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "tests/traffic/test_traffic_waiting.py",
             "tests/traffic/test_traffic_composed.py",
             "tests/traffic/test_budget_properties.py",
+            "tests/traffic/test_policy_contract.py",
+            "tests/traffic/test_acquire_engine.py",
         ),
     ),
     "ratelimit-limiter": (
@@ -191,6 +193,9 @@ MUTATION_TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "tests/traffic/test_traffic_waiting.py",
             "tests/traffic/test_traffic_composed.py",
             "tests/traffic/test_budget_properties.py",
+            "tests/traffic/test_policy_contract.py",
+            "tests/traffic/test_acquire_engine.py",
+            "tests/traffic/test_limiter_contract.py",
         ),
     ),
     "telemetry": (

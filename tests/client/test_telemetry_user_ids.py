@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 from otel_helpers import SPANS, install, snapshot
 
@@ -85,3 +87,39 @@ def test_with_the_setting_on_the_error_text_still_does_not_name_the_user(make_cl
     assert span.status.description == "SnapTradeConsentRequiredError"
     assert alice.user_id not in (span.status.description or "")
     assert all(alice.user_id not in str(v) for event in span.events for v in (event.attributes or {}).values())
+
+
+# The refusals whose own text names the person: the user's budget ("the local user budget of
+# '<user id>'"), the account's bucket ("... account budget of '<account id>'"), missing consent.
+# Each is recorded on the span twice (the attempt's event and the call's status and attributes).
+REFUSALS = {
+    "user budget": {"user_limit_per_minute": 1, "rate_limit_mode": "fail"},
+    "account budget": {"account_limit": 1, "rate_limit_mode": "fail"},
+    "consent": {"consent": Refuse()},
+}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    user_id=st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=12, max_size=24).map(
+        lambda text: f"user-{text}"
+    ),
+    refusal=st.sampled_from(sorted(REFUSALS)),
+)
+def test_no_refusal_text_names_the_user_or_account_anywhere_in_telemetry(
+    make_client: Any, emu: Any, store: Any, user_id: str, refusal: str
+) -> None:
+    """Whatever the ids and whichever refusal names them, with user ids off they reach no span,
+    event, status or metric; the error itself names them (it is the caller's to log)."""
+    user = emu.connect(user_id, brokerage="ALPACA")
+    store.put(user.user_id, user.user_secret)
+    client = make_client(**REFUSALS[refusal])
+    account = user.account_ids[0]
+    if refusal != "consent":
+        client.get_positions(user.user_id, account)  # the one slot of the user's (account's) budget
+    SPANS.clear()
+    with pytest.raises(SnapTradeError) as raised:
+        client.get_positions(user.user_id, account)
+    named = account if refusal == "account budget" else user.user_id
+    assert named in str(raised.value)
+    _assert_unnamed(user.user_id, account)

@@ -3,16 +3,19 @@
 - slots go to callers in arrival order: a call that arrives while others are queued asks room for
   itself and every earlier caller, so it never goes ahead of them, fast path or not;
 - every budget of a call is taken atomically under one lock: threads racing for the last slots
-  are admitted exactly as many times as there are slots, however the interpreter interleaves them;
+  are admitted exactly as many times as there are slots, however the interpreter interleaves them,
+  and no two checks of one storage overlap, first attempts or calls made through the queue;
 - a pause SnapTrade asked for lasts until the latest end asked: a later, shorter pause never
   shortens a longer one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +28,7 @@ from traffic_helpers import FakeClock, policy_for
 from aims_snaptrade.errors import SnapTradeBudgetExhaustedError
 from aims_snaptrade.operations import get_operation
 from aims_snaptrade.ratelimit._policy import PauseBook
-from aims_snaptrade.ratelimit.limiter import Budget, RateLimiter, RateLimitPolicy
+from aims_snaptrade.ratelimit.limiter import AsyncRateLimiter, Budget, RateLimiter, RateLimitPolicy
 
 ACCOUNTS = get_operation("list_all_user_accounts")
 
@@ -385,3 +388,196 @@ def test_snaptrade_feedback_is_recorded_alike_in_memory_and_redis(
     on_memory = _answers_with_feedback("memory://", clock, steps, limit, queued)
     clock.now = start
     assert _answers_with_feedback(redis_url, clock, steps, limit, queued) == on_memory
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window"])
+@pytest.mark.parametrize("queued", [False, True], ids=["nobody-queued", "a-call-queued"])
+def test_no_two_composed_checks_of_one_storage_overlap(strategy: str, queued: bool) -> None:
+    """A composed check is atomic: while one runs, however long it takes, no other check of the
+    same storage starts, whether calls make it as their first attempt or, with a call queued
+    (here one waiting on another budget), through the queue."""
+    lim = _limiter(1000, FakeClock(), strategy)
+    memory = lim._memory
+    assert memory is not None
+    check = memory._take
+    running: list[int] = []
+    overlaps: list[int] = []
+
+    def slow_check(*args: Any) -> Any:
+        running.append(1)
+        overlaps.append(len(running))
+        time.sleep(0.0005)  # lets every other thread run: one that is not kept out enters now
+        try:
+            return check(*args)
+        finally:
+            running.pop()
+
+    memory._take = slow_check  # type: ignore[method-assign]
+    waiting = lim._queue.arrive(("a call waiting on another budget",)) if queued else None
+    barrier = threading.Barrier(4)
+
+    def racer() -> None:
+        barrier.wait()
+        for _ in range(10):
+            assert _admitted(lim)
+
+    threads = [threading.Thread(target=racer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if waiting is not None:
+        lim._queue.leave(waiting)
+    lim.close()
+    assert len(overlaps) == 40
+    assert max(overlaps) == 1, f"{sum(n > 1 for n in overlaps)} of 40 checks ran beside another"
+
+
+BALANCE = get_operation("get_user_account_balance")
+# (gap before the attempt, wait for a slot?, SnapTrade's Remaining (and Reset) or None, answer delay, a 429's
+# Retry-After or None)
+Round = tuple[float, bool, tuple[int, int | None] | None, float, int | None]
+
+
+def _rounds_policy(client_id: str, limit: int) -> RateLimitPolicy:
+    return policy_for(
+        client_id,
+        Budget("customer", "customer", limit + 3, 5),
+        account_budget=Budget("account", "account", limit + 3, 5),
+        user_budget=Budget("user", "user", limit, 5),
+    )
+
+
+def _verdict(error: SnapTradeBudgetExhaustedError) -> tuple[Any, ...]:
+    return "refused", round(error.retry_after or -1.0, 6), error.limit_scope
+
+
+def _usage_figures(usage: list[Any]) -> list[Any]:
+    return sorted((u.name, u.subject, u.used, u.remaining, u.paused_until, u.alert) for u in usage)
+
+
+def _feedback_headers(remaining: tuple[int, int | None] | None) -> dict[str, str]:
+    if remaining is None:
+        return {}
+    headers = {"X-RateLimit-Account-Remaining": str(remaining[0])}
+    if remaining[1] is not None:
+        headers["X-RateLimit-Account-Reset"] = str(remaining[1])
+    return headers
+
+
+def _sync_rounds(url: str, clock: FakeClock, rounds: list[Round], limit: int) -> list[Any]:
+    lim = RateLimiter(_rounds_policy(f"props-{uuid.uuid4().hex}", limit), url, clock=clock.time, sleep=clock.sleep)
+    answers: list[Any] = []
+    try:
+        for gap, wait, remaining, delay, throttle in rounds:
+            clock.advance(gap)
+            try:
+                stamp = lim.acquire(
+                    BALANCE, user_id="u", account_id="acc-1", mode="wait" if wait else "fail", max_wait=3
+                )
+            except SnapTradeBudgetExhaustedError as refused:
+                answers.append(_verdict(refused))
+                continue
+            answers.append(("admitted", stamp))
+            clock.advance(delay)
+            if throttle is not None:
+                answers.append(
+                    lim.observe(
+                        BALANCE, account_id="acc-1", status=429, headers={"Retry-After": str(throttle)}, sent_at=stamp
+                    )
+                )
+            else:
+                headers = _feedback_headers(remaining)
+                lim.observe(BALANCE, account_id="acc-1", status=200, headers=headers, sent_at=stamp, user_id="u")
+        clock.advance(0.001)  # usage off the lattice (see _answers_with_feedback)
+        answers.append(_usage_figures(lim.usage()))
+    finally:
+        lim.close()
+    return answers
+
+
+async def _async_rounds(url: str, clock: FakeClock, rounds: list[Round], limit: int) -> list[Any]:
+    policy = _rounds_policy(f"props-{uuid.uuid4().hex}", limit)
+    lim = AsyncRateLimiter(policy, url, clock=clock.time, sleep=clock.asleep)
+    answers: list[Any] = []
+    try:
+        for gap, wait, remaining, delay, throttle in rounds:
+            clock.advance(gap)
+            try:
+                stamp = await lim.acquire(
+                    BALANCE, user_id="u", account_id="acc-1", mode="wait" if wait else "fail", max_wait=3
+                )
+            except SnapTradeBudgetExhaustedError as refused:
+                answers.append(_verdict(refused))
+                continue
+            answers.append(("admitted", stamp))
+            clock.advance(delay)
+            if throttle is not None:
+                answers.append(
+                    await lim.observe(
+                        BALANCE, account_id="acc-1", status=429, headers={"Retry-After": str(throttle)}, sent_at=stamp
+                    )
+                )
+            else:
+                headers = _feedback_headers(remaining)
+                await lim.observe(BALANCE, account_id="acc-1", status=200, headers=headers, sent_at=stamp, user_id="u")
+        clock.advance(0.001)
+        answers.append(_usage_figures(await lim.usage()))
+    finally:
+        await lim.close()
+    return answers
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rounds=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 0.3, 1.3, 4.9]),
+            st.booleans(),
+            st.one_of(st.none(), st.tuples(st.integers(0, 6), st.sampled_from([None, 2]))),
+            st.sampled_from([0.0, 0.8]),
+            st.sampled_from([None, None, None, 1, 4]),
+        ),
+        min_size=3,
+        max_size=10,
+    ),
+    limit=st.integers(1, 3),
+)
+def test_the_async_limiter_answers_and_reports_as_the_sync_one(
+    rounds: list[Round], limit: int, clock: FakeClock, storage_url: str
+) -> None:
+    """The same calls and the same answers from SnapTrade (counts, late answers, 429s), sync or
+    async: the same verdicts, waits, stamps and usage (pauses and alerts included)."""
+    start = clock.now
+    sync = _sync_rounds(storage_url, clock, rounds, limit)
+    clock.now = start
+    assert asyncio.run(_async_rounds(storage_url, clock, rounds, limit)) == sync
+
+
+def test_on_memory_a_call_that_finds_nobody_queued_skips_the_queue(client_id: str, redis_url: str) -> None:
+    """docs/traffic-control.md: on memory a call that finds nobody queued and no pause of its
+    scopes makes the composed check its first attempt, without queueing; refused, it is queued;
+    on Redis every call queues first (the check is a round trip)."""
+    clock = FakeClock()
+    for url in ("memory://", redis_url):
+        lim = RateLimiter(policy_for(client_id, Budget("customer", "customer", 2, 60)), url, clock=clock.time)
+        arrivals: list[tuple[str, ...]] = []
+        arrive = lim._queue.arrive
+
+        def counting(names: tuple[str, ...], arrive: Any = arrive, arrivals: list[Any] = arrivals) -> int:
+            arrivals.append(names)
+            return int(arrive(names))
+
+        lim._queue.arrive = counting  # type: ignore[method-assign]
+        on_memory = url == "memory://"
+        assert _admitted(lim)
+        assert len(arrivals) == (0 if on_memory else 1)
+        lim.observe(ACCOUNTS, account_id=None, status=429, headers={"Retry-After": "5"})
+        assert not _admitted(lim)  # paused: the call goes through the queue
+        assert len(arrivals) == (1 if on_memory else 2)
+        clock.advance(5)
+        assert _admitted(lim)
+        assert not _admitted(lim)  # refused: queued, then it left
+        assert len(arrivals) == (2 if on_memory else 4)
+        assert not lim._queue._waiting
+        lim.close()

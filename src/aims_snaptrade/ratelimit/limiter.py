@@ -113,7 +113,8 @@ def _unavailable(url: str, exc: BaseException, doing: str) -> SnapTradeRateLimit
     error = SnapTradeRateLimiterUnavailableError(
         f"The rate-limit storage {_safe_url(url)} failed while {doing} ({type(cause).__name__}); the call was not sent."
     )
-    # Chain a scrubbed stand-in: the driver's text is not ours to vouch for.
+    # Chain a scrubbed stand-in: the driver's text is not ours to vouch for. Callers raise the
+    # error ``from`` it (``from None`` would clear it).
     error.__cause__ = UpstreamCause(scrub_exception(cause)).with_traceback(cause.__traceback__)
     return error
 
@@ -277,7 +278,8 @@ class _Shared:
                     removed += int(client.delete(*keys))
             return removed
         except _storage_failures() as exc:
-            raise _unavailable(self.storage_url, exc, "forgetting a user's budgets") from None
+            error = _unavailable(self.storage_url, exc, "forgetting a user's budgets")
+            raise error from error.__cause__
         finally:
             pool.disconnect()
 
@@ -475,7 +477,8 @@ class _Shared:
         try:
             yield
         except _storage_failures() as exc:  # evaluated only when something was raised
-            raise _unavailable(self.storage_url, exc, doing) from None
+            error = _unavailable(self.storage_url, exc, doing)
+            raise error from error.__cause__
 
 
 class RateLimiter(_Shared):
@@ -537,7 +540,8 @@ class RateLimiter(_Shared):
                     self._sleep(step.seconds)
                     answer = None
         except _storage_failures() as exc:  # evaluated only when something was raised
-            raise _unavailable(self.storage_url, exc, doing) from None
+            error = _unavailable(self.storage_url, exc, doing)
+            raise error from error.__cause__
         finally:
             engine.close()
 
@@ -659,7 +663,8 @@ class AsyncRateLimiter(_Shared):
                     await self._sleep(step.seconds)
                     answer = None
         except _storage_failures() as exc:  # evaluated only when something was raised
-            raise _unavailable(self.storage_url, exc, doing) from None
+            error = _unavailable(self.storage_url, exc, doing)
+            raise error from error.__cause__
         finally:
             engine.close()
 

@@ -1,0 +1,531 @@
+"""``sync_portfolio``'s flow against docs/portfolio-sync.md, on a fake SnapTrade (sync_flow_harness.py).
+
+* What one user sync fetches is exactly what the policy says is due (or everything, forced), in
+  one listing and per-account reads; what it learnt is written back and clears the marks it covers.
+* The activities cursor: the next fetch starts ON the newest trade date seen (``startDate`` is
+  inclusive), so activities booked later that day are reported, and none is reported twice.
+* Per-account failures are states of their account, never the user's failure; failures before
+  any account fail the user and free the lease.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sync_flow_harness import ACTIVITIES, HOLDINGS, LISTING, Broker, Clock, activity, flow_clock, run
+
+from aims_snaptrade import errors as e
+from aims_snaptrade.models import Activity
+from aims_snaptrade.pipeline import Send
+from aims_snaptrade.sync import (
+    AccountState,
+    AccountStatus,
+    AccountUpdate,
+    LedgerChange,
+    SQLiteSyncLedger,
+    SyncOutcome,
+    SyncPolicy,
+    sync_portfolio,
+)
+from aims_snaptrade.sync.records import UserRecord
+
+USER = "user-1"
+DAY0 = date(2026, 3, 1)
+
+
+# --- the activities cursor ---------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 2), max_size=5), min_size=1, max_size=6), st.booleans())
+def test_every_activity_is_reported_exactly_once_and_the_fetch_resumes_on_the_cursor_day(
+    rounds: list[list[int]], by_webhook: bool
+) -> None:
+    """Activities arrive between syncs, later ones on the same day as the newest seen or after it.
+    Each incremental sync fetches from the cursor day (inclusive) and only that; every activity is
+    reported in ``new_activities`` once, in the sync after it arrived."""
+    clock = Clock()
+    broker = Broker({"acct": "conn"}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    policy = SyncPolicy()
+    newest, count = 0, 0
+    with flow_clock(clock):
+        for number, steps in enumerate(rounds):
+            arrived = []
+            for step in steps:
+                newest += step
+                arrived.append(activity(f"x{count}", DAY0 + timedelta(days=newest), hour=count % 24))
+                count += 1
+            broker.activities["acct"].extend(arrived)
+            before = ledger.load_user(USER)
+            cursor = before.accounts[0].activities_cursor if before else None
+            if number:
+                if by_webhook:  # ACCOUNT_TRANSACTIONS_UPDATED
+                    ledger.mark(USER, LedgerChange.ACTIVITIES_DIRTY, clock.now, account_id="acct")
+                    clock.tick()
+                else:  # a day later: activities are due by the clock (and holdings with them)
+                    clock.tick(policy.activities_interval)
+            broker.sent.clear()
+            snapshot = run(sync_portfolio(broker, USER, policy=policy), ledger)  # type: ignore[arg-type]
+            [account] = snapshot.accounts
+            assert account.activities_fetched
+            assert sorted(a.id for a in account.new_activities) == sorted(a.id for a in arrived)  # type: ignore[misc]
+            starts = [start for op, _, start in broker.sent if op == ACTIVITIES]
+            assert starts == [None if cursor is None else date.fromisoformat(cursor)]
+            if number and by_webhook:
+                assert broker.operations() == [ACTIVITIES]  # only what the mark made due
+            after = ledger.load_user(USER)
+            assert after is not None
+            if count:
+                newest_day = (DAY0 + timedelta(days=newest)).isoformat()
+                on_newest = sorted(
+                    a.id for a in broker.activities["acct"] if a.trade_date.date().isoformat() == newest_day
+                )  # type: ignore[union-attr,misc]
+                assert (after.accounts[0].activities_cursor, list(after.accounts[0].cursor_ids)) == (
+                    newest_day,
+                    on_newest,
+                )
+            else:
+                assert (after.accounts[0].activities_cursor, after.accounts[0].cursor_ids) == (None, ())
+    ledger.close()
+
+
+def test_an_activity_booked_later_on_the_cursor_day_is_reported() -> None:
+    """The issue's bug class: resuming from the day after the cursor misses it."""
+    clock = Clock()
+    broker = Broker({"acct": "conn"}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    day = date(2026, 5, 4)
+    broker.activities["acct"] = [activity("old", day - timedelta(days=3)), activity("morning", day, hour=9)]
+    with flow_clock(clock):
+        first = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+        assert [a.id for a in first.accounts[0].new_activities] == ["old", "morning"]
+        broker.activities["acct"].append(activity("afternoon", day, hour=15))
+        broker.activities["acct"].append(activity(None, day, hour=16))  # no id: never dropped
+        ledger.mark(USER, LedgerChange.ACTIVITIES_DIRTY, clock.now, account_id="acct")
+        clock.tick()
+        broker.sent.clear()
+        second = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.sent == [(ACTIVITIES, "acct", day)]
+    assert [a.id for a in second.accounts[0].new_activities] == ["afternoon", None]
+    record = ledger.load_user(USER)
+    assert record is not None
+    assert (record.accounts[0].activities_cursor, record.accounts[0].cursor_ids) == (
+        "2026-05-04",
+        ("afternoon", "morning"),
+    )
+    ledger.close()
+
+
+def test_activities_without_a_trade_date_leave_the_cursor_alone() -> None:
+    clock = Clock()
+    broker = Broker({"acct": "conn"}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    broker.activities["acct"] = [activity("dated", date(2026, 1, 2))]
+    with flow_clock(clock):
+        run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+        broker.activities["acct"].append(Activity(id="undated"))
+        clock.tick(SyncPolicy().activities_interval)
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert [a.id for a in snapshot.accounts[0].new_activities] == ["undated"]
+    record = ledger.load_user(USER)
+    assert record is not None
+    assert (record.accounts[0].activities_cursor, record.accounts[0].cursor_ids) == ("2026-01-02", ("dated",))
+    ledger.close()
+
+
+# --- what one sync fetches is what is due ------------------------------------------------------
+
+_RATES = st.sampled_from([1, 4, 24])
+_AGE = st.one_of(
+    st.none(),
+    st.sampled_from([("now", 1), ("holdings", -1), ("holdings", 0), ("activities", -1), ("activities", 0)]),
+)
+_MARK = st.sampled_from([False, False, True])
+# active: listed and enabled; stale: the ledger has it stale and its connection is still disabled;
+# repaired: stale in the ledger, enabled again at SnapTrade; gone: gone in the ledger and not listed;
+# removed: active in the ledger, no longer listed; new: listed, not in the ledger yet.
+_KINDS = ["active", "active", "active", "stale", "repaired", "gone", "removed", "new"]
+_ACCOUNT = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(_KINDS),
+        "holdings_ago": _AGE,
+        "activities_ago": _AGE,
+        "holdings_mark": _MARK,
+        "activities_mark": _MARK,
+        "cursor": st.sampled_from([None, "2026-02-27"]),
+    }
+)
+
+
+def _at(policy: SyncPolicy, now: float, age: tuple[str, int] | None) -> float | None:
+    if age is None:
+        return None
+    clock, offset = age
+    interval = {"now": 0.0, "holdings": policy.holdings_interval, "activities": policy.activities_interval}[clock]
+    return now - (interval + offset)
+
+
+def _setup(
+    ledger: SQLiteSyncLedger, broker: Broker, policy: SyncPolicy, now: float, listed_ago: Any, accounts: list[dict]
+) -> None:
+    """The ledger and SnapTrade as ``accounts`` describe them, written as syncs and webhooks would."""
+    long_ago = now - 10 * 86_400
+    updates, statuses = [], []
+    for i, spec in enumerate(accounts):
+        account_id, connection = f"a{i}", f"c{i}"
+        kind = spec["kind"]
+        if kind not in ("gone", "removed"):
+            broker.accounts[account_id] = connection
+        # The activity the cursor has seen is still at SnapTrade, on the cursor day.
+        seen = spec["cursor"] and kind != "new"
+        broker.activities[account_id] = [activity("seen", date.fromisoformat(spec["cursor"]))] if seen else []
+        if kind == "stale":
+            broker.disabled.add(connection)
+        if kind == "new":
+            continue
+        updates.append(
+            AccountUpdate(
+                account_id,
+                connection,
+                AccountStatus.ACTIVE,
+                _at(policy, now, spec["holdings_ago"]),
+                _at(policy, now, spec["activities_ago"]),
+                spec["cursor"],
+                ("seen",) if spec["cursor"] else None,
+            )
+        )
+        if kind in ("stale", "repaired", "gone"):
+            status = AccountStatus.GONE if kind == "gone" else AccountStatus.STALE
+            statuses.append(AccountUpdate(account_id, connection, status))
+    ledger.save_sync(SyncOutcome(USER, long_ago, long_ago, _at(policy, now, listed_ago), tuple(updates)))
+    for i, spec in enumerate(accounts):
+        if spec["kind"] == "new":
+            continue
+        if spec["holdings_mark"]:
+            ledger.mark(USER, LedgerChange.HOLDINGS_DIRTY, now - 1, account_id=f"a{i}")
+        if spec["activities_mark"]:
+            ledger.mark(USER, LedgerChange.ACTIVITIES_DIRTY, now - 1, account_id=f"a{i}")
+    if statuses:
+        ledger.save_sync(SyncOutcome(USER, long_ago, long_ago, None, tuple(statuses)))
+
+
+def _expected(policy: SyncPolicy, record: UserRecord, accounts: list[dict], now: float, force: bool) -> dict:
+    """What docs/portfolio-sync.md says this sync does, per account: ``(state, holdings, activities)``."""
+    listing = force or policy.accounts_due(record, now)
+    plan: dict[str, tuple[AccountState, bool, bool]] = {}
+    for i, spec in enumerate(accounts):
+        account_id, kind = f"a{i}", spec["kind"]
+        previous = record.account(account_id)
+        if kind == "gone" or (kind == "new" and not listing):
+            continue  # never fetched, not in the snapshot
+        if kind == "stale" or (kind == "repaired" and not listing):
+            plan[account_id] = (AccountState.STALE, False, False)
+        elif kind == "removed" and listing:
+            plan[account_id] = (AccountState.GONE, False, False)
+        elif kind in ("new", "repaired"):  # unknown, or back from a disabled connection: everything
+            plan[account_id] = (AccountState.SYNCED, True, True)
+        else:
+            holdings = force or policy.holdings_due(previous, now)
+            activities = force or policy.activities_due(previous, now)
+            plan[account_id] = (
+                AccountState.SYNCED if holdings or activities else AccountState.NOT_DUE,
+                holdings,
+                activities,
+            )
+    return {"listing": listing, "accounts": plan}
+
+
+@settings(max_examples=120, deadline=None)
+@given(_RATES, _RATES, _AGE, st.booleans(), st.lists(_ACCOUNT, max_size=4), st.booleans())
+def test_a_sync_fetches_exactly_what_is_due_and_records_it(
+    holdings_rate: int, activities_rate: int, listed_ago: Any, listing_mark: bool, accounts: list[dict], force: bool
+) -> None:
+    policy = SyncPolicy(holdings_per_day=holdings_rate, activities_per_day=activities_rate)
+    clock = Clock()
+    now = clock.now
+    broker = Broker({}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    _setup(ledger, broker, policy, now, listed_ago, accounts)
+    if listing_mark:
+        ledger.mark(USER, LedgerChange.ACCOUNTS_DIRTY, now - 1)
+    before = ledger.load_user(USER)
+    assert before is not None
+    plan = _expected(policy, before, accounts, now, force)
+
+    with flow_clock(clock):
+        snapshot = run(sync_portfolio(broker, USER, policy=policy, force=force), ledger)  # type: ignore[arg-type]
+
+    # The requests: the listing first when due, then each account's due reads, in account id order.
+    requests: list[tuple[str, str | None, date | None]] = (
+        [(op, None, None) for op in LISTING] if plan["listing"] else []
+    )
+    for account_id, (_, holdings, activities) in sorted(plan["accounts"].items()):
+        previous = before.account(account_id)
+        cursor = previous.activities_cursor if previous else None
+        requests += [(op, account_id, None) for op in HOLDINGS] if holdings else []
+        requests += [(ACTIVITIES, account_id, date.fromisoformat(cursor) if cursor else None)] if activities else []
+    assert broker.sent == requests
+    assert snapshot.requests == len(requests)
+
+    # The snapshot says what happened to each account.
+    assert snapshot.user_id == USER and snapshot.accounts_listed is plan["listing"]
+    assert snapshot.started_at == datetime.fromtimestamp(now, UTC)
+    assert snapshot.finished_at == datetime.fromtimestamp(clock.now, UTC)
+    assert [a.account_id for a in snapshot.accounts] == sorted(plan["accounts"])
+    for account in snapshot.accounts:
+        state, holdings, activities = plan["accounts"][account.account_id]
+        assert (account.state, account.holdings_fetched, account.activities_fetched) == (state, holdings, activities)
+        assert account.connection_id == "c" + account.account_id[1:]
+        assert (account.balances is not None, account.positions is not None) == (holdings, holdings)
+        assert (account.account is not None) is (plan["listing"] and state is not AccountState.GONE)
+        assert account.reconnect_authorization_id == (account.connection_id if state is AccountState.STALE else None)
+        assert account.error is None and account.new_activities == []
+
+    # The ledger learnt it: fetched kinds stamped with the sync's start and their marks cleared.
+    after = ledger.load_user(USER)
+    assert after is not None
+    assert after.accounts_synced_at == (now if plan["listing"] else before.accounts_synced_at)
+    assert after.dirty_at == (None if plan["listing"] else before.dirty_at)
+    for account_id, (state, holdings, activities) in plan["accounts"].items():
+        row, old = after.account(account_id), before.account(account_id)
+        assert row is not None
+        status = {AccountState.STALE: AccountStatus.STALE, AccountState.GONE: AccountStatus.GONE}
+        assert row.status is status.get(state, AccountStatus.ACTIVE)
+        assert row.connection_id == "c" + account_id[1:]
+        assert row.holdings_synced_at == (now if holdings else old.holdings_synced_at if old else None)
+        assert row.activities_synced_at == (now if activities else old.activities_synced_at if old else None)
+        if holdings:
+            assert row.holdings_dirty_at is None
+        if activities:
+            assert row.activities_dirty_at is None
+        if old is not None:
+            assert (row.activities_cursor, row.cursor_ids) == (old.activities_cursor, old.cursor_ids)
+    # Nothing is left half-held: another worker may take the user at once.
+    assert ledger.acquire_lease(USER, "next-worker", clock.now, clock.now + 60)
+    ledger.close()
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+_ERRORS = {
+    "disabled": (lambda: e.SnapTradeConnectionDisabledError("disabled", status=402, code="3003"), AccountState.STALE),
+    "populating": (lambda: e.SnapTradeDataNotReadyError("importing", status=425, code="3012"), AccountState.POPULATING),
+    "retired": (lambda: e.SnapTradeEndpointRetiredError("retired", status=410), AccountState.RETIRED),
+    "failed": (lambda: e.SnapTradeServerError("boom", status=500, request_id="req-1"), AccountState.FAILED),
+}
+_READS = [*HOLDINGS, ACTIVITIES]
+
+
+def _synced_twice(clock: Clock) -> tuple[Broker, SQLiteSyncLedger]:
+    """Two accounts of one user, fully synced once, then a day later, when everything is due again."""
+    broker = Broker({"a0": "c0", "a1": "c1"}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    clock.tick(86_400)
+    broker.sent.clear()
+    return broker, ledger
+
+
+@pytest.mark.parametrize("failing", _READS)
+@pytest.mark.parametrize("kind", sorted(_ERRORS))
+def test_a_failing_read_is_a_state_of_its_account_and_decides_the_next_sync(kind: str, failing: str) -> None:
+    """docs/portfolio-sync.md, "Per-account failures are states": the other account is synced, the
+    user's sync does not fail; what was fetched before the failure is kept; the next sync fetches
+    again what failed (stale: nothing until repaired; retired: not before the interval)."""
+    make, state = _ERRORS[kind]
+    clock = Clock()
+    with flow_clock(clock):
+        broker, ledger = _synced_twice(clock)
+        started = clock.now
+        first = ledger.load_user(USER)
+        assert first is not None and first.accounts[0].holdings_synced_at is not None
+        earlier = first.accounts[0].holdings_synced_at
+        broker.failures[(failing, "a0")] = make()
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+        holdings_retired = kind == "retired" and failing in HOLDINGS  # recorded; activities go on
+        reads = _READS[: _READS.index(failing) + 1]
+        if holdings_retired:
+            reads = [*reads, ACTIVITIES]
+        assert broker.operations("a0") == reads
+        assert broker.operations("a1") == _READS
+        assert broker.operations()[:2] == list(LISTING)
+        a0, a1 = snapshot.accounts
+        assert a1.state is AccountState.SYNCED and a1.holdings_fetched and a1.activities_fetched
+        assert a0.state is state
+        assert snapshot.ok is (kind != "failed")
+        assert a0.holdings_fetched is (failing == ACTIVITIES)
+        assert a0.activities_fetched is holdings_retired
+        # What was fetched before the failure is in the snapshot; a retired holdings read has none.
+        balances_kept = failing != HOLDINGS[0] and not holdings_retired
+        assert (a0.balances is not None, a0.positions is not None) == (balances_kept, failing == ACTIVITIES)
+        if holdings_retired:
+            assert a0.error is None
+        else:
+            assert a0.error is not None
+            assert (a0.error.type, a0.error.status) == (
+                type(broker.failures[(failing, "a0")]).__name__,
+                a0.error.status,
+            )
+            assert a0.error.status == {"disabled": 402, "populating": 425, "retired": 410, "failed": 500}[kind]
+        assert a0.reconnect_authorization_id == ("c0" if kind == "disabled" else None)
+
+        record = ledger.load_user(USER)
+        assert record is not None
+        row = record.account("a0")
+        assert row is not None
+        assert row.status is (AccountStatus.STALE if kind == "disabled" else AccountStatus.ACTIVE)
+        holdings_kept = kind == "retired" or (failing == ACTIVITIES and kind != "disabled")
+        activities_kept = kind == "retired"
+        assert row.holdings_synced_at == (started if holdings_kept else earlier)
+        assert row.activities_synced_at == (started if activities_kept else earlier)
+
+        # The next sync, a second later and with SnapTrade fine again.
+        broker.failures.clear()
+        broker.sent.clear()
+        clock.tick()
+        again = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    expected = (
+        []
+        if kind == "disabled"
+        else [*(() if holdings_kept else HOLDINGS), *(() if activities_kept else (ACTIVITIES,))]
+    )
+    assert broker.operations("a0") == expected
+    assert broker.operations("a1") == []
+    assert again.accounts[0].state is (
+        AccountState.STALE if kind == "disabled" else AccountState.SYNCED if expected else AccountState.NOT_DUE
+    )
+    ledger.close()
+
+
+def test_a_listing_failure_fails_the_user_frees_the_lease_and_writes_nothing() -> None:
+    clock = Clock()
+    with flow_clock(clock):
+        broker, ledger = _synced_twice(clock)
+        before = ledger.load_user(USER)
+        broker.failures[("list_all_user_accounts", None)] = e.SnapTradeAuthError("refused", status=401)
+        with pytest.raises(e.SnapTradeAuthError):
+            run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.operations() == list(LISTING)
+    assert ledger.load_user(USER) == before
+    assert ledger.acquire_lease(USER, "next-worker", clock.now, clock.now + 60)
+    ledger.close()
+
+
+def test_an_unknown_user_refused_before_any_request_leaves_no_row() -> None:
+    """An erased person named by a late task: no secret (refused before sending), no ledger row."""
+    clock = Clock()
+    broker = Broker({"a0": "c0"}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    broker.refuse = e.SnapTradeNotFoundError("no secret for this user")
+    with flow_clock(clock), pytest.raises(e.SnapTradeNotFoundError):
+        run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert ledger.load_user(USER) is None
+    assert ledger.due_users(clock.now, clock.now, None, 10) == []
+    ledger.close()
+
+
+@pytest.mark.parametrize("case", ["known user", "404 after a request", "a webhook named the user"])
+def test_a_not_found_user_the_ledger_knows_keeps_its_rows_and_frees_the_lease(case: str) -> None:
+    clock = Clock()
+    broker = Broker({"a0": "c0"}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    with flow_clock(clock):
+        if case == "known user":
+            run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+            clock.tick(86_400)
+            broker.refuse = e.SnapTradeNotFoundError("no secret for this user")
+        elif case == "404 after a request":
+            broker.failures[("list_brokerage_authorizations", None)] = e.SnapTradeNotFoundError("no user", status=404)
+        else:
+            ledger.mark(USER, LedgerChange.ACCOUNTS_DIRTY, clock.now - 1)
+            broker.refuse = e.SnapTradeNotFoundError("no secret for this user")
+        before = ledger.load_user(USER)
+        with pytest.raises(e.SnapTradeNotFoundError):
+            run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    record = ledger.load_user(USER)
+    assert record is not None
+    if before is not None:
+        assert record == before
+    assert ledger.acquire_lease(USER, "next-worker", clock.now, clock.now + 60)
+    ledger.close()
+
+
+def test_a_held_user_is_refused_before_anything_and_keeps_its_holder() -> None:
+    clock = Clock()
+    broker = Broker({"a0": "c0"}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    ledger.mark(USER, LedgerChange.ACCOUNTS_DIRTY, clock.now - 1)
+    assert ledger.acquire_lease(USER, "holder", clock.now, clock.now + SyncPolicy().lease_seconds)
+    with (
+        flow_clock(clock),
+        pytest.raises(e.SnapTradeSyncInProgressError, match=f"Another worker is syncing user '{USER}'"),
+    ):
+        run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.sent == []
+    assert not ledger.acquire_lease(USER, "third", clock.now + 1, clock.now + 2)
+    ledger.close()
+
+
+def test_the_lease_is_taken_for_lease_seconds_by_the_named_owner() -> None:
+    clock = Clock()
+    broker = Broker({"a0": "c0"}, clock)
+    seen: list[tuple[Any, ...]] = []
+
+    class Watching(SQLiteSyncLedger):
+        def acquire_lease(self, user_id: str, owner: str, now: float, until: float) -> bool:
+            seen.append((user_id, owner, now, until))
+            return super().acquire_lease(user_id, owner, now, until)
+
+    ledger = Watching(":memory:")
+    with flow_clock(clock):
+        run(sync_portfolio(broker, USER, policy=SyncPolicy(lease_seconds=42), lease_owner="batch-7"), ledger)  # type: ignore[arg-type]
+        run(sync_portfolio(broker, USER, policy=SyncPolicy(lease_seconds=42)), ledger)  # type: ignore[arg-type]
+    (user, owner, now, until), (_, fresh, _, _) = seen
+    assert (user, owner, until - now) == (USER, "batch-7", 42)
+    assert len(fresh) == 32 and fresh != owner  # a fresh id by default
+    ledger.close()
+
+
+def test_a_cancelled_sync_leaves_its_lease_to_expire() -> None:
+    """Closed unfinished (a cancelled task): nothing more is done, the lease expires by itself."""
+    clock = Clock()
+    broker = Broker({"a0": "c0"}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    flow = sync_portfolio(broker, USER, policy=SyncPolicy(lease_seconds=60))  # type: ignore[arg-type]
+    with flow_clock(clock):
+        effect = flow.send(None)
+        while not isinstance(effect, Send):
+            effect = flow.send(getattr(ledger, effect.method)(*effect.args))
+        flow.close()
+    assert not ledger.acquire_lease(USER, "next-worker", clock.now, clock.now + 1)
+    assert ledger.acquire_lease(USER, "next-worker", clock.now + 60, clock.now + 61)
+    ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ({"user_id": ""}, "user_id must be a non-empty string, got str"),
+        ({"user_id": "  "}, "user_id must be a non-empty string, got str"),
+        ({"user_id": 7}, "user_id must be a non-empty string, got int"),
+        ({"policy": {"holdings_per_day": 4}}, "policy must be a SyncPolicy, got dict"),
+        ({"force": 1}, "force must be True or False, got int"),
+        ({"force": "yes"}, "force must be True or False, got str"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything(arguments: dict[str, Any], says: str) -> None:
+    clock = Clock()
+    broker = Broker({"a0": "c0"}, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    call = {"user_id": USER, "policy": SyncPolicy(), "force": False, **arguments}
+    flow = sync_portfolio(broker, call.pop("user_id"), **call)  # type: ignore[arg-type]
+    with pytest.raises(e.SnapTradeValidationError) as caught:
+        run(flow, ledger)
+    assert caught.value.message == says + "."
+    assert broker.sent == [] and ledger.load_user(USER) is None
+    ledger.close()

@@ -31,6 +31,7 @@ from aims_snaptrade.sync import (
     SyncPolicy,
     sync_portfolio,
 )
+from aims_snaptrade.sync.flow import MAX_ROUNDS
 from aims_snaptrade.sync.records import UserRecord
 
 USER = "user-1"
@@ -528,4 +529,192 @@ def test_bad_arguments_are_refused_before_anything(arguments: dict[str, Any], sa
         run(flow, ledger)
     assert caught.value.message == says + "."
     assert broker.sent == [] and ledger.load_user(USER) is None
+    ledger.close()
+
+
+# --- marks made during the sync ------------------------------------------------------------------
+
+
+class _Webhooks:
+    """Marks the ledger when the broker sends the ``n``-th request (1-based), as a webhook handler
+    in another process would while the sync runs; ``book`` changes SnapTrade's activities first:
+    ``(account, activities)`` books them, ``(account, activities, id)`` replaces the one with ``id``."""
+
+    def __init__(self, ledger: SQLiteSyncLedger, broker: Broker, clock: Clock) -> None:
+        self.ledger, self.broker, self.clock = ledger, broker, clock
+        self.plan: dict[int, list[tuple[LedgerChange, str | None]]] = {}
+        self.book: dict[int, tuple[Any, ...]] = {}
+        broker.on_send = self._on_send
+
+    def _on_send(self, operation: str, account_id: str | None) -> None:
+        n = len(self.broker.sent)
+        if n in self.book:
+            account, new, *replaced = self.book[n]
+            kept = [a for a in self.broker.activities[account] if not replaced or a.id != replaced[0]]
+            self.broker.activities[account] = kept + list(new)
+        for change, account in self.plan.get(n, []):
+            self.ledger.mark(USER, change, self.clock.now, account_id=account)
+
+
+def _first_sync(clock: Clock, accounts: dict[str, str]) -> tuple[Broker, SQLiteSyncLedger]:
+    broker = Broker(accounts, clock)
+    ledger = SQLiteSyncLedger(":memory:")
+    for account in accounts:
+        broker.activities[account] = [activity(f"{account}-old", DAY0)]
+    run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    clock.tick()
+    broker.sent.clear()
+    return broker, ledger
+
+
+@pytest.mark.parametrize(
+    ("change", "account", "second_round"),
+    [
+        (LedgerChange.HOLDINGS_DIRTY, "a0", [(op, "a0") for op in HOLDINGS]),
+        (LedgerChange.ACTIVITIES_DIRTY, "a1", [(ACTIVITIES, "a1")]),
+        (LedgerChange.ACCOUNTS_DIRTY, None, [(op, None) for op in LISTING]),
+        (LedgerChange.CONNECTION_FIXED, None, [(op, None) for op in LISTING]),  # on a connection never seen
+    ],
+)
+def test_a_mark_made_during_the_sync_is_synced_in_another_round_and_merged(
+    change: LedgerChange, account: str | None, second_round: list[tuple[str, str | None]]
+) -> None:
+    """docs/portfolio-sync.md: the holder reads the marks again before it releases the lease and
+    syncs what was marked after its round started; the snapshot is one: the later round's data
+    replaces, activities add up, what only the first round fetched stays."""
+    clock = Clock()
+    with flow_clock(clock):
+        broker, ledger = _first_sync(clock, {"a0": "c0", "a1": "c1"})
+        ledger.mark(USER, LedgerChange.HOLDINGS_DIRTY, clock.now - 1, account_id="a1")
+        ledger.mark(USER, LedgerChange.ACTIVITIES_DIRTY, clock.now - 1, account_id="a1")
+        hooks = _Webhooks(ledger, broker, clock)
+        if change is LedgerChange.ACTIVITIES_DIRTY:
+            hooks.book[2] = ("a1", [activity("a1-new", DAY0, hour=18)])
+        if change is LedgerChange.CONNECTION_FIXED:
+            hooks.plan[2] = [(change, None)]
+            broker.on_send = lambda op, acct: (
+                ledger.mark(USER, change, clock.now, connection_id="c9") if len(broker.sent) == 2 else None
+            )
+        else:
+            hooks.plan[2] = [(change, account)]
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    first_round = [(op, "a1") for op in (*HOLDINGS, ACTIVITIES)]
+    assert [(op, acct) for op, acct, _ in broker.sent] == first_round + second_round
+    assert snapshot.requests == len(broker.sent)
+    a0, a1 = snapshot.accounts
+    # a1 was fetched in the first round (balances at the 1st request); a mark on its activities adds the new one.
+    assert a1.state is AccountState.SYNCED and a1.holdings_fetched and a1.activities_fetched
+    assert a1.balances is not None and a1.balances[0].cash == 1
+    assert [a.id for a in a1.new_activities] == (["a1-new"] if change is LedgerChange.ACTIVITIES_DIRTY else [])
+    if change is LedgerChange.HOLDINGS_DIRTY:
+        assert a0.state is AccountState.SYNCED and a0.holdings_fetched and not a0.activities_fetched
+        assert a0.balances is not None and a0.balances[0].cash == 4  # the second round's
+    else:
+        assert a0.state is AccountState.NOT_DUE and a0.balances is None
+    assert snapshot.accounts_listed is (change in (LedgerChange.ACCOUNTS_DIRTY, LedgerChange.CONNECTION_FIXED))
+    assert snapshot.started_at == datetime.fromtimestamp(clock.now - len(broker.sent), UTC)
+    record = ledger.load_user(USER)
+    assert record is not None and record.dirty_at is None
+    assert all(r.holdings_dirty_at is None and r.activities_dirty_at is None for r in record.accounts)
+    assert ledger.acquire_lease(USER, "next-worker", clock.now, clock.now + 1)
+    ledger.close()
+
+
+def test_rounds_merge_activities_without_repeating_one_and_keep_the_first_rounds_holdings() -> None:
+    """An activity SnapTrade amends between the rounds (its trade date moved past the cursor) is
+    reported again by the second round: the merged snapshot has it once, as amended."""
+    clock = Clock()
+    with flow_clock(clock):
+        broker, ledger = _first_sync(clock, {"a0": "c0"})
+        ledger.mark(USER, LedgerChange.HOLDINGS_DIRTY, clock.now - 1, account_id="a0")
+        ledger.mark(USER, LedgerChange.ACTIVITIES_DIRTY, clock.now - 1, account_id="a0")
+        hooks = _Webhooks(ledger, broker, clock)
+        booked = [
+            activity("x", DAY0, hour=10),
+            activity("y", DAY0 + timedelta(days=1)),
+            activity(None, DAY0 + timedelta(days=1)),
+        ]
+        amended = activity("x", DAY0 + timedelta(days=2))
+        hooks.book[3] = ("a0", booked)  # round 1: holdings, holdings, activities (x, y and an id-less one)
+        hooks.plan[3] = [(LedgerChange.ACTIVITIES_DIRTY, "a0")]
+        hooks.book[4] = ("a0", [amended], "x")  # round 2's activities: x was moved two days on
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert [(op, start) for op, _, start in broker.sent] == [
+        (HOLDINGS[0], None),
+        (HOLDINGS[1], None),
+        (ACTIVITIES, DAY0),
+        (ACTIVITIES, DAY0 + timedelta(days=1)),
+    ]
+    [a0] = snapshot.accounts
+    reported = [(a.id, a.trade_date.date() if a.trade_date else None) for a in a0.new_activities]
+    # y and the id-less one from round 1, the id-less one again and the amended x from round 2.
+    assert sorted(reported, key=str) == sorted(
+        [
+            ("y", DAY0 + timedelta(days=1)),
+            (None, DAY0 + timedelta(days=1)),
+            (None, DAY0 + timedelta(days=1)),
+            ("x", DAY0 + timedelta(days=2)),
+        ],
+        key=str,
+    )
+    assert a0.holdings_fetched and a0.activities_fetched and a0.balances is not None and a0.positions is not None
+    assert a0.balances[0].cash == 1  # the first round's holdings stay: the second fetched none
+    ledger.close()
+
+
+def test_a_user_marked_at_every_round_is_left_to_sync_due_after_max_rounds() -> None:
+    clock = Clock()
+    with flow_clock(clock):
+        broker, ledger = _first_sync(clock, {"a0": "c0"})
+        broker.on_send = lambda op, acct: ledger.mark(USER, LedgerChange.HOLDINGS_DIRTY, clock.now, account_id="a0")
+        ledger.mark(USER, LedgerChange.HOLDINGS_DIRTY, clock.now - 1, account_id="a0")
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.operations() == list(HOLDINGS) * MAX_ROUNDS
+    assert snapshot.requests == 2 * MAX_ROUNDS
+    assert ledger.due_users(0.0, 0.0, None, 10) == [USER]  # still marked
+    assert ledger.acquire_lease(USER, "next-worker", clock.now, clock.now + 1)  # released
+    ledger.close()
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_a_mark_landing_as_the_lease_is_released_is_taken_up(taken: bool) -> None:
+    """Between the holder's last read and its release a second worker gave up; the holder looks once
+    more after releasing, and syncs the mark itself unless another worker holds the user by then."""
+    clock = Clock()
+    marks = {"left": 1}
+
+    class Racing(SQLiteSyncLedger):
+        def release_lease(self, user_id: str, owner: str) -> None:
+            super().release_lease(user_id, owner)
+            if marks["left"]:
+                marks["left"] -= 1
+                self.mark(USER, LedgerChange.HOLDINGS_DIRTY, clock.now, account_id="a0")
+                if taken:
+                    assert self.acquire_lease(USER, "other-worker", clock.now, clock.now + 300)
+
+    with flow_clock(clock):
+        broker = Broker({"a0": "c0"}, clock)
+        ledger = Racing(":memory:")
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    first = [*LISTING, *HOLDINGS, ACTIVITIES]
+    assert broker.operations() == (first if taken else [*first, *HOLDINGS])
+    assert snapshot.requests == len(broker.sent)
+    record = ledger.load_user(USER)
+    assert record is not None
+    assert (record.accounts[0].holdings_dirty_at is not None) is taken  # the other worker's to sync
+    assert ledger.acquire_lease(USER, "third", clock.now, clock.now + 1) is not taken
+    ledger.close()
+
+
+def test_marks_that_need_no_fetch_do_not_start_another_round() -> None:
+    """A stale account's mark, or a mark older than the round, is not a reason for another round."""
+    clock = Clock()
+    with flow_clock(clock):
+        broker, ledger = _first_sync(clock, {"a0": "c0", "a1": "c1"})
+        ledger.mark(USER, LedgerChange.CONNECTION_BROKEN, clock.now - 1, connection_id="c1")
+        ledger.mark(USER, LedgerChange.HOLDINGS_DIRTY, clock.now - 1, account_id="a0")
+        broker.on_send = lambda op, acct: ledger.mark(USER, LedgerChange.HOLDINGS_DIRTY, clock.now, account_id="a1")
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.operations() == list(HOLDINGS)
+    assert [a.state for a in snapshot.accounts] == [AccountState.SYNCED, AccountState.STALE]
     ledger.close()

@@ -86,10 +86,9 @@ class Broker:
         self.clock.tick()
         if self.on_send is not None:
             self.on_send(operation, account_id)
-        yield Send(operation, {"account_id": account_id}, None)  # type: ignore[arg-type]
-        error = self.failures.get((operation, account_id))
-        if error is not None:
-            raise error
+        # The driver throws a failing request's error into the flow, as the shells do.
+        failure = self.failures.get((operation, account_id))
+        yield Send(operation, {"account_id": account_id, "failure": failure}, None)  # type: ignore[arg-type]
 
     def operations(self, account_id: str | None = None) -> list[str]:
         return [op for op, account, _ in self.sent if account_id is None or account == account_id]
@@ -126,7 +125,8 @@ class Broker:
 
 
 def run(flow: Flow[T], ledger: SyncLedger) -> T:
-    """Perform ``flow``'s effects: ledger calls on ``ledger``; a request is answered by the broker itself."""
+    """Perform ``flow``'s effects: ledger calls on ``ledger``; a request is answered by the broker
+    (its data), or fails: its error is thrown into the flow where it yielded the request."""
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -143,3 +143,4 @@ def run(flow: Flow[T], ledger: SyncLedger) -> T:
                 error = exc
         else:
             assert isinstance(effect, Send), effect
+            error = effect.arguments.get("failure")

@@ -239,6 +239,7 @@ def _sync(
     snapshots.extend(
         AccountSnapshot(account_id=i, connection_id=known[i].connection_id, state=AccountState.GONE) for i in removed
     )
+    snapshots.sort(key=lambda snapshot: snapshot.account_id)  # PortfolioSnapshot.accounts: in account id order
     finished = time.time()
     portfolio = PortfolioSnapshot(
         user_id=user_id,

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sync_helpers import POSTGRES_URL
 
-from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeValidationError
+from aims_snaptrade.errors import SnapTradeConfigurationError, SnapTradeStoreError, SnapTradeValidationError
 from aims_snaptrade.sync import (
     AccountStatus,
     AccountUpdate,
@@ -210,9 +210,7 @@ def test_sqlite_urls_relative_absolute_and_percent_encoded(tmp_path: Path, monke
     assert repr(absolute) == f"SQLiteSyncLedger('{tmp_path}/with space.db')"
 
 
-@pytest.mark.parametrize(
-    "url", ["sqlite:///x.db?mode=ro", "sqlite:///x.db#frag", "sqlite://x.db", "sqlite:///"]
-)
+@pytest.mark.parametrize("url", ["sqlite:///x.db?mode=ro", "sqlite:///x.db#frag", "sqlite://x.db", "sqlite:///"])
 def test_sqlite_urls_with_a_query_fragment_or_no_path_are_refused_with_the_fix(url: str) -> None:
     with pytest.raises(SnapTradeConfigurationError) as caught:
         open_sync_ledger(url)
@@ -316,7 +314,32 @@ def test_postgres_defaults_and_bad_identifiers(pg_schema: str) -> None:
 def test_an_unreachable_postgres_names_the_ledger_and_the_setting() -> None:
     with pytest.raises(SnapTradeConfigurationError) as caught:
         PostgresSyncLedger("postgresql://postgres@127.0.0.1:1/test", connect_timeout=1)
-    assert "sync ledger" in caught.value.message and "SNAPTRADE_SYNC_LEDGER_URL" in caught.value.message
+    text = caught.value.message
+    assert text.startswith("cannot use the PostgreSQL sync ledger at postgresql://postgres@127.0.0.1:1/test: ")
+    assert text.endswith("; check SNAPTRADE_SYNC_LEDGER_URL")
+
+
+def test_sqlite_files_that_cannot_be_used_name_the_ledger_and_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(SnapTradeConfigurationError) as caught:
+        SQLiteSyncLedger(tmp_path / "missing" / "sync.db")
+    assert caught.value.message == (
+        f"the directory of the SQLite sync ledger '{tmp_path}/missing/sync.db' does not exist; "
+        "create it or fix SNAPTRADE_SYNC_LEDGER_URL"
+    )
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 512)
+    with pytest.raises(SnapTradeConfigurationError) as caught:
+        SQLiteSyncLedger(garbage)
+    assert caught.value.message.startswith(f"cannot open the SQLite sync ledger '{garbage}': ")
+    assert caught.value.message.endswith("; check SNAPTRADE_SYNC_LEDGER_URL")
+
+
+def test_a_closed_ledger_says_which_it_is(tmp_path: Path) -> None:
+    ledger = SQLiteSyncLedger(tmp_path / "sync.db")
+    ledger.close()
+    ledger.close()  # idempotent
+    with pytest.raises(SnapTradeStoreError, match=rf"^the SQLite sync ledger '{tmp_path}/sync.db' is closed"):
+        ledger.load_user("u1")
 
 
 def test_the_package_names_its_ledgers_lazily() -> None:

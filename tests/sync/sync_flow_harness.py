@@ -57,18 +57,20 @@ class Broker:
     """One user's accounts at a fake SnapTrade.
 
     Attributes:
-        accounts: Account id to connection id; what the listing shows.
+        accounts: Account id to connection id (or ``None``); what the listing shows.
         disabled: Connections the listing reports ``disabled``.
         activities: Each account's activities (any order; ``startDate`` is inclusive; one without
             a trade date is in every answer).
         failures: ``(operation, account id or None)`` to the error that read raises.
         sent: Every request, as ``(operation, account id, start date)``.
         on_send: Called with each request before it is answered (a webhook arriving meanwhile).
+        authorizations: Turns the connections' listing body into what SnapTrade answers (junk,
+            numeric ids...).
         refuse: Raised by the next read before anything is sent (as the core refuses a user
             whose secret is missing), then cleared.
     """
 
-    def __init__(self, accounts: dict[str, str], clock: Clock) -> None:
+    def __init__(self, accounts: dict[str, str | None], clock: Clock) -> None:
         self.accounts = dict(accounts)
         self.clock = clock
         self.disabled: set[str] = set()
@@ -77,6 +79,7 @@ class Broker:
         self.sent: list[tuple[str, str | None, date | None]] = []
         self.on_send: Callable[[str, str | None], None] | None = None
         self.refuse: BaseException | None = None
+        self.authorizations: Callable[[list[dict[str, Any]]], Any] = lambda body: body
 
     def _send(self, operation: str, account_id: str | None = None, start: date | None = None) -> Flow[None]:
         refused, self.refuse = self.refuse, None
@@ -98,8 +101,10 @@ class Broker:
     def call(self, operation: str, arguments: dict[str, Any], options: Any = None) -> Flow[Any]:
         assert operation == "list_brokerage_authorizations"
         yield from self._send(operation)
-        connections = sorted(set(self.accounts.values()))
-        return SimpleNamespace(body=[{"id": c, "disabled": c in self.disabled} for c in connections])
+        connections = sorted({c for c in self.accounts.values() if c is not None})
+        return SimpleNamespace(
+            body=self.authorizations([{"id": c, "disabled": c in self.disabled} for c in connections])
+        )
 
     def list_accounts(self, user_id: str, options: Any = None) -> Flow[list[Account]]:
         yield from self._send("list_all_user_accounts")

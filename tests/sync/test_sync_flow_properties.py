@@ -149,8 +149,9 @@ _AGE = st.one_of(
 _MARK = st.sampled_from([False, False, True])
 # active: listed and enabled; stale: the ledger has it stale and its connection is still disabled;
 # repaired: stale in the ledger, enabled again at SnapTrade; gone: gone in the ledger and not listed;
-# removed: active in the ledger, no longer listed; new: listed, not in the ledger yet.
-_KINDS = ["active", "active", "active", "stale", "repaired", "gone", "removed", "new"]
+# removed: active in the ledger, no longer listed; new: listed, not in the ledger yet; moved: listed
+# under another connection than the ledger's; orphan: listed without a connection id.
+_KINDS = ["active", "active", "active", "stale", "repaired", "gone", "removed", "new", "moved", "orphan"]
 _ACCOUNT = st.fixed_dictionaries(
     {
         "kind": st.sampled_from(_KINDS),
@@ -178,10 +179,12 @@ def _setup(
     long_ago = now - 10 * 86_400
     updates, statuses = [], []
     for i, spec in enumerate(accounts):
-        account_id, connection = f"a{i}", f"c{i}"
+        account_id, connection = f"a{i}", _connection(i, spec["kind"])
         kind = spec["kind"]
         if kind not in ("gone", "removed"):
             broker.accounts[account_id] = connection
+        if kind == "moved":
+            connection = f"old-{i}"
         # The activity the cursor has seen is still at SnapTrade, on the cursor day.
         seen = spec["cursor"] and kind != "new"
         broker.activities[account_id] = [activity("seen", date.fromisoformat(spec["cursor"]))] if seen else []
@@ -215,13 +218,21 @@ def _setup(
         ledger.save_sync(SyncOutcome(USER, long_ago, long_ago, None, tuple(statuses)))
 
 
+def _connection(i: int, kind: str) -> str | None:
+    """Account ``a<i>``'s connection at SnapTrade: digits, which the listing may answer as a number."""
+    return None if kind == "orphan" else str(100 + i)
+
+
 def _expected(policy: SyncPolicy, record: UserRecord, accounts: list[dict], now: float, force: bool) -> dict:
-    """What docs/portfolio-sync.md says this sync does, per account: ``(state, holdings, activities)``."""
+    """What docs/portfolio-sync.md says this sync does, per account: ``(state, holdings, activities)``,
+    and each account's connection afterwards (the listing's, when listed)."""
     listing = force or policy.accounts_due(record, now)
     plan: dict[str, tuple[AccountState, bool, bool]] = {}
+    connections: dict[str, str | None] = {}
     for i, spec in enumerate(accounts):
         account_id, kind = f"a{i}", spec["kind"]
         previous = record.account(account_id)
+        connections[account_id] = f"old-{i}" if kind == "moved" and not listing else _connection(i, kind)
         if kind == "gone" or (kind == "new" and not listing):
             continue  # never fetched, not in the snapshot
         if kind == "stale" or (kind == "repaired" and not listing):
@@ -238,18 +249,47 @@ def _expected(policy: SyncPolicy, record: UserRecord, accounts: list[dict], now:
                 holdings,
                 activities,
             )
-    return {"listing": listing, "accounts": plan}
+    return {"listing": listing, "accounts": plan, "connections": connections}
+
+
+def _answered(numeric: bool, junk: bool) -> Any:
+    """The connections' listing as SnapTrade may answer it: numeric ids, entries to ignore."""
+
+    def answer(body: list[dict[str, Any]]) -> Any:
+        out: list[Any] = [{**c, "id": int(c["id"])} if numeric else c for c in body]
+        if junk:  # not a connection, no id, an empty id: none of them disables anything
+            out = ["junk", {"disabled": True}, {"id": "", "disabled": True}, *out, None]
+        return out
+
+    return answer
 
 
 @settings(max_examples=120, deadline=None)
-@given(_RATES, _RATES, _AGE, st.booleans(), st.lists(_ACCOUNT, max_size=4), st.booleans())
+@given(
+    _RATES,
+    _RATES,
+    _AGE,
+    st.booleans(),
+    st.lists(_ACCOUNT, max_size=4),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
 def test_a_sync_fetches_exactly_what_is_due_and_records_it(
-    holdings_rate: int, activities_rate: int, listed_ago: Any, listing_mark: bool, accounts: list[dict], force: bool
+    holdings_rate: int,
+    activities_rate: int,
+    listed_ago: Any,
+    listing_mark: bool,
+    accounts: list[dict],
+    force: bool,
+    numeric: bool,
+    junk: bool,
 ) -> None:
     policy = SyncPolicy(holdings_per_day=holdings_rate, activities_per_day=activities_rate)
     clock = Clock()
     now = clock.now
     broker = Broker({}, clock)
+    broker.authorizations = _answered(numeric, junk)
     ledger = SQLiteSyncLedger(":memory:")
     _setup(ledger, broker, policy, now, listed_ago, accounts)
     if listing_mark:
@@ -281,7 +321,7 @@ def test_a_sync_fetches_exactly_what_is_due_and_records_it(
     for account in snapshot.accounts:
         state, holdings, activities = plan["accounts"][account.account_id]
         assert (account.state, account.holdings_fetched, account.activities_fetched) == (state, holdings, activities)
-        assert account.connection_id == "c" + account.account_id[1:]
+        assert account.connection_id == plan["connections"][account.account_id]
         assert (account.balances is not None, account.positions is not None) == (holdings, holdings)
         assert (account.account is not None) is (plan["listing"] and state is not AccountState.GONE)
         assert account.reconnect_authorization_id == (account.connection_id if state is AccountState.STALE else None)
@@ -292,12 +332,14 @@ def test_a_sync_fetches_exactly_what_is_due_and_records_it(
     assert after is not None
     assert after.accounts_synced_at == (now if plan["listing"] else before.accounts_synced_at)
     assert after.dirty_at == (None if plan["listing"] else before.dirty_at)
+    assert after.last_synced_at == clock.now  # when the sync finished
     for account_id, (state, holdings, activities) in plan["accounts"].items():
         row, old = after.account(account_id), before.account(account_id)
         assert row is not None
         status = {AccountState.STALE: AccountStatus.STALE, AccountState.GONE: AccountStatus.GONE}
         assert row.status is status.get(state, AccountStatus.ACTIVE)
-        assert row.connection_id == "c" + account_id[1:]
+        # A listing's connection id replaces the ledger's; none (an orphan) leaves it.
+        assert row.connection_id == plan["connections"][account_id]
         assert row.holdings_synced_at == (now if holdings else old.holdings_synced_at if old else None)
         assert row.activities_synced_at == (now if activities else old.activities_synced_at if old else None)
         if holdings:
@@ -567,57 +609,92 @@ def _first_sync(clock: Clock, accounts: dict[str, str]) -> tuple[Broker, SQLiteS
     return broker, ledger
 
 
-@pytest.mark.parametrize(
-    ("change", "account", "second_round"),
-    [
-        (LedgerChange.HOLDINGS_DIRTY, "a0", [(op, "a0") for op in HOLDINGS]),
-        (LedgerChange.ACTIVITIES_DIRTY, "a1", [(ACTIVITIES, "a1")]),
-        (LedgerChange.ACCOUNTS_DIRTY, None, [(op, None) for op in LISTING]),
-        (LedgerChange.CONNECTION_FIXED, None, [(op, None) for op in LISTING]),  # on a connection never seen
-    ],
-)
-def test_a_mark_made_during_the_sync_is_synced_in_another_round_and_merged(
-    change: LedgerChange, account: str | None, second_round: list[tuple[str, str | None]]
-) -> None:
+_ROUNDS = {
+    # name: (marks before, marks during request 2, second round's requests)
+    "holdings of another account": (
+        [(LedgerChange.HOLDINGS_DIRTY, "a1"), (LedgerChange.ACTIVITIES_DIRTY, "a1")],
+        [(LedgerChange.HOLDINGS_DIRTY, {"account_id": "a0"})],
+        [(op, "a0") for op in HOLDINGS],
+    ),
+    "new activities": (
+        [(LedgerChange.HOLDINGS_DIRTY, "a1"), (LedgerChange.ACTIVITIES_DIRTY, "a1")],
+        [(LedgerChange.ACTIVITIES_DIRTY, {"account_id": "a1"})],
+        [(ACTIVITIES, "a1")],
+    ),
+    "holdings after activities": (
+        [(LedgerChange.ACTIVITIES_DIRTY, "a1")],
+        [(LedgerChange.HOLDINGS_DIRTY, {"account_id": "a1"})],
+        [(op, "a1") for op in HOLDINGS],
+    ),
+    "a new account": (
+        [(LedgerChange.HOLDINGS_DIRTY, "a1"), (LedgerChange.ACTIVITIES_DIRTY, "a1")],
+        [(LedgerChange.ACCOUNTS_DIRTY, {})],
+        [*((op, None) for op in LISTING), *((op, "a2") for op in (*HOLDINGS, ACTIVITIES))],
+    ),
+    "a connection repaired": (
+        [(LedgerChange.HOLDINGS_DIRTY, "a1"), (LedgerChange.ACTIVITIES_DIRTY, "a1")],
+        [(LedgerChange.CONNECTION_FIXED, {"connection_id": "c-never-seen"})],
+        [(op, None) for op in LISTING],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ROUNDS))
+def test_a_mark_made_during_the_sync_is_synced_in_another_round_and_merged(name: str) -> None:
     """docs/portfolio-sync.md: the holder reads the marks again before it releases the lease and
     syncs what was marked after its round started; the snapshot is one: the later round's data
     replaces, activities add up, what only the first round fetched stays."""
+    before, during, second_round = _ROUNDS[name]
     clock = Clock()
     with flow_clock(clock):
         broker, ledger = _first_sync(clock, {"a0": "c0", "a1": "c1"})
-        ledger.mark(USER, LedgerChange.HOLDINGS_DIRTY, clock.now - 1, account_id="a1")
-        ledger.mark(USER, LedgerChange.ACTIVITIES_DIRTY, clock.now - 1, account_id="a1")
-        hooks = _Webhooks(ledger, broker, clock)
-        if change is LedgerChange.ACTIVITIES_DIRTY:
-            hooks.book[2] = ("a1", [activity("a1-new", DAY0, hour=18)])
-        if change is LedgerChange.CONNECTION_FIXED:
-            hooks.plan[2] = [(change, None)]
-            broker.on_send = lambda op, acct: (
-                ledger.mark(USER, change, clock.now, connection_id="c9") if len(broker.sent) == 2 else None
-            )
-        else:
-            hooks.plan[2] = [(change, account)]
+        for change, account in before:
+            ledger.mark(USER, change, clock.now - 1, account_id=account)
+        broker.on_send = lambda op, acct: _during(broker, ledger, clock, name, during)
         snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
-    first_round = [(op, "a1") for op in (*HOLDINGS, ACTIVITIES)]
+    first_round = [(op, "a1") for op in ((ACTIVITIES,) if len(before) == 1 else (*HOLDINGS, ACTIVITIES))]
     assert [(op, acct) for op, acct, _ in broker.sent] == first_round + second_round
     assert snapshot.requests == len(broker.sent)
-    a0, a1 = snapshot.accounts
-    # a1 was fetched in the first round (balances at the 1st request); a mark on its activities adds the new one.
+    assert snapshot.started_at == datetime.fromtimestamp(clock.now - len(broker.sent), UTC)
+    assert snapshot.accounts_listed is any(op == LISTING[0] for op, _ in second_round)
+    a0, a1, *new = snapshot.accounts
+    # a1: fetched in the first round; what the second round fetched replaces, activities add up.
     assert a1.state is AccountState.SYNCED and a1.holdings_fetched and a1.activities_fetched
-    assert a1.balances is not None and a1.balances[0].cash == 1
-    assert [a.id for a in a1.new_activities] == (["a1-new"] if change is LedgerChange.ACTIVITIES_DIRTY else [])
-    if change is LedgerChange.HOLDINGS_DIRTY:
+    assert a1.balances is not None
+    assert a1.balances[0].cash == (2 if name == "holdings after activities" else 1)  # the request that fetched it
+    reported = {"new activities": ["a1-booked", "a1-new"]}.get(name, ["a1-booked"])
+    assert [a.id for a in a1.new_activities] == reported
+    if name == "holdings of another account":
         assert a0.state is AccountState.SYNCED and a0.holdings_fetched and not a0.activities_fetched
         assert a0.balances is not None and a0.balances[0].cash == 4  # the second round's
     else:
-        assert a0.state is AccountState.NOT_DUE and a0.balances is None
-    assert snapshot.accounts_listed is (change in (LedgerChange.ACCOUNTS_DIRTY, LedgerChange.CONNECTION_FIXED))
-    assert snapshot.started_at == datetime.fromtimestamp(clock.now - len(broker.sent), UTC)
+        assert a0.state is AccountState.NOT_DUE and a0.balances is None and not a0.holdings_fetched
+    if name == "a new account":
+        [a2] = new
+        assert a2.state is AccountState.SYNCED and a2.holdings_fetched and a2.activities_fetched
+    else:
+        assert new == []
     record = ledger.load_user(USER)
     assert record is not None and record.dirty_at is None
     assert all(r.holdings_dirty_at is None and r.activities_dirty_at is None for r in record.accounts)
     assert ledger.acquire_lease(USER, "next-worker", clock.now, clock.now + 1)
     ledger.close()
+
+
+def _during(broker: Broker, ledger: SQLiteSyncLedger, clock: Clock, name: str, marks: list[Any]) -> None:
+    """At the first request an activity is booked on a1; at the second (the first, when the first
+    round has only one), the webhooks of ``name``."""
+    if len(broker.sent) == 1:
+        broker.activities["a1"].append(activity("a1-booked", DAY0, hour=17))
+    if len(broker.sent) != (1 if name == "holdings after activities" else 2):
+        return
+    if name == "new activities":
+        broker.activities["a1"].append(activity("a1-new", DAY0, hour=18))
+    if name == "a new account":
+        broker.accounts["a2"] = "c2"
+        broker.activities["a2"] = []
+    for change, target in marks:
+        ledger.mark(USER, change, clock.now, **target)
 
 
 def test_rounds_merge_activities_without_repeating_one_and_keep_the_first_rounds_holdings() -> None:
@@ -699,6 +776,8 @@ def test_a_mark_landing_as_the_lease_is_released_is_taken_up(taken: bool) -> Non
     first = [*LISTING, *HOLDINGS, ACTIVITIES]
     assert broker.operations() == (first if taken else [*first, *HOLDINGS])
     assert snapshot.requests == len(broker.sent)
+    assert snapshot.accounts_listed  # by the first round
+    assert snapshot.accounts[0].activities_fetched and snapshot.accounts[0].balances is not None
     record = ledger.load_user(USER)
     assert record is not None
     assert (record.accounts[0].holdings_dirty_at is not None) is taken  # the other worker's to sync

@@ -229,12 +229,13 @@ def test_memory_urls(tmp_path: Path) -> None:
             assert repr(ledger) == "SQLiteSyncLedger(':memory:')"
         finally:
             ledger.close()
-    with pytest.raises(SnapTradeConfigurationError) as caught:
-        open_sync_ledger("memory://somewhere")
-    assert caught.value.message == (
-        "a memory sync ledger URL takes no path: use memory://; set SNAPTRADE_SYNC_LEDGER_URL to "
-        "sqlite:///path/to/sync.db, postgresql://user@host:5432/dbname or memory://"
-    )
+    for url in ("memory://somewhere", "memory://X", "memory:///db", "memory://x://"):
+        with pytest.raises(SnapTradeConfigurationError) as caught:
+            open_sync_ledger(url)
+        assert caught.value.message == (
+            "a memory sync ledger URL takes no path: use memory://; set SNAPTRADE_SYNC_LEDGER_URL to "
+            "sqlite:///path/to/sync.db, postgresql://user@host:5432/dbname or memory://"
+        )
 
 
 def test_a_url_that_is_not_a_string_is_refused() -> None:
@@ -282,6 +283,15 @@ def test_postgres_url_schema_prefix_and_libpq_parameters(pg_schema: str) -> None
             assert apps is not None and apps[0] >= 1
     finally:
         ledger.close()
+
+
+def test_a_blank_schema_or_prefix_in_a_postgres_url_is_refused_not_defaulted() -> None:
+    for query, label in (("schema=&prefix=p_", "schema"), ("prefix=", "prefix")):
+        with pytest.raises(SnapTradeConfigurationError) as caught:
+            open_sync_ledger(f"{POSTGRES_URL}?{query}")
+        assert caught.value.message == (
+            f"PostgreSQL sync ledger {label} '' must be a plain identifier (letters, digits, underscore)"
+        )
 
 
 def test_postgres_defaults_and_bad_identifiers(pg_schema: str) -> None:

@@ -198,6 +198,10 @@ def test_sqlite_urls_relative_absolute_and_percent_encoded(tmp_path: Path, monke
     monkeypatch.chdir(tmp_path)
     relative = open_sync_ledger("sqlite:///relative.db")
     absolute = open_sync_ledger(f"sqlite:///{tmp_path}/with%20space.db")
+    (tmp_path / "odd:").mkdir()
+    odd = open_sync_ledger(f"sqlite:///{tmp_path}/odd://name.db")  # "://" in the path is the path's
+    assert isinstance(odd, SQLiteSyncLedger) and odd.path == f"{tmp_path}/odd://name.db"
+    odd.close()
     try:
         assert isinstance(relative, SQLiteSyncLedger) and isinstance(absolute, SQLiteSyncLedger)
         assert (relative.path, absolute.path) == ("relative.db", f"{tmp_path}/with space.db")
@@ -283,6 +287,18 @@ def test_postgres_url_schema_prefix_and_libpq_parameters(pg_schema: str) -> None
             assert apps is not None and apps[0] >= 1
     finally:
         ledger.close()
+
+
+def test_a_postgres_url_without_a_schema_uses_public() -> None:
+    prefix = f"p{uuid.uuid4().hex[:10]}_"
+    ledger = open_sync_ledger(f"{POSTGRES_URL}?prefix={prefix}")
+    try:
+        assert isinstance(ledger, PostgresSyncLedger) and ledger.schema == "public"
+    finally:
+        ledger.close()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            for table in ("users", "accounts", "batches"):
+                conn.execute(f'DROP TABLE IF EXISTS public."{prefix}{table}"')
 
 
 def test_a_blank_schema_or_prefix_in_a_postgres_url_is_refused_not_defaulted() -> None:

@@ -47,7 +47,7 @@ def test_the_default_policy_is_snapTrades_guidance() -> None:
     assert DAY == 86_400.0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_RATES, _RATES, _T0, st.integers(-2, 2), st.integers(0, 3 * 86_400))
 def test_each_kind_is_due_on_its_own_interval(holdings: int, activities: int, t0: int, edge: int, other: int) -> None:
     """Holdings and the listing every day / holdings_per_day, activities every day / activities_per_day,
@@ -71,7 +71,7 @@ def test_each_kind_is_due_on_its_own_interval(holdings: int, activities: int, t0
     assert policy.due_before(now) == (now - h_every, now - a_every)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(_RATES, _RATES, _T0, st.booleans(), st.booleans(), st.booleans())
 def test_marks_make_their_own_kind_due_at_once(
     holdings: int, activities: int, t0: int, listing: bool, holdings_mark: bool, activities_mark: bool

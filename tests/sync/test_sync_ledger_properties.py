@@ -157,13 +157,14 @@ def test_due_users_needs_a_positive_whole_limit(ledger: SQLiteSyncLedger, limit:
 
 
 def test_due_users_pages_one_at_a_time(ledger: SQLiteSyncLedger) -> None:
-    for user in ("b", "a", "c"):
+    for user in ("b", "A-1", "a", "0-user", "c"):  # any id, whatever it sorts before
         ledger.mark(user, LedgerChange.ACCOUNTS_DIRTY, 1.0)
     pages, after = [], None
     while page := ledger.due_users(0.0, 0.0, after, 1):
         pages.append(page)
         after = page[-1]
-    assert pages == [["a"], ["b"], ["c"]]
+    assert pages == [["0-user"], ["A-1"], ["a"], ["b"], ["c"]]
+    assert ledger.due_users(0.0, 0.0, None, 10) == ["0-user", "A-1", "a", "b", "c"]
 
 
 def test_save_sync_writes_removed_accounts_gone_and_keeps_other_users_apart(ledger: SQLiteSyncLedger) -> None:
@@ -242,6 +243,14 @@ def test_memory_urls(tmp_path: Path) -> None:
         )
 
 
+def test_a_url_without_a_scheme_names_the_setting() -> None:
+    with pytest.raises(SnapTradeConfigurationError) as caught:
+        open_sync_ledger("sync.db")
+    assert caught.value.message == (
+        "SNAPTRADE_SYNC_LEDGER_URL 'sync.db' has no scheme; write it as scheme://..., e.g. sqlite:///path/to/file.db"
+    )
+
+
 def test_a_url_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(SnapTradeConfigurationError) as caught:
         open_sync_ledger(None)  # type: ignore[arg-type]
@@ -292,10 +301,12 @@ def test_postgres_url_schema_prefix_and_libpq_parameters(pg_schema: str) -> None
 def test_a_postgres_url_without_a_schema_uses_public() -> None:
     prefix = f"p{uuid.uuid4().hex[:10]}_"
     ledger = open_sync_ledger(f"{POSTGRES_URL}?prefix={prefix}")
+    direct = PostgresSyncLedger(POSTGRES_URL, prefix=prefix)
     try:
-        assert isinstance(ledger, PostgresSyncLedger) and ledger.schema == "public"
+        assert isinstance(ledger, PostgresSyncLedger) and ledger.schema == "public" and direct.schema == "public"
     finally:
         ledger.close()
+        direct.close()
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             for table in ("users", "accounts", "batches"):
                 conn.execute(f'DROP TABLE IF EXISTS public."{prefix}{table}"')

@@ -383,3 +383,76 @@ def test_the_package_names_its_ledgers_lazily() -> None:
     assert ledger_package.PostgresSyncLedger is PostgresSyncLedger
     with pytest.raises(AttributeError, match=r"^module 'aims_snaptrade.sync.ledger' has no attribute 'Nope'$"):
         ledger_package.Nope  # noqa: B018
+
+
+def _every_write(ledger: SQLiteSyncLedger | PostgresSyncLedger) -> None:
+    _known(ledger)  # type: ignore[arg-type]
+    ledger.mark("u1", LedgerChange.HOLDINGS_DIRTY, 2000.0, account_id="a1")
+    assert ledger.acquire_lease("u1", "w", 1.0, 2.0)
+    ledger.release_lease("u1", "w")
+    ledger.finish_in_batch("b", "u1", 1.0)
+    ledger.forget_batch("b")
+    ledger.forget_user("u1")
+
+
+def test_the_postgres_ledger_writes_durably_with_its_own_settings(
+    monkeypatch: pytest.MonkeyPatch, pg_schema: str
+) -> None:
+    """Its module docs: every method one transaction, durable (``synchronous_commit=on``); errors name
+    the sync ledger and ``SNAPTRADE_SYNC_LEDGER_URL``; ``connect_timeout`` reaches the connection."""
+    from aims_snaptrade.sync.ledger import postgres
+
+    opened: list[dict[str, object]] = []
+    writes: list[bool] = []
+
+    class Watched(postgres.PostgresDatabase):
+        def __init__(self, conninfo: str, **kwargs: object) -> None:
+            opened.append(kwargs)
+            super().__init__(conninfo, **kwargs)  # type: ignore[arg-type]
+
+        def transaction(self, *, durable: bool, lock: str | None = None) -> object:  # type: ignore[override]
+            writes.append(durable)
+            return super().transaction(durable=durable, lock=lock)
+
+    monkeypatch.setattr(postgres, "PostgresDatabase", Watched)
+    ledger = postgres.PostgresSyncLedger(
+        POSTGRES_URL, schema=pg_schema, prefix=f"d{uuid.uuid4().hex[:8]}_", connect_timeout=3
+    )
+    try:
+        writes.clear()
+        _every_write(ledger)
+    finally:
+        ledger.close()
+    assert opened == [
+        {"what": "sync ledger", "schema": pg_schema, "connect_timeout": 3, "setting": "SNAPTRADE_SYNC_LEDGER_URL"}
+    ]
+    assert len(writes) >= 7 and all(d is True for d in writes)
+
+
+def test_the_sqlite_ledger_does_not_pay_an_fsync_per_write(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Its module docs: WAL and ``synchronous=NORMAL`` (a lost last commit costs one repeated fetch);
+    a busy file is retried up to ``busy_timeout``; errors name the sync ledger and its setting."""
+    from aims_snaptrade.sync.ledger import sqlite
+
+    opened: list[dict[str, object]] = []
+    writes: list[bool] = []
+
+    class Watched(sqlite.SQLiteDatabase):
+        def __init__(self, path: str, **kwargs: object) -> None:
+            opened.append(kwargs)
+            super().__init__(path, **kwargs)  # type: ignore[arg-type]
+
+        def transaction(self, *, durable: bool, lock: str | None = None) -> object:  # type: ignore[override]
+            writes.append(durable)
+            return super().transaction(durable=durable, lock=lock)
+
+    monkeypatch.setattr(sqlite, "SQLiteDatabase", Watched)
+    for busy, kwargs in ((10.0, {}), (2.5, {"busy_timeout": 2.5})):
+        ledger = sqlite.SQLiteSyncLedger(tmp_path / f"sync-{busy}.db", **kwargs)  # type: ignore[arg-type]
+        try:
+            writes.clear()
+            _every_write(ledger)
+        finally:
+            ledger.close()
+        assert opened.pop() == {"what": "sync ledger", "busy_timeout": busy, "setting": "SNAPTRADE_SYNC_LEDGER_URL"}
+        assert len(writes) >= 7 and not any(writes)

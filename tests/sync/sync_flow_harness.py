@@ -63,6 +63,7 @@ class Broker:
             a trade date is in every answer).
         failures: ``(operation, account id or None)`` to the error that read raises.
         sent: Every request, as ``(operation, account id, start date)``.
+        asked: Every request's user id and call options, as the flow passed them.
         on_send: Called with each request before it is answered (a webhook arriving meanwhile).
         authorizations: Turns the connections' listing body into what SnapTrade answers (junk,
             numeric ids...).
@@ -77,6 +78,7 @@ class Broker:
         self.activities: dict[str, list[Activity]] = {a: [] for a in accounts}
         self.failures: dict[tuple[str, str | None], BaseException] = {}
         self.sent: list[tuple[str, str | None, date | None]] = []
+        self.asked: list[tuple[str, Any]] = []
         self.on_send: Callable[[str, str | None], None] | None = None
         self.refuse: BaseException | None = None
         self.authorizations: Callable[[list[dict[str, Any]]], Any] = lambda body: body
@@ -100,6 +102,7 @@ class Broker:
 
     def call(self, operation: str, arguments: dict[str, Any], options: Any = None) -> Flow[Any]:
         assert operation == "list_brokerage_authorizations"
+        self.asked.append((arguments["user_id"], options))
         yield from self._send(operation)
         connections = sorted({c for c in self.accounts.values() if c is not None})
         return SimpleNamespace(
@@ -107,20 +110,24 @@ class Broker:
         )
 
     def list_accounts(self, user_id: str, options: Any = None) -> Flow[list[Account]]:
+        self.asked.append((user_id, options))
         yield from self._send("list_all_user_accounts")
         return [Account(id=a, connection_id=c) for a, c in sorted(self.accounts.items())]
 
     def get_balances(self, user_id: str, account_id: str, options: Any = None) -> Flow[list[Balance]]:
+        self.asked.append((user_id, options))
         yield from self._send("get_user_account_balance", account_id)
         return [Balance(currency="USD", cash=len(self.sent))]
 
     def get_positions(self, user_id: str, account_id: str, options: Any = None) -> Flow[list[Position]]:
+        self.asked.append((user_id, options))
         yield from self._send("get_all_account_positions", account_id)
         return [Position(symbol=f"P{len(self.sent)}")]
 
     def get_activities(
         self, user_id: str, account_id: str, *, start_date: date | None = None, options: Any = None
     ) -> Flow[list[Activity]]:
+        self.asked.append((user_id, options))
         yield from self._send(ACTIVITIES, account_id, start_date)
         return [
             a

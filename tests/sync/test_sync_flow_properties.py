@@ -20,7 +20,7 @@ from sync_flow_harness import ACTIVITIES, HOLDINGS, LISTING, Broker, Clock, acti
 
 from aims_snaptrade import errors as e
 from aims_snaptrade.models import Activity
-from aims_snaptrade.pipeline import Send
+from aims_snaptrade.pipeline import CallOptions, Send
 from aims_snaptrade.sync import (
     AccountState,
     AccountStatus,
@@ -298,8 +298,10 @@ def test_a_sync_fetches_exactly_what_is_due_and_records_it(
     assert before is not None
     plan = _expected(policy, before, accounts, now, force)
 
+    options = CallOptions(timeout=7.0)
     with flow_clock(clock):
-        snapshot = run(sync_portfolio(broker, USER, policy=policy, force=force), ledger)  # type: ignore[arg-type]
+        snapshot = run(sync_portfolio(broker, USER, policy=policy, force=force, options=options), ledger)  # type: ignore[arg-type]
+    assert broker.asked == [(USER, options)] * len(broker.sent)  # every request for the user, with its options
 
     # The requests: the listing first when due, then each account's due reads, in account id order.
     requests: list[tuple[str, str | None, date | None]] = (
@@ -626,6 +628,11 @@ _ROUNDS = {
         [(LedgerChange.HOLDINGS_DIRTY, {"account_id": "a1"})],
         [(op, "a1") for op in HOLDINGS],
     ),
+    "holdings of the same account again": (
+        [(LedgerChange.HOLDINGS_DIRTY, "a1"), (LedgerChange.ACTIVITIES_DIRTY, "a1")],
+        [(LedgerChange.HOLDINGS_DIRTY, {"account_id": "a1"})],
+        [(op, "a1") for op in HOLDINGS],
+    ),
     "a new account": (
         [(LedgerChange.HOLDINGS_DIRTY, "a1"), (LedgerChange.ACTIVITIES_DIRTY, "a1")],
         [(LedgerChange.ACCOUNTS_DIRTY, {})],
@@ -661,7 +668,8 @@ def test_a_mark_made_during_the_sync_is_synced_in_another_round_and_merged(name:
     # a1: fetched in the first round; what the second round fetched replaces, activities add up.
     assert a1.state is AccountState.SYNCED and a1.holdings_fetched and a1.activities_fetched
     assert a1.balances is not None
-    assert a1.balances[0].cash == (2 if name == "holdings after activities" else 1)  # the request that fetched it
+    fetched_at = {"holdings after activities": 2, "holdings of the same account again": 4}.get(name, 1)
+    assert a1.balances[0].cash == fetched_at  # the request that fetched the latest balances
     reported = {"new activities": ["a1-booked", "a1-new"]}.get(name, ["a1-booked"])
     assert [a.id for a in a1.new_activities] == reported
     if name == "holdings of another account":
@@ -748,6 +756,8 @@ def test_a_user_marked_at_every_round_is_left_to_sync_due_after_max_rounds() -> 
         snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
     assert broker.operations() == list(HOLDINGS) * MAX_ROUNDS
     assert snapshot.requests == 2 * MAX_ROUNDS
+    balances = snapshot.accounts[0].balances
+    assert balances is not None and balances[0].cash == 2 * MAX_ROUNDS - 1  # the last round's
     assert ledger.due_users(0.0, 0.0, None, 10) == [USER]  # still marked
     assert ledger.acquire_lease(USER, "next-worker", clock.now, clock.now + 1)  # released
     ledger.close()
@@ -796,4 +806,75 @@ def test_marks_that_need_no_fetch_do_not_start_another_round() -> None:
         snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
     assert broker.operations() == list(HOLDINGS)
     assert [a.state for a in snapshot.accounts] == [AccountState.SYNCED, AccountState.STALE]
+    ledger.close()
+
+
+def test_a_user_forgotten_right_after_its_sync_is_saved_is_not_synced_again() -> None:
+    """USER_DELETED lands between the holder's save and its read of the marks: nothing more is
+    fetched and the rows stay gone."""
+    clock = Clock()
+
+    class Forgetting(SQLiteSyncLedger):
+        def save_sync(self, outcome: SyncOutcome) -> None:
+            super().save_sync(outcome)
+            self.mark(USER, LedgerChange.USER_REMOVED, clock.now)
+
+    broker = Broker({"a0": "c0"}, clock)
+    ledger = Forgetting(":memory:")
+    with flow_clock(clock):
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.operations() == [*LISTING, *HOLDINGS, ACTIVITIES]
+    assert snapshot.requests == 5
+    assert ledger.load_user(USER) is None
+    ledger.close()
+
+
+def test_a_listed_account_takes_its_new_connection_even_when_nothing_of_it_is_due() -> None:
+    clock = Clock()
+    with flow_clock(clock):
+        broker, ledger = _first_sync(clock, {"a0": "c0"})
+        broker.accounts["a0"] = "c-new"  # moved to another connection at SnapTrade
+        ledger.mark(USER, LedgerChange.ACCOUNTS_DIRTY, clock.now - 1)
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.operations() == list(LISTING)
+    [a0] = snapshot.accounts
+    assert (a0.state, a0.connection_id) == (AccountState.NOT_DUE, "c-new")
+    record = ledger.load_user(USER)
+    assert record is not None and record.accounts[0].connection_id == "c-new"
+    ledger.close()
+
+
+@pytest.mark.parametrize("change", [LedgerChange.ACCOUNTS_DIRTY, LedgerChange.HOLDINGS_DIRTY])
+def test_a_mark_at_the_instant_the_round_started_is_synced_by_the_holder(change: LedgerChange) -> None:
+    """A webhook's mark stamped with the very time the round started (a coarse clock, two processes),
+    landing after the round read the ledger: it is not in what the round fetched, so the holder
+    syncs it ("nothing marked during a sync is left unsynced")."""
+    clock = Clock()
+    loads = {"n": 0}
+
+    class Racing(SQLiteSyncLedger):
+        def load_user(self, user_id: str) -> Any:
+            record = super().load_user(user_id)
+            loads["n"] += 1
+            if loads["n"] == 1:  # right after the round's first read, at the same clock reading
+                self.mark(USER, change, clock.now, account_id="a0")
+            return record
+
+    with flow_clock(clock):
+        broker, _ = _first_sync(clock, {"a0": "c0"})
+        ledger = Racing(":memory:")
+        ledger.save_sync(
+            SyncOutcome(
+                USER,
+                clock.now - 10,
+                clock.now - 9,
+                clock.now - 10,
+                (AccountUpdate("a0", "c0", AccountStatus.ACTIVE, clock.now - 10, clock.now - 10),),
+            )
+        )
+        run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    expected = list(LISTING) if change is LedgerChange.ACCOUNTS_DIRTY else list(HOLDINGS)
+    assert broker.operations() == expected
+    record = ledger.load_user(USER)
+    assert record is not None and record.dirty_at is None and record.accounts[0].holdings_dirty_at is None
     ledger.close()

@@ -273,6 +273,9 @@ def test_the_sqlite_file_keeps_its_tables_under_their_names(tmp_path: Path) -> N
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"sync_users", "sync_accounts", "sync_batches"} <= tables
         assert conn.execute("SELECT user_id, account_id FROM sync_accounts").fetchall() == [("u1", "a1")]
+        # The schema's version, recorded for the ledger's tables (aims-snaptrade migrate reads it).
+        versions = conn.execute("SELECT store, version, compatible_from FROM aims_snaptrade_schema_versions")
+        assert versions.fetchall() == [("sync_ledger:sync_users", 1, 1)]
     conn.close()
 
 

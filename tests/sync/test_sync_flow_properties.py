@@ -878,3 +878,27 @@ def test_a_mark_at_the_instant_the_round_started_is_synced_by_the_holder(change:
     record = ledger.load_user(USER)
     assert record is not None and record.dirty_at is None and record.accounts[0].holdings_dirty_at is None
     ledger.close()
+
+
+def test_the_cursor_ids_are_the_cursor_days_latest_answer() -> None:
+    """An activity SnapTrade withdraws from the cursor day leaves the cursor's ids (they are exactly
+    that day's in the latest answer); booked again, it is reported again."""
+    clock = Clock()
+    day = date(2026, 6, 1)
+    with flow_clock(clock):
+        broker, ledger = _first_sync(clock, {"a0": "c0"})
+        broker.activities["a0"] = [activity("x", day)]
+        for _ in range(3):
+            ledger.mark(USER, LedgerChange.ACTIVITIES_DIRTY, clock.now, account_id="a0")
+            clock.tick()
+            snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+            record = ledger.load_user(USER)
+            assert record is not None
+            row = record.accounts[0]
+            ids = [a.id for a in broker.activities["a0"]]
+            assert (row.activities_cursor, list(row.cursor_ids)) == (day.isoformat(), ids)
+            assert [a.id for a in snapshot.accounts[0].new_activities] in ([], ["x"])
+            broker.activities["a0"] = [] if ids else [activity("x", day, hour=15)]
+    assert [start for op, _, start in broker.sent if op == ACTIVITIES][-2:] == [day, day]
+    assert [a.id for a in snapshot.accounts[0].new_activities] == ["x"]  # withdrawn, then booked again
+    ledger.close()

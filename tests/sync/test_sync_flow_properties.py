@@ -829,16 +829,22 @@ def test_a_user_forgotten_right_after_its_sync_is_saved_is_not_synced_again() ->
     ledger.close()
 
 
-def test_a_listed_account_takes_its_new_connection_even_when_nothing_of_it_is_due() -> None:
+@pytest.mark.parametrize("state", [AccountState.NOT_DUE, AccountState.STALE])
+def test_a_listed_account_takes_its_new_connection_whatever_came_of_it(state: AccountState) -> None:
+    """Nothing of it due, or its read finding the new connection disabled: the ledger learns the
+    connection the listing shows (the one a reconnect link needs)."""
     clock = Clock()
     with flow_clock(clock):
         broker, ledger = _first_sync(clock, {"a0": "c0"})
         broker.accounts["a0"] = "c-new"  # moved to another connection at SnapTrade
         ledger.mark(USER, LedgerChange.ACCOUNTS_DIRTY, clock.now - 1)
+        if state is AccountState.STALE:
+            ledger.mark(USER, LedgerChange.HOLDINGS_DIRTY, clock.now - 1, account_id="a0")
+            broker.failures[(HOLDINGS[0], "a0")] = e.SnapTradeConnectionDisabledError("disabled", status=402)
         snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
-    assert broker.operations() == list(LISTING)
+    assert broker.operations()[:2] == list(LISTING)
     [a0] = snapshot.accounts
-    assert (a0.state, a0.connection_id) == (AccountState.NOT_DUE, "c-new")
+    assert (a0.state, a0.connection_id) == (state, "c-new")
     record = ledger.load_user(USER)
     assert record is not None and record.accounts[0].connection_id == "c-new"
     ledger.close()
@@ -901,4 +907,38 @@ def test_the_cursor_ids_are_the_cursor_days_latest_answer() -> None:
             broker.activities["a0"] = [] if ids else [activity("x", day, hour=15)]
     assert [start for op, _, start in broker.sent if op == ACTIVITIES][-2:] == [day, day]
     assert [a.id for a in snapshot.accounts[0].new_activities] == ["x"]  # withdrawn, then booked again
+    ledger.close()
+
+
+@pytest.mark.parametrize("body", [None, {}, "unexpected"])
+def test_a_connections_listing_that_is_not_a_list_disables_nothing(body: object) -> None:
+    clock = Clock()
+    broker = Broker({"a0": "c0"}, clock)
+    broker.disabled.add("c0")
+    broker.authorizations = lambda listing: body
+    ledger = SQLiteSyncLedger(":memory:")
+    with flow_clock(clock):
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert [a.state for a in snapshot.accounts] == [AccountState.SYNCED]
+    ledger.close()
+
+
+def test_a_ledger_that_does_not_know_a_new_user_yet_gets_it_synced_whole() -> None:
+    """``load_user`` may answer ``None`` for a user it does not know (the protocol allows it, e.g. a
+    ledger keeping leases apart): the first sync fetches everything and records the user."""
+    clock = Clock()
+
+    class LeasesApart(SQLiteSyncLedger):
+        def load_user(self, user_id: str) -> Any:
+            record = super().load_user(user_id)
+            return None if record is not None and record.last_synced_at is None and not record.accounts else record
+
+    broker = Broker({"a0": "c0", "a1": "c1"}, clock)
+    ledger = LeasesApart(":memory:")
+    with flow_clock(clock):
+        snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.operations() == [*LISTING, *HOLDINGS, ACTIVITIES, *HOLDINGS, ACTIVITIES]
+    assert [a.state for a in snapshot.accounts] == [AccountState.SYNCED] * 2
+    record = ledger.load_user(USER)
+    assert record is not None and [a.account_id for a in record.accounts] == ["a0", "a1"]
     ledger.close()

@@ -942,3 +942,35 @@ def test_a_ledger_that_does_not_know_a_new_user_yet_gets_it_synced_whole() -> No
     record = ledger.load_user(USER)
     assert record is not None and [a.account_id for a in record.accounts] == ["a0", "a1"]
     ledger.close()
+
+
+def test_an_account_first_listed_on_a_broken_connection_is_fetched_once_it_is_fixed() -> None:
+    """The ledger records the stale account with its connection, so CONNECTION_FIXED for that
+    connection makes it active and everything of it due (docs/portfolio-sync.md, webhooks)."""
+    clock = Clock()
+    broker = Broker({"a0": "c0"}, clock)
+    broker.disabled.add("c0")
+    ledger = SQLiteSyncLedger(":memory:")
+    with flow_clock(clock):
+        first = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+        assert [(a.state, a.reconnect_authorization_id) for a in first.accounts] == [(AccountState.STALE, "c0")]
+        assert broker.operations() == list(LISTING)
+        record = ledger.load_user(USER)
+        assert record is not None
+        assert (record.accounts[0].connection_id, record.accounts[0].status) == ("c0", AccountStatus.STALE)
+        broker.disabled.clear()
+        ledger.mark(USER, LedgerChange.CONNECTION_FIXED, clock.now, connection_id="c0")
+        record = ledger.load_user(USER)
+        assert record is not None and record.accounts[0].status is AccountStatus.ACTIVE
+        assert record.accounts[0].holdings_dirty_at == record.accounts[0].activities_dirty_at == clock.now
+        clock.tick()
+        broker.sent.clear()
+        fixed = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.operations() == [*LISTING, *HOLDINGS, ACTIVITIES]
+    assert [a.state for a in fixed.accounts] == [AccountState.SYNCED]
+    record = ledger.load_user(USER)
+    assert record is not None and (record.accounts[0].connection_id, record.accounts[0].status) == (
+        "c0",
+        AccountStatus.ACTIVE,
+    )
+    ledger.close()

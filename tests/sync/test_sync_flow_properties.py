@@ -658,7 +658,11 @@ def test_a_mark_made_during_the_sync_is_synced_in_another_round_and_merged(name:
         for change, account in before:
             ledger.mark(USER, change, clock.now - 1, account_id=account)
         broker.on_send = lambda op, acct: _during(broker, ledger, clock, name, during)
+        released: list[int] = []
+        release = ledger.release_lease
+        ledger.release_lease = lambda user, owner: (released.append(len(broker.sent)), release(user, owner))  # type: ignore[method-assign]
         snapshot = run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert released == [len(broker.sent)]  # the lease was held through both rounds, released once at the end
     first_round = [(op, "a1") for op in ((ACTIVITIES,) if len(before) == 1 else (*HOLDINGS, ACTIVITIES))]
     assert [(op, acct) for op, acct, _ in broker.sent] == first_round + second_round
     assert snapshot.requests == len(broker.sent)

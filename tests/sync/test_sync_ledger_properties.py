@@ -69,6 +69,12 @@ def test_finished_in_batch_answers_for_any_number_of_users(size: int, data: st.D
         ledger.close()
 
 
+def test_a_loaded_record_names_its_user(ledger: SQLiteSyncLedger) -> None:
+    _known(ledger, "user-a")
+    ledger.mark("user-b", LedgerChange.ACCOUNTS_DIRTY, 5.0)
+    assert [ledger.load_user(u).user_id for u in ("user-a", "user-b")] == ["user-a", "user-b"]  # type: ignore[union-attr]
+
+
 def test_forget_user_counts_every_row_it_removed(ledger: SQLiteSyncLedger) -> None:
     _known(ledger)
     ledger.finish_in_batch("b1", "u1", 1.0)

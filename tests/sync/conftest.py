@@ -6,6 +6,7 @@ schema of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,24 @@ from sync_helpers import LOAD_WINDOW, POSTGRES_URL
 
 from aims_snaptrade.testing import RateLimit, SnapTradeEmulator
 from aims_snaptrade.testing.config import ClientCredentials
+
+# The files whose tests run in-process, without the emulator, servers or subprocesses (seconds in all).
+_QUICK = frozenset(
+    {
+        "test_sync_policy_properties.py",
+        "test_sync_flow_properties.py",
+        "test_sync_ledger_properties.py",
+        "test_sync_ledger_conformance.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under a mutant (``nox -s mutants``: mutmut runs the tests with ``-x`` in the order it lists
+    them), the in-process tests go first, so that a killed mutant fails in seconds rather than after
+    the emulator tests. Every other run keeps its order (pytest-randomly's, or the files')."""
+    if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
+        items.sort(key=lambda item: item.path.name not in _QUICK)
 
 
 @pytest.fixture

@@ -146,14 +146,19 @@ def _empty(record: UserRecord) -> bool:
 
 
 def _marked_since(record: UserRecord | None, started: float) -> bool:
-    """True when a webhook marked something of the user after ``started`` that a sync would fetch."""
+    """True when a webhook marked something of the user since ``started`` that a sync would fetch.
+
+    Read after the round's save, which clears every mark the round covered (stamped at or before
+    ``started``): a mark stamped at ``started`` itself that is still there landed after the round's
+    read (a coarse clock, or two processes reading the same instant), so it counts.
+    """
     if record is None:
         return False
-    if record.dirty_at is not None and record.dirty_at > started:
+    if record.dirty_at is not None and record.dirty_at >= started:
         return True
     return any(
         account.status is AccountStatus.ACTIVE
-        and any(at is not None and at > started for at in (account.holdings_dirty_at, account.activities_dirty_at))
+        and any(at is not None and at >= started for at in (account.holdings_dirty_at, account.activities_dirty_at))
         for account in record.accounts
     )
 
@@ -239,6 +244,7 @@ def _sync(
     snapshots.extend(
         AccountSnapshot(account_id=i, connection_id=known[i].connection_id, state=AccountState.GONE) for i in removed
     )
+    snapshots.sort(key=lambda snapshot: snapshot.account_id)  # PortfolioSnapshot.accounts: in account id order
     finished = time.time()
     portfolio = PortfolioSnapshot(
         user_id=user_id,

@@ -32,7 +32,10 @@ ACCOUNTS = get_operation("list_all_user_accounts")
 # Budget 10 per 1 s, full; 30 waiters allowed 1.5 s: the first 10 get the slots freeing after
 # ~1.02 s, the other 20 would need the next lap (~2.04 s) and must be refused at once.
 LIMIT, WAITERS, MAX_WAIT = 10, 30, 1.5
-AT_ONCE = 0.75  # a refusal "at once" returns well before half of max_wait ...
+# A refusal "at once" returns before any slot frees: before the window (1 s) has passed, and before
+# the first served waiter is served. (0.75 s was missed by a refusal on a machine at load 13: the
+# Redis round trips of the waiters queued ahead of it count too.)
+AT_ONCE = 1.0
 SERVED_AFTER = 0.9  # ... and a served waiter waited for the window (1 s + margin)
 
 
@@ -43,6 +46,7 @@ class Arrival:
         self.index = index
         self.served = False
         self.elapsed = 0.0
+        self.finished = 0.0
         self.error: SnapTradeBudgetExhaustedError | None = None
         self.unexpected: BaseException | None = None
 
@@ -56,6 +60,7 @@ def check_fifo(arrivals: list[Arrival]) -> None:
     assert served == list(range(LIMIT)), states
     assert [a.index for a in refused] == list(range(LIMIT, WAITERS)), states
     assert all(a.elapsed >= SERVED_AFTER for a in arrivals if a.served), states
+    assert max(a.finished for a in refused) < min(a.finished for a in arrivals if a.served), states
     for a in refused:
         assert a.error is not None and a.error.retry_after is not None
         assert a.elapsed < AT_ONCE, f"waiter {a.index} was refused after waiting {a.elapsed:.2f} s"
@@ -79,7 +84,8 @@ def test_threads_are_served_first_come_first_served(client_id: str, storage_url:
             arrival.error = error
         except Exception as error:  # reported by check_fifo, not lost in a thread
             arrival.unexpected = error
-        arrival.elapsed = time.monotonic() - start
+        arrival.finished = time.monotonic()
+        arrival.elapsed = arrival.finished - start
 
     threads = []
     for arrival in arrivals:
@@ -113,7 +119,8 @@ async def test_tasks_are_served_first_come_first_served(client_id: str, storage_
             arrival.served = True
         except SnapTradeBudgetExhaustedError as error:
             arrival.error = error
-        arrival.elapsed = time.monotonic() - start
+        arrival.finished = time.monotonic()
+        arrival.elapsed = arrival.finished - start
 
     # Tasks start in creation order and draw their ticket before their first await.
     await asyncio.gather(*(wait_for_slot(a) for a in arrivals))

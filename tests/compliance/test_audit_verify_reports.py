@@ -5,6 +5,7 @@ of tampering docs/compliance.md lists, malformed rows and a missing or malformed
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 from compliance_helpers import Tamperer, fill
 
-from aims_snaptrade.compliance import AuditKey, SQLiteAuditTrail, VerifyReport
+from aims_snaptrade.compliance import AuditEvent, AuditKey, SQLiteAuditTrail, VerifyReport
+from aims_snaptrade.compliance.audit import GENESIS, Head, anchor_signature, build_record, verify_chain
 from aims_snaptrade.errors import SnapTradeAuditError, SnapTradeValidationError
 
 KEY = AuditKey("verify-reports-audit-key-0123456789abcdef")
@@ -175,3 +177,17 @@ def test_an_empty_chain_verifies(tmp_path: Path) -> None:
         assert trail.tail() == []
     finally:
         trail.close()
+
+
+def test_a_genuine_record_of_a_fork_is_a_gap_where_the_chain_stops_following() -> None:
+    """Two genuine records chained to the same predecessor (a backup restored and written on, spliced
+    in): the second no longer follows the first, and nothing later names its predecessor."""
+    first = build_record(KEY, AuditEvent("call", "one"), 1, GENESIS, 1.0)
+    second = build_record(KEY, AuditEvent("call", "two"), 2, first.mac, 2.0)
+    third = build_record(KEY, AuditEvent("call", "three"), 3, second.mac, 3.0)
+    fork = build_record(KEY, AuditEvent("call", "three, elsewhere"), 3, second.mac, 3.5)
+    records = [first, second, fork, dataclasses.replace(third, seq=4)]
+    head = Head(4, third.mac, 0, GENESIS, anchor_signature(KEY, 0, GENESIS))
+    assert verify_chain(KEY, head, records) == VerifyReport(
+        False, 3, 0, 4, "deleted", 4, "records after 3 are missing (before 4)"
+    )

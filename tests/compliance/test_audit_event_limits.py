@@ -55,6 +55,8 @@ MORE_REFUSED: list[tuple[str, Any, str]] = [
     ("detail", {"x": 2**53 + 1}, "detail['x'] is an integer beyond +-2**53 (JSON numbers lose it)."),
     ("detail", {"x": -(2**53) - 1}, "detail['x'] is an integer beyond +-2**53 (JSON numbers lose it)."),
     ("detail", {"x": 1.01e15}, "detail['x'] must be a finite number between -1e+15 and 1e+15."),
+    ("detail", {"x": 1e15 + 0.5}, "detail['x'] must be a finite number between -1e+15 and 1e+15."),
+    ("detail", {"x": -1e15 - 0.5}, "detail['x'] must be a finite number between -1e+15 and 1e+15."),
     ("detail", {"x": "s" * 1025}, "detail['x'] has 1025 characters; at most 1024 are accepted."),
     ("detail", {"x": [1]}, "detail['x'] must be a string, number, bool or None, got list."),
     ("detail", _detail_of_json_length(4097), "detail is longer than 4096 characters as JSON."),

@@ -49,6 +49,7 @@ MORE_REFUSED: list[tuple[str, Any, str]] = [
     ("attempts", True, "attempts must be an int 0-10000, got True."),
     ("attempts", 1.0, "attempts must be an int 0-10000, got 1.0."),
     ("duration_ms", -0.001, "duration_ms must be a finite number between 0 and 1e+12."),
+    ("duration_ms", 1e12 + 0.5, "duration_ms must be a finite number between 0 and 1e+12."),
     ("detail", [("a", 1)], "detail must be a mapping, got list."),
     ("detail", {f"k{i}": i for i in range(33)}, "detail has 33 entries; at most 32."),
     ("detail", {"k" * 65: 1}, "a detail key has 65 characters; at most 64 are accepted."),

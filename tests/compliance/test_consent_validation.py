@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from aims_snaptrade.compliance import SQLiteConsentStore
+from aims_snaptrade.compliance.consent import ConsentRecord
 from aims_snaptrade.errors import SnapTradeValidationError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -122,5 +123,25 @@ def test_a_revocation_without_scope_or_source_revokes_every_scope_by_the_api() -
         assert store.has_consent("u2", "read")
         granted = store.records("u2")[0].granted_at
         assert granted.tzinfo is not None and abs(datetime.now(UTC) - granted) < timedelta(minutes=1)
+    finally:
+        store.close()
+
+
+def test_a_grant_reads_back_field_for_field() -> None:
+    clock_now = T0 + timedelta(days=3)
+    store = SQLiteConsentStore(":memory:", clock=lambda: clock_now)
+    try:
+        given = store.grant(
+            "u1", "trade", "2026-03", "web-onboarding", granted_at=T0, expires_at=T0 + timedelta(days=9)
+        )
+        expected = ConsentRecord("u1", "trade", T0, T0 + timedelta(days=9), "2026-03", "web-onboarding")
+        assert given == expected
+        assert store.latest("u1", "trade") == expected and store.records("u1") == [expected]
+        store.revoke("u1", "trade", source="support-ticket-881")
+        revoked = ConsentRecord(
+            "u1", "trade", T0, T0 + timedelta(days=9), "2026-03", "web-onboarding", clock_now, "support-ticket-881"
+        )
+        assert store.latest("u1", "trade") == revoked and store.records("u1") == [revoked]
+        assert store.latest("u1", "read") is None
     finally:
         store.close()

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from aims_snaptrade._sql.database import SQLiteDatabase
 from aims_snaptrade.compliance import SQLiteConsentStore
-from aims_snaptrade.compliance.consent import ConsentRecord
+from aims_snaptrade.compliance.consent import ConsentRecord, SQLConsentStore
 from aims_snaptrade.errors import SnapTradeValidationError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -145,3 +146,13 @@ def test_a_grant_reads_back_field_for_field() -> None:
         assert store.latest("u1", "read") is None
     finally:
         store.close()
+
+
+def test_the_default_maximum_age_is_a_year() -> None:
+    """SNAPTRADE_CONSENT_MAX_AGE_DAYS defaults to 365, whichever way the store is built."""
+    for store in (SQLiteConsentStore(":memory:"), SQLConsentStore(SQLiteDatabase(":memory:", what="consent store"))):
+        try:
+            assert store.grant("u1", "read", "v1", "web", granted_at=T0).expires_at == T0 + timedelta(days=365)
+            assert repr(store).endswith("max_age_days=365)")
+        finally:
+            store.close()

@@ -191,3 +191,25 @@ def test_a_genuine_record_of_a_fork_is_a_gap_where_the_chain_stops_following() -
     assert verify_chain(KEY, head, records) == VerifyReport(
         False, 3, 0, 4, "deleted", 4, "records after 3 are missing (before 4)"
     )
+
+
+def test_reading_an_unreadable_record_names_it(chain: tuple[SQLiteAuditTrail, Tamperer]) -> None:
+    trail, t = chain
+    t.sql("UPDATE {t} SET status = 'ok' WHERE seq = 4")
+    with pytest.raises(SnapTradeAuditError) as unreadable:
+        trail.tail(3)
+    assert unreadable.value.message == (
+        "audit record 4: column status holds a str, not what was written; run `aims-snaptrade audit verify`"
+    )
+    with pytest.raises(SnapTradeAuditError, match=r"^audit record 4: column status"):
+        trail.records_for_user("user-1")
+
+
+def test_a_head_without_its_first_bound_record_reads_as_bound_from_the_start(
+    chain: tuple[SQLiteAuditTrail, Tamperer],
+) -> None:
+    """A head row whose bound_from is empty (written before the column existed) binds every record."""
+    trail, t = chain
+    t.sql(f"UPDATE {trail.db.table(HEAD)} SET bound_from = NULL")
+    assert trail.head().bound_from == 1
+    assert trail.verify() == VerifyReport(True, 6, 0, 6)

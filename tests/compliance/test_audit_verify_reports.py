@@ -213,3 +213,15 @@ def test_a_head_without_its_first_bound_record_reads_as_bound_from_the_start(
     t.sql(f"UPDATE {trail.db.table(HEAD)} SET bound_from = NULL")
     assert trail.head().bound_from == 1
     assert trail.verify() == VerifyReport(True, 6, 0, 6)
+
+
+def test_a_forged_record_appended_with_the_head_count_moved_is_inserted(
+    chain: tuple[SQLiteAuditTrail, Tamperer],
+) -> None:
+    """Without the key the head's MAC cannot be moved along: it still names record 6 as the last."""
+    trail, t = chain
+    t.insert_forged(7)
+    t.sql(f"UPDATE {trail.db.table(HEAD)} SET seq = 7")
+    assert trail.verify() == VerifyReport(
+        False, 6, 0, 7, "inserted", 7, "record 7 was inserted (its neighbours chain past it)"
+    )

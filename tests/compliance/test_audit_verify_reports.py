@@ -225,3 +225,15 @@ def test_a_forged_record_appended_with_the_head_count_moved_is_inserted(
     assert trail.verify() == VerifyReport(
         False, 6, 0, 7, "inserted", 7, "record 7 was inserted (its neighbours chain past it)"
     )
+
+
+def test_records_cut_back_to_the_anchor_with_the_heads_mac_rewound_are_deleted(
+    chain: tuple[SQLiteAuditTrail, Tamperer],
+) -> None:
+    """The head still counts six records: an anchor's MAC in its place does not make an empty chain."""
+    trail, t = chain
+    t.sql("DELETE FROM {t}")
+    t.sql(f"UPDATE {trail.db.table(HEAD)} SET mac = ?", (GENESIS,))
+    assert trail.verify() == VerifyReport(
+        False, 0, 0, 6, "deleted", 1, "the last records after 0 are missing (head is 6)"
+    )

@@ -132,7 +132,7 @@ def test_the_postgres_stores_open_their_schema_with_their_settings(opened: list[
             store.close()
 
 
-def test_reprs_name_the_store_and_its_maximum_age(tmp_path: Path) -> None:
+def test_reprs_and_traits_name_each_store(tmp_path: Path) -> None:
     store = SQLiteConsentStore(tmp_path / "c.db", max_age_days=90)
     trail = SQLiteAuditTrail(tmp_path / "a.db", KEY)
     try:

@@ -237,3 +237,14 @@ def test_records_cut_back_to_the_anchor_with_the_heads_mac_rewound_are_deleted(
     assert trail.verify() == VerifyReport(
         False, 0, 0, 6, "deleted", 1, "the last records after 0 are missing (head is 6)"
     )
+
+
+def test_a_malformed_record_after_a_gap_is_named_by_its_own_number(
+    chain: tuple[SQLiteAuditTrail, Tamperer],
+) -> None:
+    trail, t = chain
+    t.delete(4)
+    t.sql("UPDATE {t} SET status = 'ok' WHERE seq = 5")
+    assert trail.verify() == VerifyReport(
+        False, 3, 0, 6, "altered", 5, "record 5: column status holds a str, not what was written"
+    )

@@ -30,6 +30,7 @@ def test_a_new_chain_has_an_identity_and_a_signed_genesis_head(tmp_path: Path) -
         assert head == Head(
             0, GENESIS, 0, GENESIS, anchor_signature(KEY, 0, GENESIS, head.chain_id, 1), head.chain_id, 1
         )
+        assert head.anchor_sig == anchor_signature(KEY, 0, GENESIS, head.chain_id)  # bound from the first record
         assert other.head().chain_id != head.chain_id  # every database its own chain
         fill(trail, 2)
     finally:

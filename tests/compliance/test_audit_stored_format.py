@@ -104,3 +104,35 @@ def test_the_stored_chain_does_not_verify_under_another_key(tmp_path: Path) -> N
         assert padded.verify().ok
     finally:
         padded.close()
+
+
+# A record of the release before chain identities (schema 1: no chain id in its MAC or the head).
+LEGACY = (1, 1700000000.25, "call", "list_all_user_accounts", "p-c5befaadc0f858bb08d94fec29eef228", "old-user", None,
+          None, "ok", 200, None, 0, None, "{}", GENESIS,
+          "b1f5698f6f0c8067668afc0ffec5f68eac50699f2852d6780a0aaadbee601df8")  # fmt: skip
+LEGACY_ANCHOR_SIG = "9c653655d4f55fbd362a5dfa20885168eaf2e002d15509343672dccc07a55e3b"
+
+
+def test_a_chain_stored_before_chain_identities_keeps_verifying(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute(
+            "CREATE TABLE aims_snaptrade_audit (seq BIGINT PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, "
+            "action TEXT NOT NULL, user_ref TEXT, user_id TEXT, account_ref TEXT, account_id TEXT, outcome TEXT NOT "
+            "NULL, status INTEGER, request_id TEXT, attempts INTEGER NOT NULL, duration_ms REAL, detail TEXT NOT NULL, "
+            "prev_mac TEXT NOT NULL, mac TEXT NOT NULL)"
+        )
+        conn.execute(
+            "CREATE TABLE aims_snaptrade_audit_head (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, mac TEXT NOT NULL, "
+            "anchor_seq BIGINT NOT NULL, anchor_mac TEXT NOT NULL, anchor_sig TEXT NOT NULL)"
+        )
+        conn.execute(f"INSERT INTO aims_snaptrade_audit VALUES ({', '.join('?' * 16)})", LEGACY)
+        conn.execute(
+            "INSERT INTO aims_snaptrade_audit_head VALUES (1, 1, ?, 0, ?, ?)", (LEGACY[-1], GENESIS, LEGACY_ANCHOR_SIG)
+        )
+    trail = SQLiteAuditTrail(db, AuditKey(SECRET))
+    try:
+        assert trail.verify().ok
+        assert [r.seq for r in trail.records_for_user("old-user")] == [1]
+    finally:
+        trail.close()

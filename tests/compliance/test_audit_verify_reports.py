@@ -5,6 +5,7 @@ of tampering docs/compliance.md lists, malformed rows and a missing or malformed
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 from compliance_helpers import Tamperer, fill
 
-from aims_snaptrade.compliance import AuditKey, SQLiteAuditTrail, VerifyReport
+from aims_snaptrade.compliance import AuditEvent, AuditKey, SQLiteAuditTrail, VerifyReport
+from aims_snaptrade.compliance.audit import GENESIS, Head, anchor_signature, build_record, verify_chain
 from aims_snaptrade.errors import SnapTradeAuditError, SnapTradeValidationError
 
 KEY = AuditKey("verify-reports-audit-key-0123456789abcdef")
@@ -175,3 +177,74 @@ def test_an_empty_chain_verifies(tmp_path: Path) -> None:
         assert trail.tail() == []
     finally:
         trail.close()
+
+
+def test_a_genuine_record_of_a_fork_is_a_gap_where_the_chain_stops_following() -> None:
+    """Two genuine records chained to the same predecessor (a backup restored and written on, spliced
+    in): the second no longer follows the first, and nothing later names its predecessor."""
+    first = build_record(KEY, AuditEvent("call", "one"), 1, GENESIS, 1.0)
+    second = build_record(KEY, AuditEvent("call", "two"), 2, first.mac, 2.0)
+    third = build_record(KEY, AuditEvent("call", "three"), 3, second.mac, 3.0)
+    fork = build_record(KEY, AuditEvent("call", "three, elsewhere"), 3, second.mac, 3.5)
+    records = [first, second, fork, dataclasses.replace(third, seq=4)]
+    head = Head(4, third.mac, 0, GENESIS, anchor_signature(KEY, 0, GENESIS))
+    assert verify_chain(KEY, head, records) == VerifyReport(
+        False, 3, 0, 4, "deleted", 4, "records after 3 are missing (before 4)"
+    )
+
+
+def test_reading_an_unreadable_record_names_it(chain: tuple[SQLiteAuditTrail, Tamperer]) -> None:
+    trail, t = chain
+    t.sql("UPDATE {t} SET status = 'ok' WHERE seq = 4")
+    with pytest.raises(SnapTradeAuditError) as unreadable:
+        trail.tail(3)
+    assert unreadable.value.message == (
+        "audit record 4: column status holds a str, not what was written; run `aims-snaptrade audit verify`"
+    )
+    with pytest.raises(SnapTradeAuditError, match=r"^audit record 4: column status"):
+        trail.records_for_user("user-1")
+
+
+def test_a_head_without_its_first_bound_record_reads_as_bound_from_the_start(
+    chain: tuple[SQLiteAuditTrail, Tamperer],
+) -> None:
+    """A head row whose bound_from is empty (written before the column existed) binds every record."""
+    trail, t = chain
+    t.sql(f"UPDATE {trail.db.table(HEAD)} SET bound_from = NULL")
+    assert trail.head().bound_from == 1
+    assert trail.verify() == VerifyReport(True, 6, 0, 6)
+
+
+def test_a_forged_record_appended_with_the_head_count_moved_is_inserted(
+    chain: tuple[SQLiteAuditTrail, Tamperer],
+) -> None:
+    """Without the key the head's MAC cannot be moved along: it still names record 6 as the last."""
+    trail, t = chain
+    t.insert_forged(7)
+    t.sql(f"UPDATE {trail.db.table(HEAD)} SET seq = 7")
+    assert trail.verify() == VerifyReport(
+        False, 6, 0, 7, "inserted", 7, "record 7 was inserted (its neighbours chain past it)"
+    )
+
+
+def test_records_cut_back_to_the_anchor_with_the_heads_mac_rewound_are_deleted(
+    chain: tuple[SQLiteAuditTrail, Tamperer],
+) -> None:
+    """The head still counts six records: an anchor's MAC in its place does not make an empty chain."""
+    trail, t = chain
+    t.sql("DELETE FROM {t}")
+    t.sql(f"UPDATE {trail.db.table(HEAD)} SET mac = ?", (GENESIS,))
+    assert trail.verify() == VerifyReport(
+        False, 0, 0, 6, "deleted", 1, "the last records after 0 are missing (head is 6)"
+    )
+
+
+def test_a_malformed_record_after_a_gap_is_named_by_its_own_number(
+    chain: tuple[SQLiteAuditTrail, Tamperer],
+) -> None:
+    trail, t = chain
+    t.delete(4)
+    t.sql("UPDATE {t} SET status = 'ok' WHERE seq = 5")
+    assert trail.verify() == VerifyReport(
+        False, 3, 0, 6, "altered", 5, "record 5: column status holds a str, not what was written"
+    )

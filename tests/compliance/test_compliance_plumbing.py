@@ -132,7 +132,7 @@ def test_the_postgres_stores_open_their_schema_with_their_settings(opened: list[
             store.close()
 
 
-def test_reprs_name_the_store_and_its_maximum_age(tmp_path: Path) -> None:
+def test_reprs_and_traits_name_each_store(tmp_path: Path) -> None:
     store = SQLiteConsentStore(tmp_path / "c.db", max_age_days=90)
     trail = SQLiteAuditTrail(tmp_path / "a.db", KEY)
     try:
@@ -140,9 +140,16 @@ def test_reprs_name_the_store_and_its_maximum_age(tmp_path: Path) -> None:
         assert repr(store) == f"SQLiteConsentStore({description!r}, max_age_days=90)"
         trail_description = f"SQLite audit trail {str(tmp_path / 'a.db')!r}"
         assert repr(trail) == f"SQLiteAuditTrail({trail_description!r})"
+        # What guardrails read of a store: its kind, and whether it outlives the process.
+        assert (trail.kind, trail.persistent, store.kind, store.persistent) == ("sqlite", True, "sqlite", True)
     finally:
         store.close()
         trail.close()
+    memory = SQLiteAuditTrail(":memory:", KEY)
+    try:
+        assert (memory.kind, memory.persistent) == ("sqlite", False)
+    finally:
+        memory.close()
 
 
 def test_the_sqlite_stores_use_their_clock_and_hook(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from aims_snaptrade._sql.database import SQLiteDatabase
 from aims_snaptrade.compliance import SQLiteConsentStore
+from aims_snaptrade.compliance.consent import ConsentRecord, SQLConsentStore
 from aims_snaptrade.errors import SnapTradeValidationError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -124,3 +126,33 @@ def test_a_revocation_without_scope_or_source_revokes_every_scope_by_the_api() -
         assert granted.tzinfo is not None and abs(datetime.now(UTC) - granted) < timedelta(minutes=1)
     finally:
         store.close()
+
+
+def test_a_grant_reads_back_field_for_field() -> None:
+    clock_now = T0 + timedelta(days=3)
+    store = SQLiteConsentStore(":memory:", clock=lambda: clock_now)
+    try:
+        given = store.grant(
+            "u1", "trade", "2026-03", "web-onboarding", granted_at=T0, expires_at=T0 + timedelta(days=9)
+        )
+        expected = ConsentRecord("u1", "trade", T0, T0 + timedelta(days=9), "2026-03", "web-onboarding")
+        assert given == expected
+        assert store.latest("u1", "trade") == expected and store.records("u1") == [expected]
+        store.revoke("u1", "trade", source="support-ticket-881")
+        revoked = ConsentRecord(
+            "u1", "trade", T0, T0 + timedelta(days=9), "2026-03", "web-onboarding", clock_now, "support-ticket-881"
+        )
+        assert store.latest("u1", "trade") == revoked and store.records("u1") == [revoked]
+        assert store.latest("u1", "read") is None
+    finally:
+        store.close()
+
+
+def test_the_default_maximum_age_is_a_year() -> None:
+    """SNAPTRADE_CONSENT_MAX_AGE_DAYS defaults to 365, whichever way the store is built."""
+    for store in (SQLiteConsentStore(":memory:"), SQLConsentStore(SQLiteDatabase(":memory:", what="consent store"))):
+        try:
+            assert store.grant("u1", "read", "v1", "web", granted_at=T0).expires_at == T0 + timedelta(days=365)
+            assert repr(store).endswith("max_age_days=365)")
+        finally:
+            store.close()

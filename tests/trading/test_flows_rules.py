@@ -681,3 +681,53 @@ def test_the_calls_options_reach_the_order_write_itself(
     with pytest.raises(e.SnapTradeBudgetExhaustedError):
         client.place_order_now(alice.user_id, account, confirm=True, **ORDER)  # the client's own mode: fail
     assert intents.pending() == []
+
+
+def test_each_intent_is_sent_as_the_request_that_places_it() -> None:
+    # What goes on the wire for each kind of intent: a replacement names its security by ticker
+    # (SnapTrade's replace takes a symbol) and the order it replaces.
+    from aims_snaptrade.testing.order_intent_store_conformance import make_intent
+    from aims_snaptrade.trading.flows import TradingFlows
+
+    for universal in (None, "u-aapl"):
+        replace = make_intent(kind="replace", replaces="order-9", universal_symbol_id=universal)
+        operation, arguments, budget = TradingFlows.request_of(replace)
+        assert (operation, budget) == ("replace_order", None)
+        assert arguments["symbol"] == "AAPL" and arguments["brokerage_order_id"] == "order-9"
+        assert "universal_symbol_id" not in arguments and "client_order_id" not in arguments
+        assert (arguments["units"], arguments["price"], arguments["action"]) == (replace.units, replace.price, "BUY")
+    force = make_intent(kind="force", universal_symbol_id="u-aapl")
+    operation, arguments, budget = TradingFlows.request_of(force)
+    assert (operation, budget, arguments["client_order_id"]) == ("place_force_order", None, force.client_order_id)
+    assert arguments["universal_symbol_id"] == "u-aapl" and arguments["user_id"] == force.user_id
+    checked = make_intent(kind="checked", trade_id="trade-7")
+    assert TradingFlows.request_of(checked) == ("place_order", {"user_id": checked.user_id, "trade_id": "trade-7"},
+                                                checked.account_id)  # fmt: skip
+
+
+def test_a_confirmed_preview_counts_against_its_accounts_trade_limit(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    # Placing a checked trade names no account on the wire: the trade limit must still be the account's.
+    client = make_client(trade_limit_per_account=1, trade_limit_window=60, rate_limit_mode="fail")
+    first, second = alice.account_ids
+    preview = client.preview_order(alice.user_id, first, **ORDER)
+    client.place_order_now(alice.user_id, first, confirm=True, **ORDER)
+    with pytest.raises(e.SnapTradeBudgetExhaustedError) as refused:
+        client.place_order(preview, confirmation=preview.confirmation)
+    assert refused.value.limit_scope == "trade"
+    assert emu.journal.count(operation="place_order") == 0
+    other = client.preview_order(alice.user_id, second, **ORDER)
+    assert client.place_order(other, confirmation=other.confirmation).status == "EXECUTED"  # another account
+
+
+def test_a_refused_order_is_journaled_as_not_placed_with_the_refusal(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    with pytest.raises(e.SnapTradeValidationError) as refused:
+        client.place_order_now(alice.user_id, alice.account_ids[0], confirm=True, action="BUY", symbol="AAPL",
+                               units=1_000_000)  # fmt: skip
+    (intent,) = intents.export_user(alice.user_id)
+    assert (intent["status"], intent["brokerage_order_id"]) == ("not_placed", None)
+    assert intent["detail"] == f"SnapTradeValidationError: {refused.value.message}"
+    assert intent["settled_at"] is not None

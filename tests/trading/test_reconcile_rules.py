@@ -819,3 +819,28 @@ def test_a_pending_cancellation_never_competes_for_a_listed_order(
     emu.faults.add(Fault.answer({"orders": [record]}), operation="get_user_account_recent_orders")
     verdict = client.reconcile_order(mine)
     assert (verdict.outcome, verdict.order.brokerage_order_id) == ("placed", order_id), verdict
+
+
+def test_not_placed_from_the_very_end_of_the_settle_window(
+    make_client: Any,
+    alice: ConnectedUser,
+    emu: SnapTradeEmulator,
+    intents: MemoryOrderIntentStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aims_snaptrade.trading import reconcile
+
+    client = make_client(order_settle_seconds=60)
+    frozen = datetime.now(UTC)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return frozen
+
+    monkeypatch.setattr(reconcile, "datetime", Clock)
+    for left, outcome in ((frozen - timedelta(seconds=60), "not_placed"),
+                          (frozen - timedelta(seconds=60) + timedelta(microseconds=1), "unknown")):  # fmt: skip
+        intent = _intent(alice, alice.account_ids[0], at=frozen - timedelta(seconds=90), left_by=left)
+        _journal(intents, intent)
+        assert client.reconcile_order(intent).outcome == outcome, left

@@ -408,6 +408,10 @@ def test_trade_consent_is_checked_for_the_user_of_every_order_write(
     allowed = make_client(confirmation_key="k" * 32)
     preview = allowed.preview_order(alice.user_id, account, **ORDER)
     client = make_client(consent=NoTradeForAlice(), confirmation_key="k" * 32)
+    emu.journal.clear()
+    with pytest.raises(e.SnapTradeConsentRequiredError):
+        client.preview_order(alice.user_id, account, **ORDER)
+    assert len(emu.journal) == 0  # refused before any request, the symbol look-up included
     for attempt in (
         lambda: client.preview_order(alice.user_id, account, **ORDER),
         lambda: client.place_order(preview, confirmation=preview.confirmation),

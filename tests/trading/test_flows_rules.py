@@ -157,6 +157,12 @@ def test_a_confirmed_preview_is_journaled_with_the_terms_it_previewed(
     account = alice.account_ids[0]
     preview = client.preview_order(alice.user_id, account, action=action, symbol="AAPL",
                                    time_in_force=time_in_force, **terms)  # fmt: skip
+    # The preview carries the terms asked for (and is what the account owner confirms).
+    asked = {"order_type": "Market", "units": None, "notional_value": None, "price": None, "stop": None, **terms}
+    if "notional_value" in terms:
+        del asked["units"]  # SnapTrade's impact says how many units the value buys
+    assert {k: getattr(preview, k) for k in asked} == asked
+    assert (preview.action, preview.time_in_force) == (action, time_in_force)
     emu.faults.add(Fault.lost_response(), operation="place_order")
     with pytest.raises(e.SnapTradeUnknownOutcomeError) as lost:
         client.place_order(preview, confirmation=preview.confirmation)

@@ -44,9 +44,11 @@ def test_only_confirm_true_places_or_replaces_an_order(
     with pytest.raises(e.SnapTradeGuardrailError, match="confirm=True") as refused:
         client.place_order_now(alice.user_id, account, confirm=confirm, **ORDER)
     assert refused.value.operation == "place_force_order"
+    assert refused.value.message == "place_order_now places an order without a preview and needs confirm=True."
     with pytest.raises(e.SnapTradeGuardrailError, match="confirm=True") as refused:
         client.replace_order(alice.user_id, account, "order-1", action="BUY", units=1, confirm=confirm)
     assert refused.value.operation == "replace_order"
+    assert refused.value.message == "replace_order changes a live order and needs confirm=True."
     assert _sent(emu) == before
     assert intents.pending() == [] and intents.claimed_order_ids(account) == []
 
@@ -741,3 +743,36 @@ def test_a_refused_order_is_journaled_as_not_placed_with_the_refusal(
     assert (intent["status"], intent["brokerage_order_id"]) == ("not_placed", None)
     assert intent["detail"] == f"SnapTradeValidationError: {refused.value.message}"
     assert intent["settled_at"] is not None
+
+
+def test_the_calls_timeout_bounds_the_order_write_itself(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    # Each write is answered after 0.5 s; the call's own timeout is 0.1 s (the client's is the
+    # default), so every write sent with the call's options ends as an unknown outcome.
+    from aims_snaptrade import CallOptions
+    from aims_snaptrade.testing import Fault
+    from aims_snaptrade.testing.order_intent_store_conformance import make_intent
+
+    short = CallOptions(timeout=(5.0, 0.1))
+    account = alice.account_ids[0]
+    limit = {"action": "BUY", "symbol": "AAPL", "units": 1, "order_type": "Limit", "price": 1}
+    working = client.place_order_now(alice.user_id, account, confirm=True, **limit)
+    preview = client.preview_order(alice.user_id, account, **ORDER)
+    never_sent = make_intent(user_id=alice.user_id, account_id=account, kind="cancel",
+                             cancels=working.brokerage_order_id, action=None, symbol=None, units=None,
+                             order_type=None, price=None)  # fmt: skip
+    intents.record(never_sent)
+    writes = [
+        ("place_force_order", lambda: client.place_order_now(alice.user_id, account, confirm=True, options=short,
+                                                             **ORDER)),
+        ("place_order", lambda: client.place_order(preview, confirmation=preview.confirmation, options=short)),
+        ("replace_order", lambda: client.replace_order(alice.user_id, account, working.brokerage_order_id,
+                                                       confirm=True, options=short, action="BUY", units=2,
+                                                       order_type="Limit", price=1)),
+        ("cancel_order", lambda: client.reconcile_order(never_sent, resend=True, options=short)),
+    ]  # fmt: skip
+    for operation, write in writes:
+        emu.faults.add(Fault.latency(0.5), operation=operation)
+        with pytest.raises(e.SnapTradeUnknownOutcomeError):
+            write()

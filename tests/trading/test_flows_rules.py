@@ -776,3 +776,21 @@ def test_the_calls_timeout_bounds_the_order_write_itself(
         emu.faults.add(Fault.latency(0.5), operation=operation)
         with pytest.raises(e.SnapTradeUnknownOutcomeError):
             write()
+
+
+def test_place_order_now_refusals_say_how_to_proceed(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator
+) -> None:
+    account = alice.account_ids[0]
+    with pytest.raises(e.SnapTradeGuardrailError) as unconfirmed:
+        client.place_order_now(alice.user_id, account, confirm=False, **ORDER)
+    assert unconfirmed.value.message == "place_order_now places an order without a preview and needs confirm=True."
+    assert unconfirmed.value.hint == (
+        "Prefer preview_order() and place_order(preview, confirmation=...); pass confirm=True otherwise."
+    )
+    for bad in ("not-a-uuid", 123, "7f0c5f8e-8f43-1b8e-9d55-0f1f9e1f2a3b"):
+        with pytest.raises(e.SnapTradeValidationError) as refused:
+            client.place_order_now(alice.user_id, account, confirm=True, client_order_id=bad, **ORDER)  # type: ignore[arg-type]
+        assert refused.value.message == f"client_order_id must be a UUID4, got {bad!r}."
+        assert refused.value.operation == "place_force_order"
+    assert _sent(emu) == 0

@@ -44,9 +44,11 @@ def test_only_confirm_true_places_or_replaces_an_order(
     with pytest.raises(e.SnapTradeGuardrailError, match="confirm=True") as refused:
         client.place_order_now(alice.user_id, account, confirm=confirm, **ORDER)
     assert refused.value.operation == "place_force_order"
+    assert refused.value.message == "place_order_now places an order without a preview and needs confirm=True."
     with pytest.raises(e.SnapTradeGuardrailError, match="confirm=True") as refused:
         client.replace_order(alice.user_id, account, "order-1", action="BUY", units=1, confirm=confirm)
     assert refused.value.operation == "replace_order"
+    assert refused.value.message == "replace_order changes a live order and needs confirm=True."
     assert _sent(emu) == before
     assert intents.pending() == [] and intents.claimed_order_ids(account) == []
 
@@ -157,6 +159,12 @@ def test_a_confirmed_preview_is_journaled_with_the_terms_it_previewed(
     account = alice.account_ids[0]
     preview = client.preview_order(alice.user_id, account, action=action, symbol="AAPL",
                                    time_in_force=time_in_force, **terms)  # fmt: skip
+    # The preview carries the terms asked for (and is what the account owner confirms).
+    asked = {"order_type": "Market", "units": None, "notional_value": None, "price": None, "stop": None, **terms}
+    if "notional_value" in terms:
+        del asked["units"]  # SnapTrade's impact says how many units the value buys
+    assert {k: getattr(preview, k) for k in asked} == asked
+    assert (preview.action, preview.time_in_force) == (action, time_in_force)
     emu.faults.add(Fault.lost_response(), operation="place_order")
     with pytest.raises(e.SnapTradeUnknownOutcomeError) as lost:
         client.place_order(preview, confirmation=preview.confirmation)
@@ -408,6 +416,10 @@ def test_trade_consent_is_checked_for_the_user_of_every_order_write(
     allowed = make_client(confirmation_key="k" * 32)
     preview = allowed.preview_order(alice.user_id, account, **ORDER)
     client = make_client(consent=NoTradeForAlice(), confirmation_key="k" * 32)
+    emu.journal.clear()
+    with pytest.raises(e.SnapTradeConsentRequiredError):
+        client.preview_order(alice.user_id, account, **ORDER)
+    assert len(emu.journal) == 0  # refused before any request, the symbol look-up included
     for attempt in (
         lambda: client.preview_order(alice.user_id, account, **ORDER),
         lambda: client.place_order(preview, confirmation=preview.confirmation),
@@ -681,3 +693,104 @@ def test_the_calls_options_reach_the_order_write_itself(
     with pytest.raises(e.SnapTradeBudgetExhaustedError):
         client.place_order_now(alice.user_id, account, confirm=True, **ORDER)  # the client's own mode: fail
     assert intents.pending() == []
+
+
+def test_each_intent_is_sent_as_the_request_that_places_it() -> None:
+    # What goes on the wire for each kind of intent: a replacement names its security by ticker
+    # (SnapTrade's replace takes a symbol) and the order it replaces.
+    from aims_snaptrade.testing.order_intent_store_conformance import make_intent
+    from aims_snaptrade.trading.flows import TradingFlows
+
+    for universal in (None, "u-aapl"):
+        replace = make_intent(kind="replace", replaces="order-9", universal_symbol_id=universal)
+        operation, arguments, budget = TradingFlows.request_of(replace)
+        assert (operation, budget) == ("replace_order", None)
+        assert arguments["symbol"] == "AAPL" and arguments["brokerage_order_id"] == "order-9"
+        assert "universal_symbol_id" not in arguments and "client_order_id" not in arguments
+        assert (arguments["units"], arguments["price"], arguments["action"]) == (replace.units, replace.price, "BUY")
+    force = make_intent(kind="force", universal_symbol_id="u-aapl")
+    operation, arguments, budget = TradingFlows.request_of(force)
+    assert (operation, budget, arguments["client_order_id"]) == ("place_force_order", None, force.client_order_id)
+    assert arguments["universal_symbol_id"] == "u-aapl" and arguments["user_id"] == force.user_id
+    checked = make_intent(kind="checked", trade_id="trade-7")
+    assert TradingFlows.request_of(checked) == ("place_order", {"user_id": checked.user_id, "trade_id": "trade-7"},
+                                                checked.account_id)  # fmt: skip
+
+
+def test_a_confirmed_preview_counts_against_its_accounts_trade_limit(
+    make_client: Any, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    # Placing a checked trade names no account on the wire: the trade limit must still be the account's.
+    client = make_client(trade_limit_per_account=1, trade_limit_window=60, rate_limit_mode="fail")
+    first, second = alice.account_ids
+    preview = client.preview_order(alice.user_id, first, **ORDER)
+    client.place_order_now(alice.user_id, first, confirm=True, **ORDER)
+    with pytest.raises(e.SnapTradeBudgetExhaustedError) as refused:
+        client.place_order(preview, confirmation=preview.confirmation)
+    assert refused.value.limit_scope == "trade"
+    assert emu.journal.count(operation="place_order") == 0
+    other = client.preview_order(alice.user_id, second, **ORDER)
+    assert client.place_order(other, confirmation=other.confirmation).status == "EXECUTED"  # another account
+
+
+def test_a_refused_order_is_journaled_as_not_placed_with_the_refusal(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    with pytest.raises(e.SnapTradeValidationError) as refused:
+        client.place_order_now(alice.user_id, alice.account_ids[0], confirm=True, action="BUY", symbol="AAPL",
+                               units=1_000_000)  # fmt: skip
+    (intent,) = intents.export_user(alice.user_id)
+    assert (intent["status"], intent["brokerage_order_id"]) == ("not_placed", None)
+    assert intent["detail"] == f"SnapTradeValidationError: {refused.value.message}"
+    assert intent["settled_at"] is not None
+
+
+def test_the_calls_timeout_bounds_the_order_write_itself(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator, intents: MemoryOrderIntentStore
+) -> None:
+    # Each write is answered after 0.5 s; the call's own timeout is 0.1 s (the client's is the
+    # default), so every write sent with the call's options ends as an unknown outcome.
+    from aims_snaptrade import CallOptions
+    from aims_snaptrade.testing import Fault
+    from aims_snaptrade.testing.order_intent_store_conformance import make_intent
+
+    short = CallOptions(timeout=(5.0, 0.1))
+    account = alice.account_ids[0]
+    limit = {"action": "BUY", "symbol": "AAPL", "units": 1, "order_type": "Limit", "price": 1}
+    working = client.place_order_now(alice.user_id, account, confirm=True, **limit)
+    preview = client.preview_order(alice.user_id, account, **ORDER)
+    never_sent = make_intent(user_id=alice.user_id, account_id=account, kind="cancel",
+                             cancels=working.brokerage_order_id, action=None, symbol=None, units=None,
+                             order_type=None, price=None)  # fmt: skip
+    intents.record(never_sent)
+    writes = [
+        ("place_force_order", lambda: client.place_order_now(alice.user_id, account, confirm=True, options=short,
+                                                             **ORDER)),
+        ("place_order", lambda: client.place_order(preview, confirmation=preview.confirmation, options=short)),
+        ("replace_order", lambda: client.replace_order(alice.user_id, account, working.brokerage_order_id,
+                                                       confirm=True, options=short, action="BUY", units=2,
+                                                       order_type="Limit", price=1)),
+        ("cancel_order", lambda: client.reconcile_order(never_sent, resend=True, options=short)),
+    ]  # fmt: skip
+    for operation, write in writes:
+        emu.faults.add(Fault.latency(0.5), operation=operation)
+        with pytest.raises(e.SnapTradeUnknownOutcomeError):
+            write()
+
+
+def test_place_order_now_refusals_say_how_to_proceed(
+    client: SafeSnapTradeClient, alice: ConnectedUser, emu: SnapTradeEmulator
+) -> None:
+    account = alice.account_ids[0]
+    with pytest.raises(e.SnapTradeGuardrailError) as unconfirmed:
+        client.place_order_now(alice.user_id, account, confirm=False, **ORDER)
+    assert unconfirmed.value.message == "place_order_now places an order without a preview and needs confirm=True."
+    assert unconfirmed.value.hint == (
+        "Prefer preview_order() and place_order(preview, confirmation=...); pass confirm=True otherwise."
+    )
+    for bad in ("not-a-uuid", 123, "7f0c5f8e-8f43-1b8e-9d55-0f1f9e1f2a3b"):
+        with pytest.raises(e.SnapTradeValidationError) as refused:
+            client.place_order_now(alice.user_id, account, confirm=True, client_order_id=bad, **ORDER)  # type: ignore[arg-type]
+        assert refused.value.message == f"client_order_id must be a UUID4, got {bad!r}."
+        assert refused.value.operation == "place_force_order"
+    assert _sent(emu) == 0

@@ -819,3 +819,59 @@ def test_a_pending_cancellation_never_competes_for_a_listed_order(
     emu.faults.add(Fault.answer({"orders": [record]}), operation="get_user_account_recent_orders")
     verdict = client.reconcile_order(mine)
     assert (verdict.outcome, verdict.order.brokerage_order_id) == ("placed", order_id), verdict
+
+
+def test_not_placed_from_the_very_end_of_the_settle_window(
+    make_client: Any,
+    alice: ConnectedUser,
+    emu: SnapTradeEmulator,
+    intents: MemoryOrderIntentStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aims_snaptrade.trading import reconcile
+
+    client = make_client(order_settle_seconds=60)
+    frozen = datetime.now(UTC)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return frozen
+
+    monkeypatch.setattr(reconcile, "datetime", Clock)
+    for left, outcome in ((frozen - timedelta(seconds=60), "not_placed"),
+                          (frozen - timedelta(seconds=60) + timedelta(microseconds=1), "unknown")):  # fmt: skip
+        intent = _intent(alice, alice.account_ids[0], at=frozen - timedelta(seconds=90), left_by=left)
+        _journal(intents, intent)
+        assert client.reconcile_order(intent).outcome == outcome, left
+
+
+@pytest.mark.parametrize("spelling", ["naive", "-05:00"])
+def test_a_listed_time_is_read_in_its_own_offset_or_as_utc(
+    client: SafeSnapTradeClient,
+    alice: ConnectedUser,
+    emu: SnapTradeEmulator,
+    intents: MemoryOrderIntentStore,
+    spelling: str,
+) -> None:
+    # Brokerages spell times in many ways: a time without an offset is UTC; one with an offset is
+    # that instant. Either way an order placed just after the intent is the intent's.
+    from datetime import timezone
+
+    from aims_snaptrade.testing import Fault
+    from aims_snaptrade.testing.render import render_order
+
+    account = alice.account_ids[0]
+    now = datetime.now(UTC)
+    intent = _intent(alice, account, at=now - timedelta(seconds=5))
+    _journal(intents, intent)
+    order_id = _book(emu, account, at=now)
+    with emu.state.lock:
+        (record,) = [render_order(o) for o in emu.state.get_account(account).orders if o.brokerage_order_id == order_id]
+    if spelling == "naive":
+        record["time_placed"] = now.replace(tzinfo=None).isoformat()
+    else:
+        record["time_placed"] = now.astimezone(timezone(timedelta(hours=-5))).isoformat()
+    emu.faults.add(Fault.answer({"orders": [record]}), operation="get_user_account_recent_orders")
+    verdict = client.reconcile_order(intent)
+    assert (verdict.outcome, verdict.order.brokerage_order_id) == ("placed", order_id), verdict

@@ -137,9 +137,9 @@ class TradingFlows:
         write = self._write_options(options)
         policy = write.retry or self.core.retry
         # The call's deadline: the earlier of its own and its policy's (_write_options gives it
-        # ORDER_WRITE_DEADLINE when neither has one). Not capped at ORDER_WRITE_DEADLINE: a longer
-        # deadline lets the call wait longer before its request leaves.
-        deadline = min((d for d in (write.deadline, policy.deadline) if d is not None), default=ORDER_WRITE_DEADLINE)
+        # ORDER_WRITE_DEADLINE when neither has one, so there is always one). Not capped at
+        # ORDER_WRITE_DEADLINE: a longer deadline lets the call wait longer before its request leaves.
+        deadline = min(d for d in (write.deadline, policy.deadline) if d is not None)
         connect = write.timeouts(self.settings).connect
         return start + timedelta(seconds=2 * (deadline + connect))
 

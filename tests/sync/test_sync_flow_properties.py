@@ -833,6 +833,30 @@ def test_a_user_forgotten_right_after_its_sync_is_saved_is_not_synced_again() ->
     ledger.close()
 
 
+@pytest.mark.parametrize("erasure", ["USER_DELETED", "forget_user"])
+def test_a_user_erased_while_its_sync_fetches_is_not_written_back_by_the_save(erasure: str) -> None:
+    """The erasure lands after the sync read the ledger and before it saves: the save writes nothing
+    back (docs/portfolio-sync.md), whichever way the person was erased."""
+    clock = Clock()
+
+    class ErasedMidSync(SQLiteSyncLedger):
+        def save_sync(self, outcome: SyncOutcome) -> None:
+            if erasure == "USER_DELETED":
+                self.mark(USER, LedgerChange.USER_REMOVED, clock.now)
+            else:
+                self.forget_user(USER)
+            super().save_sync(outcome)
+
+    broker = Broker({"a0": "c0"}, clock)
+    ledger = ErasedMidSync(":memory:")
+    with flow_clock(clock):
+        run(sync_portfolio(broker, USER, policy=SyncPolicy()), ledger)  # type: ignore[arg-type]
+    assert broker.operations() == [*LISTING, *HOLDINGS, ACTIVITIES]  # fetched once, not again
+    assert ledger.load_user(USER) is None
+    assert ledger.due_users(clock.now + 1e9, clock.now + 1e9, None, 10) == []
+    ledger.close()
+
+
 @pytest.mark.parametrize("state", [AccountState.NOT_DUE, AccountState.STALE])
 def test_a_listed_account_takes_its_new_connection_whatever_came_of_it(state: AccountState) -> None:
     """Nothing of it due, or its read finding the new connection disabled: the ledger learns the

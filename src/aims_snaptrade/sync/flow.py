@@ -260,6 +260,7 @@ def _sync(
         accounts_synced_at=started if listed else None,
         accounts=tuple(updates),
         removed=tuple(removed),
+        leased=True,  # sync_portfolio holds the lease: an erasure meanwhile is not undone by the save
     )
     return portfolio, outcome
 

@@ -129,6 +129,9 @@ class SyncOutcome:
         accounts_synced_at: Set when connections and accounts were listed.
         accounts: Per-account updates.
         removed: Accounts the listing no longer shows (now ``gone``).
+        leased: The sync held the user's lease, so the user's row exists unless the user was
+            erased while the sync ran (``forget_user``, or a ``USER_DELETED`` webhook's mark):
+            then the ledger writes nothing back.
     """
 
     user_id: str
@@ -137,3 +140,4 @@ class SyncOutcome:
     accounts_synced_at: float | None = None
     accounts: tuple[AccountUpdate, ...] = field(default_factory=tuple)
     removed: tuple[str, ...] = field(default_factory=tuple)
+    leased: bool = False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,25 @@ class SyncLedgerConformance(ForgetRule):
         assert ledger.finished_in_batch("batch", ["u1", "u2"]) == {"u2"}
         assert ledger.load_user("u2") is not None
         assert ledger.forget_user("u1") == 0
+
+    def test_a_leased_save_never_brings_back_a_user_erased_while_it_ran(self, ledger: SyncLedger) -> None:
+        """A sync takes the lease, the user is erased (``forget_user``, or a ``USER_DELETED`` mark),
+        then the sync saves: nothing of the user comes back. A save without a lease still records."""
+        for erase in (
+            lambda: ledger.forget_user("u1"),
+            lambda: ledger.mark("u1", LedgerChange.USER_REMOVED, 1500.0),
+        ):
+            assert ledger.acquire_lease("u1", "w1", 1000.0, 2000.0)
+            erase()
+            outcome = _sync("u1", 1000.0, _full("a1", 1000.0))
+            ledger.save_sync(replace(outcome, leased=True))
+            assert ledger.load_user("u1") is None
+            assert ledger.due_users(1e12, 1e12, None, 10) == []
+        assert ledger.acquire_lease("u2", "w1", 1000.0, 2000.0)
+        ledger.save_sync(replace(_sync("u2", 1000.0, _full("b1", 1000.0)), leased=True))
+        user = ledger.load_user("u2")
+        assert user is not None
+        assert [a.account_id for a in user.accounts] == ["b1"]
 
     def test_bad_input_is_a_typed_error_before_any_write(self, ledger: SyncLedger) -> None:
         with pytest.raises(SnapTradeError):

@@ -92,6 +92,10 @@ _DUE_USERS = """SELECT u.user_id FROM {users} u WHERE u.user_id > ? AND (
             OR a.holdings_dirty_at IS NOT NULL OR a.activities_dirty_at IS NOT NULL)))
     ORDER BY u.user_id LIMIT ?"""
 
+# The user's row, locked for the save's transaction (PostgreSQL: an erasure waits for the save, or
+# the save finds no row); a leased sync's user has one unless it was erased meanwhile.
+_STILL_THERE = "UPDATE {users} SET lease_until = lease_until WHERE user_id = ?"
+
 _ACQUIRE = """INSERT INTO {users} AS cur (user_id, lease_owner, lease_until) VALUES (?, ?, ?)
     ON CONFLICT (user_id) DO UPDATE SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until
     WHERE cur.lease_owner IS NULL OR cur.lease_until IS NULL OR cur.lease_until <= ?
@@ -216,6 +220,8 @@ class SQLLedger:
         started = outcome.started_at
 
         def work(execute: Execute) -> None:
+            if outcome.leased and not execute(self._sql(_STILL_THERE), (outcome.user_id,)):
+                return  # erased while the sync ran: writing would bring the person's rows back
             execute(
                 self._sql(_SAVE_USER),
                 (outcome.user_id, outcome.accounts_synced_at, outcome.finished_at, started),

@@ -41,7 +41,11 @@ class SyncLedger(Protocol):  # pragma: no mutate block (docs/testing.md: Protoco
         ...
 
     def save_sync(self, outcome: SyncOutcome) -> None:
-        """Record a finished user sync in one transaction."""
+        """Record a finished user sync in one transaction.
+
+        A ``leased`` outcome for a user the ledger no longer holds (erased while the sync ran)
+        writes nothing: an erasure is never undone by a sync that started before it.
+        """
         ...
 
     def mark(

@@ -264,16 +264,18 @@ def test_the_keys_stay_masked_however_many_user_secrets_are_registered_after_the
 ) -> None:
     """Keys are registered as keys (never evicted), not as user secrets (evicted oldest first)."""
     from aims_snaptrade import _masking
-    from aims_snaptrade.redaction import register_secret
+    from aims_snaptrade.redaction import isolated_registry, register_secret
 
     monkeypatch.setitem(_masking._LIMITS, "secret", 3)  # the registry's bound on user secrets, made small
     old = "previous-key-" + "r" * 20
     headers, raw = signed(body_at(NOW))
-    verify_webhook(headers, raw, consumer_key=KEY, previous_consumer_keys=[old], now=lambda: NOW)
-    for n in range(10):
-        register_secret(f"user-secret-{n:02d}-" + "s" * 16)
-    newest, oldest = "user-secret-09-" + "s" * 16, "user-secret-00-" + "s" * 16
-    assert newest not in redact(f"a log line quoting {newest}")  # the newest is masked...
-    assert oldest in redact(f"a log line quoting {oldest}")  # ...the oldest was evicted
-    for key in (KEY, old):
-        assert key not in redact(f"a log line quoting {key}")
+    # A registry of its own: a value another test registered (in any order) would stay masked here.
+    with isolated_registry():
+        verify_webhook(headers, raw, consumer_key=KEY, previous_consumer_keys=[old], now=lambda: NOW)
+        for n in range(10):
+            register_secret(f"user-secret-{n:02d}-" + "s" * 16)
+        newest, oldest = "user-secret-09-" + "s" * 16, "user-secret-00-" + "s" * 16
+        assert newest not in redact(f"a log line quoting {newest}")  # the newest is masked...
+        assert oldest in redact(f"a log line quoting {oldest}")  # ...the oldest was evicted
+        for key in (KEY, old):
+            assert key not in redact(f"a log line quoting {key}")
